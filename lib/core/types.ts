@@ -1,0 +1,112 @@
+/**
+ * The service table: what every source translates Kubernetes objects into and
+ * what the data plane, the rule renderer and the admin face read. It is plain
+ * data (no sockets, no timers) so it can be diffed, printed and tested directly.
+ */
+
+export type Protocol = 'TCP' | 'UDP';
+
+/** "namespace/name:port/PROTOCOL", port being the port's name, or its number when unnamed. */
+export type ServicePortKey = string & { readonly __brand: 'ServicePortKey' };
+
+/** "namespace/name" */
+export type ServiceName = string;
+
+export type TrafficPolicy = 'Cluster' | 'Local';
+export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+
+export interface Endpoint {
+  readonly ip: string;
+  readonly port: number;
+  /** EndpointConditions, with Kubernetes' defaults applied (nil ready/serving = true, nil terminating = false). */
+  readonly ready: boolean;
+  readonly serving: boolean;
+  readonly terminating: boolean;
+  readonly nodeName: string | null;
+  readonly zone: string | null;
+  /** True when nodeName is this proxy's node. */
+  readonly isLocal: boolean;
+}
+
+export interface ServicePort {
+  readonly key: ServicePortKey;
+  readonly serviceName: ServiceName;
+  readonly namespace: string;
+  readonly name: string;
+  /** The Service port's name; "" when the port is unnamed. */
+  readonly portName: string;
+  readonly protocol: Protocol;
+  readonly port: number;
+  readonly type: ServiceType;
+  /** Both families, in spec.clusterIPs order. */
+  readonly clusterIPs: readonly string[];
+  /** 0 when the port has none. */
+  readonly nodePort: number;
+  readonly externalIPs: readonly string[];
+  /** status.loadBalancer.ingress[].ip whose ipMode is unset or VIP. */
+  readonly loadBalancerIPs: readonly string[];
+  readonly loadBalancerSourceRanges: readonly string[];
+  /** 0 when none. */
+  readonly healthCheckNodePort: number;
+  /** 0 when sessionAffinity is None. */
+  readonly affinityTimeoutSeconds: number;
+  readonly internalTrafficPolicy: TrafficPolicy;
+  readonly externalTrafficPolicy: TrafficPolicy;
+  /** Every endpoint the slices list for this port, merged, for display. */
+  readonly endpoints: readonly Endpoint[];
+  /** Usable endpoints cluster-wide: ready ones, else serving-and-terminating ones; topology hints applied. */
+  readonly clusterEndpoints: readonly Endpoint[];
+  /** Usable endpoints on this node: ready local ones, else serving-and-terminating local ones. */
+  readonly localEndpoints: readonly Endpoint[];
+  /** True when clusterEndpoints was narrowed to this node's zone by topology hints. */
+  readonly usesTopologyHints: boolean;
+}
+
+export type ServiceTable = ReadonlyMap<ServicePortKey, ServicePort>;
+
+export function servicePortKey(namespace: string, name: string, port: string | number, protocol: Protocol): ServicePortKey {
+  return `${namespace}/${name}:${port}/${protocol}` as ServicePortKey;
+}
+
+/** How a port is shown to people: its name, or its number when unnamed. */
+export function portLabel(sp: Pick<ServicePort, 'portName' | 'port'>): string {
+  return sp.portName === '' ? String(sp.port) : sp.portName;
+}
+
+/** True when the port is reachable from outside the cluster (NodePort, externalIPs, LoadBalancer IPs). */
+export function isExternallyReachable(sp: ServicePort): boolean {
+  return sp.nodePort !== 0 || sp.externalIPs.length > 0 || sp.loadBalancerIPs.length > 0;
+}
+
+/** Endpoints for traffic addressed to a ClusterIP. */
+export function internalEndpoints(sp: ServicePort): readonly Endpoint[] {
+  return sp.internalTrafficPolicy === 'Local' ? sp.localEndpoints : sp.clusterEndpoints;
+}
+
+/** Endpoints for traffic addressed to a NodePort, externalIP or LoadBalancer IP. */
+export function externalEndpoints(sp: ServicePort): readonly Endpoint[] {
+  return sp.externalTrafficPolicy === 'Local' ? sp.localEndpoints : sp.clusterEndpoints;
+}
+
+/**
+ * A userspace listener cannot tell which virtual IP a redirected connection was
+ * addressed to, so when the two traffic policies pick different endpoint sets
+ * the external addresses get a listener of their own.
+ */
+export function needsExternalListener(sp: ServicePort): boolean {
+  return isExternallyReachable(sp) && sp.internalTrafficPolicy !== sp.externalTrafficPolicy;
+}
+
+export function endpointId(ep: Pick<Endpoint, 'ip' | 'port'>): string {
+  return ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
+}
+
+/** Which traffic a listener serves: ClusterIP traffic, or (see needsExternalListener) external traffic. */
+export type ListenerScope = 'internal' | 'external';
+
+/** The proxy ports the data plane opened for one service port; rules steer virtual IPs to them. */
+export interface ProxyPorts {
+  readonly internal: number;
+  /** Present only when needsExternalListener(sp); otherwise external traffic goes to `internal`. */
+  readonly external?: number;
+}
