@@ -14,6 +14,8 @@ export interface ProxyRuntime {
   readonly tracker: ChangeTracker;
   readonly proxier: Proxier;
   readonly syncer: Syncer;
+  /** The iptables-restore script(s) now installed, or null when running without rules. */
+  installedRules(): string | null;
   /** Stops watching, then stops accepting and gives open connections up to the grace period. */
   stop(): Promise<void>;
 }
@@ -78,6 +80,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     tracker,
     proxier,
     syncer: s,
+    installedRules: () => null,
     stop() {
       stopping ??= (async () => {
         await source.stop();

@@ -80,6 +80,11 @@ export class Balancer {
     return ep;
   }
 
+  /** The endpoint the next connection from `clientIP` would get, changing nothing. */
+  peek(clientIP: string): EndpointState | undefined {
+    return this.affinity?.peek(clientIP, this.states) ?? this.strategy.peek(this.states);
+  }
+
   /** After a failed dial the client's affinity is reset, as in the legacy proxier. */
   forgetClient(clientIP: string): void {
     this.affinity?.forget(clientIP);

@@ -7,8 +7,19 @@ export class LeastConnections implements Strategy {
   private next = 0;
 
   pick(endpoints: readonly EndpointState[], exclude: ReadonlySet<EndpointState> | null): EndpointState | undefined {
+    const best = this.choose(endpoints, exclude);
+    if (best < 0) return undefined;
+    this.next = (best + 1) % endpoints.length;
+    return endpoints[best];
+  }
+
+  peek(endpoints: readonly EndpointState[]): EndpointState | undefined {
+    const best = this.choose(endpoints, null);
+    return best < 0 ? undefined : endpoints[best];
+  }
+
+  private choose(endpoints: readonly EndpointState[], exclude: ReadonlySet<EndpointState> | null): number {
     const n = endpoints.length;
-    if (n === 0) return undefined;
     let best = -1;
     let bestActive = Infinity;
     for (let pass = 0; pass < 2 && best < 0; pass++) {
@@ -23,8 +34,7 @@ export class LeastConnections implements Strategy {
         }
       }
     }
-    this.next = (best + 1) % n;
-    return endpoints[best];
+    return best;
   }
 
   reset(endpoints: readonly EndpointState[]): void {

@@ -21,6 +21,10 @@ export class RoundRobin implements Strategy {
     return ep;
   }
 
+  peek(endpoints: readonly EndpointState[]): EndpointState | undefined {
+    return endpoints.length === 0 ? undefined : endpoints[this.next % endpoints.length];
+  }
+
   reset(endpoints: readonly EndpointState[]): void {
     // Keep the rotation going rather than restarting at the first endpoint:
     // restarting on every change would send a burst to endpoint 0 (the legacy

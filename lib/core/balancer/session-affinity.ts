@@ -47,6 +47,13 @@ export class SessionAffinity {
     return undefined;
   }
 
+  /** Like lookup() but without refreshing the entry. */
+  peek(clientIP: string, endpoints: readonly EndpointState[]): EndpointState | undefined {
+    const s = this.byClient.get(clientIP);
+    if (s === undefined || this.now() - s.lastUsed >= this.timeoutMs) return undefined;
+    return endpoints.find((ep) => ep.id === s.endpointId);
+  }
+
   record(clientIP: string, ep: EndpointState): void {
     const s = this.byClient.get(clientIP);
     if (s === undefined) this.byClient.set(clientIP, { endpointId: ep.id, lastUsed: this.now() });

@@ -11,6 +11,8 @@ export const LB_STRATEGIES: readonly LbStrategyName[] = ['round-robin', 'least-c
 export interface Strategy {
   readonly name: LbStrategyName;
   pick(endpoints: readonly EndpointState[], exclude: ReadonlySet<EndpointState> | null): EndpointState | undefined;
+  /** What pick() would return now, without moving the strategy on (for `kup explain`). */
+  peek(endpoints: readonly EndpointState[]): EndpointState | undefined;
   /** The endpoint list changed. */
   reset(endpoints: readonly EndpointState[]): void;
 }
