@@ -202,3 +202,11 @@ export async function deadPort(): Promise<number> {
   await new Promise<void>((r) => s.close(() => r()));
   return port;
 }
+
+/** The body of an HTTP/1.0 GET / through `port` (the demo's backends answer with their pod's name). */
+export async function httpGet(port: number): Promise<string> {
+  const r = await exchange(port, 'GET / HTTP/1.0\r\nHost: kup\r\n\r\n');
+  const text = r.data.toString();
+  const i = text.indexOf('\r\n\r\n');
+  return i < 0 ? '' : text.slice(i + 4).trim();
+}
