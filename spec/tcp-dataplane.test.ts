@@ -258,3 +258,48 @@ async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
     await sleep(10);
   }
 }
+
+t.test('--proxy-port-range: ports come from the range, skipping ones in use', async (t) => {
+  const taken = await nameServer('squatter');
+  const base = taken.port; // in use by someone else: must be skipped
+  const backend = await nameServer('a');
+  const h = await startHarness({ portRange: { base, size: 3 } });
+  t.teardown(async () => {
+    await h.close();
+    await taken.close();
+    await backend.close();
+  });
+  await h.set(
+    [service('web', [{ name: 'http', port: 80 }]), service('api', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.11' })],
+    [...slicesFor('web', 'http', [backend.port]), ...slicesFor('api', 'http', [backend.port])],
+  );
+  const ports = [h.port(KEY), h.port('default/api:http/TCP')].sort();
+  t.same(ports, [base + 1, base + 2], 'the two listeners got the free ports of the range');
+  t.equal(await whoAnswers(ports[0]!), 'a');
+  await h.set([service('web', [{ name: 'http', port: 80 }]), service('api', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.11' }), service('third', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.12' })], []);
+  t.equal(h.proxier.get('default/third:http/TCP' as never), undefined, 'no port left for a third listener');
+  t.match(h.log.messages('error'), [/cannot open proxy port; will retry at the next sync/]);
+  t.match(String(h.proxier.failures().get('default/third:http/TCP' as never)?.error), /no free port left in --proxy-port-range/);
+});
+
+t.test('bind address 0.0.0.0 listens on every address, IPv4 and IPv6', async (t) => {
+  const backend = await nameServer('a');
+  const h = await startHarness({ bindAddress: '0.0.0.0' });
+  t.teardown(async () => {
+    await h.close();
+    await backend.close();
+  });
+  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', [backend.port]));
+  const port = h.port(KEY);
+  t.equal(await whoAnswers(port), 'a', 'over IPv4 loopback');
+  const v6 = await connect(port, '::1').then(
+    (s) => {
+      const r = collect(s, 5000);
+      s.end();
+      return r.then((x) => x.data.toString().trim());
+    },
+    (e: NodeJS.ErrnoException) => e.code ?? 'error',
+  );
+  if (v6 === 'EADDRNOTAVAIL' || v6 === 'ENETUNREACH' || v6 === 'EAFNOSUPPORT') t.comment(`no IPv6 loopback here (${v6}); IPv4 checked only`);
+  else t.equal(v6, 'a', 'over IPv6 loopback');
+});
