@@ -32,6 +32,8 @@ export interface IptablesStatus {
   readonly version: string | null;
   readonly commentSupported: boolean;
   readonly ipv6: boolean;
+  /** Where host-originated traffic is DNATed when listeners are bound to a wildcard. */
+  readonly hostIPs: HostIPs;
   /** Epoch milliseconds of the last successful sync; null before any. */
   readonly lastSuccessTime: number | null;
   readonly consecutiveFailures: number;
@@ -97,14 +99,12 @@ export class IptablesApplier {
     this.backend = backend;
     this.families = (await familyUsable(backend.ipv6)) ? ['ipv4', 'ipv6'] : ['ipv4'];
     this.commentSupported = await detectCommentSupport(backend.ipv4);
-    if (!this.explicitHostIPs) this.hostIPs = await detectHostIPs();
     this.log.info(
       {
         backend: backend.mode,
         version: backend.version,
         comments: this.commentSupported,
         families: this.families,
-        hostIPs: this.hostIPs,
       },
       `iptables backend ${backend.mode} (${backend.version}): ${backend.reason}`,
     );
@@ -149,6 +149,7 @@ export class IptablesApplier {
       version: this.backend?.version ?? null,
       commentSupported: this.commentSupported,
       ipv6: this.families.includes('ipv6'),
+      hostIPs: { ...this.hostIPs },
       lastSuccessTime: this.lastSuccessTime,
       consecutiveFailures: this.consecutiveFailures,
       lastError: this.lastError,
@@ -172,6 +173,8 @@ export class IptablesApplier {
     const desired = this.desired;
     const backend = this.backend;
     if (this.stopped || desired === null || backend === null) return false;
+    // Re-read each sync: an address acquired (or changed) after start must not leave host traffic pointed at a stale one.
+    if (!this.explicitHostIPs) this.hostIPs = await detectHostIPs();
     const rendered = renderRules({
       table: desired.table,
       proxyPorts: desired.proxyPorts,

@@ -154,15 +154,15 @@ export function jumpRules(commentSupported: boolean): readonly JumpRule[] {
   ): JumpRule => ({ table, chain, position, target, args: [...commentArgs(commentSupported, why), '-j', target] });
   return [
     // Before any other PREROUTING rule, like the legacy proxier: a virtual IP must be caught before the NodePort rules see it.
-    jump('nat', 'PREROUTING', 'prepend', CHAINS.portalsContainer, 'kup service portals'),
-    jump('nat', 'OUTPUT', 'prepend', CHAINS.portalsHost, 'kup service portals'),
+    jump('nat', 'PREROUTING', 'prepend', CHAINS.portalsContainer, 'kup-service-portals'),
+    jump('nat', 'OUTPUT', 'prepend', CHAINS.portalsHost, 'kup-service-portals'),
     // Last, so a virtual IP that happens to be local is handled by its portal first.
-    jump('nat', 'PREROUTING', 'append', CHAINS.nodePortContainer, 'kup nodeports'),
-    jump('nat', 'OUTPUT', 'append', CHAINS.nodePortHost, 'kup nodeports'),
-    jump('filter', 'INPUT', 'prepend', CHAINS.proxyPorts, 'kup proxy ports'),
-    jump('filter', 'INPUT', 'prepend', CHAINS.firewall, 'kup load balancer source ranges'),
-    jump('filter', 'FORWARD', 'prepend', CHAINS.firewall, 'kup load balancer source ranges'),
-    jump('filter', 'OUTPUT', 'prepend', CHAINS.firewall, 'kup load balancer source ranges'),
+    jump('nat', 'PREROUTING', 'append', CHAINS.nodePortContainer, 'kup-nodeports'),
+    jump('nat', 'OUTPUT', 'append', CHAINS.nodePortHost, 'kup-nodeports'),
+    jump('filter', 'INPUT', 'prepend', CHAINS.proxyPorts, 'kup-proxy-ports'),
+    jump('filter', 'INPUT', 'prepend', CHAINS.firewall, 'kup-lb-source-ranges'),
+    jump('filter', 'FORWARD', 'prepend', CHAINS.firewall, 'kup-lb-source-ranges'),
+    jump('filter', 'OUTPUT', 'prepend', CHAINS.firewall, 'kup-lb-source-ranges'),
   ];
 }
 
