@@ -24,6 +24,8 @@ export interface Endpoint {
   readonly terminating: boolean;
   readonly nodeName: string | null;
   readonly zone: string | null;
+  /** hints.forZones names (topology-aware routing). */
+  readonly zoneHints: readonly string[];
   /** True when nodeName is this proxy's node. */
   readonly isLocal: boolean;
 }

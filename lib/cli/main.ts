@@ -1,0 +1,128 @@
+import { Command, CommanderError, Option } from 'commander';
+import type { Logger } from 'pino';
+import { errorMessage, isKupError } from '../core/errors.js';
+import { createLogger } from '../log.js';
+import { startProxy } from '../runtime/proxy-runtime.js';
+import { describeDemo, DEMO_FILE, startDemo } from './demo.js';
+import { parseRunFlags, RUN_DEFAULTS, type RunConfig, type RunFlags } from './options.js';
+
+/** Exit codes: 0 done, 1 runtime failure, 2 a mistake in how kup was called. */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+function addRunFlags(cmd: Command): Command {
+  return cmd
+    .option('--source <source>', 'where Services and EndpointSlices come from: "kubernetes" or "file:PATH"')
+    .option('--kubeconfig <path>', 'kubeconfig for the live source (else $KUBECONFIG, ~/.kube/config, in-cluster)')
+    .option('--hostname-override <name>', "this node's name, to tell local endpoints (default: the host name)")
+    .option('--bind-address <ip>', 'address the proxy listeners bind to', RUN_DEFAULTS.bindAddress)
+    .option('--proxy-port-range <range>', 'proxy ports: BEGIN-END, BEGIN+OFFSET, or empty for kernel-chosen', RUN_DEFAULTS.proxyPortRange)
+    .option('--udp-timeout <duration>', 'idle time after which a UDP session is closed', RUN_DEFAULTS.udpTimeout)
+    .option('--udp-max-sessions <n>', 'most UDP sessions per service port (oldest evicted)', RUN_DEFAULTS.udpMaxSessions)
+    .option('--tcp-idle-timeout <duration>', 'close a TCP connection idle this long both ways (0: never)', RUN_DEFAULTS.tcpIdleTimeout)
+    .addOption(
+      new Option('--lb-strategy <strategy>', 'how endpoints are chosen')
+        .choices(['round-robin', 'least-connections'])
+        .default(RUN_DEFAULTS.lbStrategy),
+    )
+    .option('--iptables', 'install iptables rules steering service IPs to the listeners (needs root)', true)
+    .option('--no-iptables', 'run without iptables rules (demo, laptops): reach services at their proxy ports')
+    .option('--sync-period <duration>', 'how often everything is fully re-synced', RUN_DEFAULTS.syncPeriod)
+    .option('--min-sync-period <duration>', 'changes are applied at most this often (0 allowed)', RUN_DEFAULTS.minSyncPeriod)
+    .option('--healthz-bind-address <ip:port>', 'health server address (empty: off)', RUN_DEFAULTS.healthzBindAddress)
+    .option('--metrics-bind-address <ip:port>', 'metrics, /status and dashboard address (empty: off)', RUN_DEFAULTS.metricsBindAddress)
+    .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
+    .addOption(
+      new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(RUN_DEFAULTS.logLevel),
+    );
+}
+
+/** Features whose flags are accepted now and take effect in a later release. */
+function notYetInEffect(config: RunConfig, explicit: (name: string) => boolean, log: Logger): void {
+  const pending: string[] = [];
+  if (config.iptables) pending.push('--iptables (iptables rules): running without rules; reach services at their proxy ports');
+  if (explicit('healthzBindAddress')) pending.push('--healthz-bind-address (health server)');
+  if (explicit('metricsBindAddress')) pending.push('--metrics-bind-address (metrics server)');
+  for (const p of pending) log.warn(`not yet in effect in this build: ${p}`);
+}
+
+function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals): void => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      // A second signal while stopping means "now".
+      const hard = (): never => process.exit(EXIT_FAILURE);
+      process.once('SIGINT', hard);
+      process.once('SIGTERM', hard);
+      resolve(sig);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name('kup')
+    .description('kube-userspace-proxy: a userspace L4 service proxy for Kubernetes')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  addRunFlags(program.command('run').description('run the proxy')).action(async (flags: RunFlags, cmd: Command) => {
+    const config = parseRunFlags(flags);
+    const log = createLogger(config.logLevel);
+    const explicit = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
+    notYetInEffect(config, explicit, log);
+    log.info({ source: config.source, node: config.hostname, lbStrategy: config.lbStrategy }, 'starting');
+    const runtime = await startProxy(config, log);
+    const sig = await waitForSignal();
+    log.info({ signal: sig }, 'stopping');
+    await runtime.stop();
+    log.info('stopped');
+  });
+
+  addRunFlags(program.command('demo').description('run demo backends on loopback and the proxy over examples/demo.yaml')).action(
+    async (flags: RunFlags, cmd: Command) => {
+      const explicit = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
+      const config = parseRunFlags({
+        ...flags,
+        source: flags.source ?? `file:${DEMO_FILE}`,
+        hostnameOverride: flags.hostnameOverride ?? 'demo-node',
+        // A demo on a laptop should not listen on every interface, nor need root.
+        bindAddress: explicit('bindAddress') ? flags.bindAddress : '127.0.0.1',
+        iptables: false,
+        logLevel: explicit('logLevel') ? flags.logLevel : 'warn',
+      });
+      const log = createLogger(config.logLevel);
+      const demo = await startDemo(config, log);
+      process.stdout.write(`${describeDemo(demo)}\n`);
+      await waitForSignal();
+      process.stdout.write('stopping the demo...\n');
+      await demo.stop();
+      process.stdout.write('stopped\n');
+    },
+  );
+  return program;
+}
+
+/** Runs kup with `argv` (as process.argv); resolves to the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv]);
+    return EXIT_OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed its one line (or the help / version).
+      return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    if (isKupError(err)) {
+      process.stderr.write(`kup: ${err.message}\n`);
+      return err.code === 'KUP_BAD_FLAG' ? EXIT_USAGE : EXIT_FAILURE;
+    }
+    process.stderr.write(`kup: internal error: ${errorMessage(err)}\n${(err as Error).stack ?? ''}\n`);
+    return EXIT_FAILURE;
+  }
+}

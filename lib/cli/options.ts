@@ -1,0 +1,138 @@
+import { hostname } from 'node:os';
+import { isValidIP } from '../core/address.js';
+import { LB_STRATEGIES, type LbStrategyName } from '../core/balancer/strategy.js';
+import { parseDuration } from '../core/duration.js';
+import { KupError } from '../core/errors.js';
+import { parsePortRange, type PortRange } from '../core/port-range.js';
+import { LOG_LEVELS, type LogLevel } from '../log.js';
+
+export type SourceSpec = { readonly kind: 'kubernetes' } | { readonly kind: 'file'; readonly path: string };
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Everything `kup run` is told, validated. Flag names follow kube-proxy's where they mean the same. */
+export interface RunConfig {
+  readonly source: SourceSpec;
+  readonly kubeconfig: string | null;
+  readonly hostname: string;
+  readonly bindAddress: string;
+  readonly portRange: PortRange | null;
+  readonly udpTimeoutMs: number;
+  readonly udpMaxSessions: number;
+  readonly tcpIdleTimeoutMs: number;
+  readonly lbStrategy: LbStrategyName;
+  readonly iptables: boolean;
+  readonly syncPeriodMs: number;
+  readonly minSyncPeriodMs: number;
+  /** null: disabled (empty flag). */
+  readonly healthzBindAddress: HostPort | null;
+  readonly metricsBindAddress: HostPort | null;
+  readonly shutdownGracePeriodMs: number;
+  readonly logLevel: LogLevel;
+}
+
+/** The raw strings commander hands over (all flags of `kup run`). */
+export interface RunFlags {
+  source?: string;
+  kubeconfig?: string;
+  hostnameOverride?: string;
+  bindAddress: string;
+  proxyPortRange: string;
+  udpTimeout: string;
+  udpMaxSessions: string;
+  tcpIdleTimeout: string;
+  lbStrategy: string;
+  iptables: boolean;
+  syncPeriod: string;
+  minSyncPeriod: string;
+  healthzBindAddress: string;
+  metricsBindAddress: string;
+  shutdownGracePeriod: string;
+  logLevel: string;
+}
+
+export const RUN_DEFAULTS = {
+  bindAddress: '0.0.0.0',
+  proxyPortRange: '',
+  // The legacy 250ms broke DNS clients that retry after 2s (kubernetes#14939);
+  // 30s is the kernel's own conntrack timeout for unreplied UDP flows.
+  udpTimeout: '30s',
+  udpMaxSessions: '4096',
+  tcpIdleTimeout: '0',
+  lbStrategy: 'round-robin',
+  syncPeriod: '30s',
+  minSyncPeriod: '1s',
+  healthzBindAddress: '0.0.0.0:10256',
+  metricsBindAddress: '127.0.0.1:10249',
+  shutdownGracePeriod: '5s',
+  logLevel: 'info',
+} as const;
+
+function bad(message: string): KupError {
+  return new KupError('KUP_BAD_FLAG', message);
+}
+
+export function parseSource(value: string | undefined): SourceSpec {
+  if (value === undefined || value === 'kubernetes') return { kind: 'kubernetes' };
+  if (value.startsWith('file:')) {
+    const path = value.slice(5);
+    if (path === '') throw bad('--source file: needs a path, as in --source file:examples/demo.yaml');
+    return { kind: 'file', path };
+  }
+  throw bad(`--source: "${value}" is neither "kubernetes" nor "file:PATH"`);
+}
+
+export function parseHostPort(flag: string, value: string): HostPort | null {
+  if (value === '') return null;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d+)$/.exec(value);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (m === null || host === undefined || !isValidIP(host) || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw bad(`${flag}: "${value}" is not IP:PORT (for example 127.0.0.1:10249 or [::]:10256)`);
+  }
+  return { host, port };
+}
+
+function parseCount(flag: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n < min || n > max) throw bad(`${flag}: "${value}" is not a whole number from ${min} to ${max}`);
+  return n;
+}
+
+export function parseRunFlags(f: RunFlags): RunConfig {
+  if (!isValidIP(f.bindAddress)) throw bad(`--bind-address: "${f.bindAddress}" is not an IP address`);
+  if (!(LB_STRATEGIES as readonly string[]).includes(f.lbStrategy)) {
+    throw bad(`--lb-strategy: "${f.lbStrategy}" is not one of ${LB_STRATEGIES.join(', ')}`);
+  }
+  if (!(LOG_LEVELS as readonly string[]).includes(f.logLevel)) {
+    throw bad(`--log-level: "${f.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+  }
+  const host = (f.hostnameOverride ?? hostname()).trim().toLowerCase();
+  if (host === '') throw bad('--hostname-override: the node name is empty');
+  const udpTimeoutMs = parseDuration('--udp-timeout', f.udpTimeout);
+  if (udpTimeoutMs <= 0) throw bad('--udp-timeout must be more than 0');
+  const syncPeriodMs = parseDuration('--sync-period', f.syncPeriod);
+  if (syncPeriodMs <= 0) throw bad('--sync-period must be more than 0');
+  const minSyncPeriodMs = parseDuration('--min-sync-period', f.minSyncPeriod);
+  return {
+    source: parseSource(f.source),
+    kubeconfig: f.kubeconfig ?? null,
+    hostname: host,
+    bindAddress: f.bindAddress,
+    portRange: parsePortRange(f.proxyPortRange),
+    udpTimeoutMs,
+    udpMaxSessions: parseCount('--udp-max-sessions', f.udpMaxSessions, 1, 1_000_000),
+    tcpIdleTimeoutMs: parseDuration('--tcp-idle-timeout', f.tcpIdleTimeout),
+    lbStrategy: f.lbStrategy as LbStrategyName,
+    iptables: f.iptables,
+    syncPeriodMs,
+    minSyncPeriodMs,
+    healthzBindAddress: parseHostPort('--healthz-bind-address', f.healthzBindAddress),
+    metricsBindAddress: parseHostPort('--metrics-bind-address', f.metricsBindAddress),
+    shutdownGracePeriodMs: parseDuration('--shutdown-grace-period', f.shutdownGracePeriod),
+    logLevel: f.logLevel as LogLevel,
+  };
+}

@@ -1,0 +1,229 @@
+import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { ObjectSnapshot, ObjectStore } from '../sources/source.js';
+import { asString, field, quote } from './object-fields.js';
+import { diffTables, type TableDiff } from './table-diff.js';
+import { objectRef, sliceServiceName, translateService, ZONE_LABEL, type TranslateContext } from './translate.js';
+import type { ServiceName, ServicePort, ServicePortKey, ServiceTable } from './types.js';
+
+export interface ChangeTrackerOptions {
+  readonly nodeName: string;
+  /** Called (synchronously, cheaply) whenever something became pending; the syncer schedules a flush. */
+  readonly onChange?: () => void;
+}
+
+export interface FlushResult {
+  readonly diff: TableDiff;
+  /** Translation warnings of the services retranslated in this flush, one line each. */
+  readonly warnings: readonly string[];
+  readonly servicesChanged: number;
+  /** The oldest moment a change now applied was received (for network programming latency). */
+  readonly oldestChangeTime: number | null;
+}
+
+interface SliceEntry {
+  readonly slice: V1EndpointSlice;
+  readonly service: ServiceName | null;
+  readonly json: string;
+}
+
+/**
+ * Holds the objects a source delivered, remembers which Services they touch,
+ * and on flush() retranslates only those, patching the service table and
+ * returning the diff. kube-proxy's ServiceChangeTracker and
+ * EndpointsChangeTracker play the same role (servicechangetracker.go).
+ */
+export class ChangeTracker implements ObjectStore {
+  private readonly services = new Map<ServiceName, { svc: V1Service; json: string }>();
+  private readonly slices = new Map<string, SliceEntry>();
+  private readonly slicesByService = new Map<ServiceName, Set<string>>();
+  private readonly portsByService = new Map<ServiceName, readonly ServicePortKey[]>();
+  private readonly dirty = new Set<ServiceName>();
+  private readonly table = new Map<ServicePortKey, ServicePort>();
+  private readonly ctx: { nodeName: string; nodeZone: string | null };
+  private readonly onChange: () => void;
+  private firstPendingTime: number | null = null;
+  /** kube-proxy's sync_proxy_rules_{service,endpoint}_changes_{pending,total}. */
+  readonly counters = { serviceChangesPending: 0, endpointChangesPending: 0, serviceChangesTotal: 0, endpointChangesTotal: 0 };
+  /** Objects refused at delivery (no usable name), one line each; drained by the caller. */
+  private readonly refused: string[] = [];
+
+  constructor(opts: ChangeTrackerOptions) {
+    this.ctx = { nodeName: opts.nodeName, nodeZone: null };
+    this.onChange = opts.onChange ?? (() => {});
+  }
+
+  get nodeZone(): string | null {
+    return this.ctx.nodeZone;
+  }
+
+  /** The current table (as of the last flush). */
+  current(): ServiceTable {
+    return this.table;
+  }
+
+  hasPending(): boolean {
+    return this.dirty.size > 0 || this.refused.length > 0;
+  }
+
+  applyService(svc: V1Service): void {
+    const ref = objectRef(svc);
+    if (typeof ref === 'string') {
+      this.refuse(`Service ${quote(field(svc, 'metadata', 'name'))}: ${ref}; skipped`);
+      return;
+    }
+    const name = `${ref.namespace}/${ref.name}`;
+    const json = JSON.stringify(svc);
+    if (this.services.get(name)?.json === json) return;
+    this.services.set(name, { svc, json });
+    this.markService(name);
+  }
+
+  deleteService(namespace: string, name: string): void {
+    const key = `${namespace}/${name}`;
+    if (!this.services.delete(key)) return;
+    this.markService(key);
+  }
+
+  applySlice(slice: V1EndpointSlice): void {
+    const ref = objectRef(slice);
+    if (typeof ref === 'string') {
+      this.refuse(`EndpointSlice ${quote(field(slice, 'metadata', 'name'))}: ${ref}; skipped`);
+      return;
+    }
+    const key = `${ref.namespace}/${ref.name}`;
+    const json = JSON.stringify(slice);
+    const prev = this.slices.get(key);
+    if (prev?.json === json) return;
+    const service = sliceServiceName(slice);
+    if (service === null && prev === undefined) {
+      this.refuse(`EndpointSlice ${key}: no valid kubernetes.io/service-name label; skipped`);
+    }
+    if (prev !== undefined && prev.service !== service) this.unlinkSlice(key, prev.service);
+    this.slices.set(key, { slice, service, json });
+    if (service !== null) {
+      let set = this.slicesByService.get(service);
+      if (set === undefined) this.slicesByService.set(service, (set = new Set()));
+      set.add(key);
+      this.markEndpoints(service);
+    }
+  }
+
+  deleteSlice(namespace: string, name: string): void {
+    const key = `${namespace}/${name}`;
+    const prev = this.slices.get(key);
+    if (prev === undefined) return;
+    this.slices.delete(key);
+    this.unlinkSlice(key, prev.service);
+  }
+
+  applyNode(node: V1Node | null): void {
+    const zone = asString(field(node, 'metadata', 'labels', ZONE_LABEL)) ?? null;
+    if (zone === this.ctx.nodeZone) return;
+    this.ctx.nodeZone = zone;
+    // Topology hints depend on the zone: every service may pick differently now.
+    for (const name of this.services.keys()) this.markEndpoints(name);
+  }
+
+  replaceAll(snapshot: ObjectSnapshot): void {
+    const svcNames = new Set<string>();
+    for (const svc of snapshot.services) {
+      const ref = objectRef(svc);
+      if (typeof ref !== 'string') svcNames.add(`${ref.namespace}/${ref.name}`);
+      this.applyService(svc);
+    }
+    for (const name of [...this.services.keys()]) {
+      if (!svcNames.has(name)) {
+        const [ns, n] = splitName(name);
+        this.deleteService(ns, n);
+      }
+    }
+    const sliceNames = new Set<string>();
+    for (const slice of snapshot.slices) {
+      const ref = objectRef(slice);
+      if (typeof ref !== 'string') sliceNames.add(`${ref.namespace}/${ref.name}`);
+      this.applySlice(slice);
+    }
+    for (const name of [...this.slices.keys()]) {
+      if (!sliceNames.has(name)) {
+        const [ns, n] = splitName(name);
+        this.deleteSlice(ns, n);
+      }
+    }
+    if (snapshot.node !== undefined) this.applyNode(snapshot.node);
+  }
+
+  /** Retranslates the services that changed since the last flush and patches the table. */
+  flush(): FlushResult {
+    const warnings = this.refused.splice(0);
+    const prevEntries = new Map<ServicePortKey, ServicePort>();
+    const touched: ServicePortKey[] = [];
+    const ctx: TranslateContext = this.ctx;
+    for (const name of this.dirty) {
+      for (const key of this.portsByService.get(name) ?? []) {
+        const sp = this.table.get(key);
+        if (sp !== undefined) prevEntries.set(key, sp);
+        this.table.delete(key);
+        touched.push(key);
+      }
+      this.portsByService.delete(name);
+      const entry = this.services.get(name);
+      if (entry === undefined) continue;
+      const slices = [...(this.slicesByService.get(name) ?? [])]
+        .map((k) => this.slices.get(k)?.slice)
+        .filter((s): s is V1EndpointSlice => s !== undefined);
+      const result = translateService(entry.svc, slices, ctx);
+      warnings.push(...result.warnings);
+      const keys: ServicePortKey[] = [];
+      for (const sp of result.ports) {
+        this.table.set(sp.key, sp);
+        keys.push(sp.key);
+        touched.push(sp.key);
+      }
+      if (keys.length > 0) this.portsByService.set(name, keys);
+    }
+    const servicesChanged = this.dirty.size;
+    this.dirty.clear();
+    this.counters.serviceChangesPending = 0;
+    this.counters.endpointChangesPending = 0;
+    const oldestChangeTime = this.firstPendingTime;
+    this.firstPendingTime = null;
+    return { diff: diffTables(prevEntries, this.table, new Set(touched)), warnings, servicesChanged, oldestChangeTime };
+  }
+
+  private unlinkSlice(key: string, service: ServiceName | null): void {
+    if (service === null) return;
+    const set = this.slicesByService.get(service);
+    set?.delete(key);
+    if (set?.size === 0) this.slicesByService.delete(service);
+    this.markEndpoints(service);
+  }
+
+  private refuse(line: string): void {
+    this.refused.push(line);
+    this.pending();
+  }
+
+  private markService(name: ServiceName): void {
+    this.counters.serviceChangesPending++;
+    this.counters.serviceChangesTotal++;
+    this.dirty.add(name);
+    this.pending();
+  }
+
+  private markEndpoints(name: ServiceName): void {
+    this.counters.endpointChangesPending++;
+    this.counters.endpointChangesTotal++;
+    this.dirty.add(name);
+    this.pending();
+  }
+
+  private pending(): void {
+    if (this.firstPendingTime === null) this.firstPendingTime = Date.now();
+    this.onChange();
+  }
+}
+
+function splitName(name: string): [string, string] {
+  const i = name.indexOf('/');
+  return [name.slice(0, i), name.slice(i + 1)];
+}

@@ -1,0 +1,286 @@
+import type { Logger } from 'pino';
+import { Balancer, createStrategy } from '../core/balancer/balancer.js';
+import { SessionAffinity } from '../core/balancer/session-affinity.js';
+import type { LbStrategyName } from '../core/balancer/strategy.js';
+import { errorMessage } from '../core/errors.js';
+import type { PortRange } from '../core/port-range.js';
+import type { TableDiff } from '../core/table-diff.js';
+import {
+  externalEndpoints,
+  internalEndpoints,
+  needsExternalListener,
+  type ListenerScope,
+  type ProxyPorts,
+  type ServicePort,
+  type ServicePortKey,
+  type ServiceTable,
+} from '../core/types.js';
+import { PortAllocator } from './port-allocator.js';
+import { TcpProxy } from './tcp-proxy.js';
+import { UdpProxy } from './udp-proxy.js';
+
+export interface ProxierOptions {
+  /** --bind-address; 0.0.0.0 listens dual-stack where the host has IPv6. */
+  readonly bindAddress: string;
+  readonly portRange: PortRange | null;
+  readonly lbStrategy: LbStrategyName;
+  readonly udpTimeoutMs: number;
+  readonly udpMaxSessions: number;
+  readonly tcpIdleTimeoutMs: number;
+  readonly logger: Logger;
+}
+
+export type ProxyListener = TcpProxy | UdpProxy;
+
+/** The listeners of one service port. */
+export interface PortProxy {
+  sp: ServicePort;
+  readonly affinity: SessionAffinity;
+  internal: ProxyListener;
+  external: ProxyListener | null;
+}
+
+/**
+ * The userspace data plane: one listener per service port (two when the
+ * traffic policies differ), opened and closed as the table's diff says. An
+ * update only swaps endpoints and settings; it never restarts a listener nor
+ * touches established connections.
+ */
+export class Proxier {
+  private readonly opts: ProxierOptions;
+  private readonly log: Logger;
+  private readonly ports = new Map<ServicePortKey, PortProxy>();
+  /** Service ports whose listener could not be opened; retried at every sync. */
+  private readonly failed = new Map<ServicePortKey, { sp: ServicePort; error: string }>();
+  private readonly allocator: PortAllocator;
+  /** Listeners closed by a diff that still carry connections, until those end. */
+  private readonly draining = new Set<ProxyListener>();
+  private listenHost: { host: string; ipv6Only: boolean } | null = null;
+  private affinitySweeper: NodeJS.Timeout | null = null;
+
+  constructor(opts: ProxierOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+    this.allocator = new PortAllocator(opts.portRange);
+  }
+
+  get size(): number {
+    return this.ports.size;
+  }
+
+  get(key: ServicePortKey): PortProxy | undefined {
+    return this.ports.get(key);
+  }
+
+  entries(): IterableIterator<PortProxy> {
+    return this.ports.values();
+  }
+
+  failures(): ReadonlyMap<ServicePortKey, { sp: ServicePort; error: string }> {
+    return this.failed;
+  }
+
+  /** The proxy ports rules must steer each service port's virtual IPs to. */
+  proxyPorts(): Map<ServicePortKey, ProxyPorts> {
+    const out = new Map<ServicePortKey, ProxyPorts>();
+    for (const [key, p] of this.ports) {
+      out.set(key, p.external === null ? { internal: p.internal.port } : { internal: p.internal.port, external: p.external.port });
+    }
+    return out;
+  }
+
+  /** Applies a diff; per-port failures are logged and kept for retry, never thrown. */
+  async apply(diff: TableDiff): Promise<void> {
+    for (const sp of diff.removed) await this.remove(sp.key);
+    for (const { next } of diff.updated) {
+      const p = this.ports.get(next.key);
+      if (p === undefined) await this.add(next);
+      else await this.update(p, next);
+    }
+    for (const sp of diff.added) {
+      const p = this.ports.get(sp.key);
+      if (p === undefined) await this.add(sp);
+      else await this.update(p, sp);
+    }
+    this.ensureSweeper();
+  }
+
+  /**
+   * Brings the listeners in line with a whole table: the periodic full sync,
+   * which also retries listeners that failed to open.
+   */
+  async resync(table: ServiceTable): Promise<void> {
+    for (const key of [...this.ports.keys()]) if (!table.has(key)) await this.remove(key);
+    for (const key of [...this.failed.keys()]) if (!table.has(key)) this.failed.delete(key);
+    for (const sp of table.values()) {
+      const p = this.ports.get(sp.key);
+      if (p === undefined) await this.add(sp);
+      else await this.update(p, sp);
+    }
+    this.ensureSweeper();
+  }
+
+  /**
+   * Stops accepting everywhere, waits up to `graceMs` for open connections to
+   * finish, then closes what is left.
+   */
+  async close(graceMs = 0): Promise<void> {
+    if (this.affinitySweeper !== null) clearInterval(this.affinitySweeper);
+    this.affinitySweeper = null;
+    const listeners: ProxyListener[] = [...this.draining];
+    for (const p of this.ports.values()) {
+      listeners.push(p.internal);
+      if (p.external !== null) listeners.push(p.external);
+    }
+    this.ports.clear();
+    this.failed.clear();
+    await Promise.all(listeners.filter((l) => l.protocol === 'TCP').map((l) => l.close()));
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && listeners.some((l) => l.protocol === 'TCP' && l.connections > 0)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const l of listeners) {
+      l.destroyConnections();
+      await l.close();
+    }
+    this.draining.clear();
+  }
+
+  private async add(sp: ServicePort): Promise<void> {
+    const affinity = new SessionAffinity(sp.affinityTimeoutSeconds);
+    let internal: ProxyListener | null = null;
+    try {
+      internal = await this.open(sp, 'internal', affinity);
+      const external = needsExternalListener(sp) ? await this.open(sp, 'external', affinity) : null;
+      const p: PortProxy = { sp, affinity, internal, external };
+      this.ports.set(sp.key, p);
+      this.failed.delete(sp.key);
+      this.log.info(
+        {
+          servicePort: sp.key,
+          proxyPort: internal.port,
+          ...(external !== null ? { externalProxyPort: external.port } : {}),
+          clusterIPs: sp.clusterIPs,
+          endpoints: internal.balancer.size,
+        },
+        'opened proxy port',
+      );
+    } catch (err) {
+      if (internal !== null) await this.closeListener(internal);
+      const error = errorMessage(err);
+      if (this.failed.get(sp.key)?.error !== error) {
+        this.log.error({ servicePort: sp.key, err: error }, 'cannot open proxy port; will retry at the next sync');
+      }
+      this.failed.set(sp.key, { sp, error });
+    }
+  }
+
+  private async update(p: PortProxy, sp: ServicePort): Promise<void> {
+    p.sp = sp;
+    const affinityOn = sp.affinityTimeoutSeconds > 0;
+    p.affinity.setTimeout(sp.affinityTimeoutSeconds);
+    p.internal.balancer.setAffinity(affinityOn ? p.affinity : null);
+    p.internal.balancer.update(internalEndpoints(sp));
+    if (needsExternalListener(sp)) {
+      if (p.external === null) {
+        try {
+          p.external = await this.open(sp, 'external', p.affinity);
+        } catch (err) {
+          this.log.error({ servicePort: sp.key, err: errorMessage(err) }, 'cannot open external proxy port');
+        }
+      } else {
+        p.external.balancer.setAffinity(affinityOn ? p.affinity : null);
+        p.external.balancer.update(externalEndpoints(sp));
+      }
+    } else if (p.external !== null) {
+      const ext = p.external;
+      p.external = null;
+      await this.closeListener(ext);
+    }
+    if (!affinityOn) return;
+    const live = new Set<string>();
+    for (const e of p.internal.balancer.endpoints) live.add(e.id);
+    if (p.external !== null) for (const e of p.external.balancer.endpoints) live.add(e.id);
+    p.affinity.purge(live);
+  }
+
+  private async remove(key: ServicePortKey): Promise<void> {
+    this.failed.delete(key);
+    const p = this.ports.get(key);
+    if (p === undefined) return;
+    this.ports.delete(key);
+    await this.closeListener(p.internal);
+    if (p.external !== null) await this.closeListener(p.external);
+    this.log.info({ servicePort: key, proxyPort: p.internal.port }, 'closed proxy port');
+  }
+
+  private async open(sp: ServicePort, scope: ListenerScope, affinity: SessionAffinity): Promise<ProxyListener> {
+    const balancer = new Balancer(createStrategy(this.opts.lbStrategy), sp.affinityTimeoutSeconds > 0 ? affinity : null);
+    balancer.update(scope === 'internal' ? internalEndpoints(sp) : externalEndpoints(sp));
+    const name = scope === 'internal' ? sp.key : `${sp.key} (external)`;
+    const listener: ProxyListener =
+      sp.protocol === 'TCP'
+        ? new TcpProxy({ name, balancer, logger: this.log, idleTimeoutMs: this.opts.tcpIdleTimeoutMs })
+        : new UdpProxy({
+            name,
+            balancer,
+            logger: this.log,
+            sessionTimeoutMs: this.opts.udpTimeoutMs,
+            maxSessions: this.opts.udpMaxSessions,
+          });
+    const refused = new Set<number>();
+    for (;;) {
+      const port = this.allocator.allocate(refused);
+      if (port === undefined) {
+        throw new Error(`no free port left in --proxy-port-range (${refused.size} in use by other processes)`);
+      }
+      try {
+        await this.listenOn(listener, port);
+        return listener;
+      } catch (err) {
+        this.allocator.release(port);
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port === 0) throw err;
+        refused.add(port);
+      }
+    }
+  }
+
+  /** 0.0.0.0 means every address: listen on :: (dual-stack) where the host has IPv6, else on 0.0.0.0. */
+  private async listenOn(listener: ProxyListener, port: number): Promise<void> {
+    if (this.listenHost !== null) {
+      await listener.listen(this.listenHost.host, port, this.listenHost.ipv6Only);
+      return;
+    }
+    if (this.opts.bindAddress === '0.0.0.0') {
+      try {
+        await listener.listen('::', port, false);
+        this.listenHost = { host: '::', ipv6Only: false };
+        return;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EINVAL') throw err;
+      }
+    }
+    await listener.listen(this.opts.bindAddress, port, false);
+    this.listenHost = { host: this.opts.bindAddress, ipv6Only: false };
+  }
+
+  private async closeListener(l: ProxyListener): Promise<void> {
+    this.allocator.release(l.port);
+    await l.close();
+    if (l.protocol === 'TCP' && l.connections > 0) {
+      // Established connections outlive their listener; keep a handle until they end for shutdown.
+      this.draining.add(l);
+    }
+  }
+
+  /** Purges expired affinity entries now and then, as the legacy proxier did each sync. */
+  private ensureSweeper(): void {
+    if (this.affinitySweeper !== null) return;
+    this.affinitySweeper = setInterval(() => {
+      for (const p of this.ports.values()) if (p.sp.affinityTimeoutSeconds > 0) p.affinity.purge();
+      for (const l of this.draining) if (l.connections === 0) this.draining.delete(l);
+    }, 60_000);
+    this.affinitySweeper.unref();
+  }
+}

@@ -1,0 +1,72 @@
+import type { Socket } from 'node:net';
+
+export interface SpliceResult {
+  /** Bytes the client sent that reached the endpoint's socket, and the reverse. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+/**
+ * Joins two connected sockets both ways with backpressure (pipe pauses the
+ * reader while the writer's buffer is full).
+ *
+ * Half-close is carried: when one side sends FIN, the other side's write half
+ * is ended and the reverse direction keeps flowing. Both sockets must have
+ * been created with allowHalfOpen so Node does not end them on its own. A
+ * socket whose read side ended and write side finished destroys itself
+ * (autoDestroy); once both have closed, `done` runs exactly once.
+ *
+ * An error on one side ends the other at once: a reset is passed on as a reset
+ * (resetAndDestroy), any other error as a plain close, so a client sees what
+ * the endpoint did. `idleTimeoutMs` > 0 closes both after that long with no
+ * bytes either way (the client socket sees reads of one direction and writes
+ * of the other).
+ */
+export function splice(
+  client: Socket,
+  backend: Socket,
+  idleTimeoutMs: number,
+  done: (result: SpliceResult) => void,
+): void {
+  let open = 2;
+  const onClose = (): void => {
+    if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
+  };
+  client.once('close', onClose);
+  backend.once('close', onClose);
+
+  client.on('error', (err: NodeJS.ErrnoException) => abort(backend, err));
+  backend.on('error', (err: NodeJS.ErrnoException) => abort(client, err));
+  // A side that closed without error but before its data was carried (a
+  // destroy() from the proxy itself) must not leave its peer open.
+  client.once('close', () => closePeer(backend));
+  backend.once('close', () => closePeer(client));
+
+  if (idleTimeoutMs > 0) {
+    client.setTimeout(idleTimeoutMs, () => {
+      client.destroy();
+      backend.destroy();
+    });
+  }
+
+  client.pipe(backend);
+  backend.pipe(client);
+  client.resume();
+}
+
+function abort(peer: Socket, err: NodeJS.ErrnoException): void {
+  if (peer.destroyed) return;
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') peer.resetAndDestroy();
+  else peer.destroy();
+}
+
+function closePeer(peer: Socket): void {
+  if (peer.destroyed) return;
+  // The peer ends by itself once its pending writes flush when the closed side
+  // had ended cleanly (its FIN was already passed on); otherwise close it now.
+  if (peer.readableEnded || peer.writableEnded) {
+    if (!peer.writableEnded) peer.end();
+    return;
+  }
+  peer.destroy();
+}

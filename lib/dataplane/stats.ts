@@ -1,0 +1,27 @@
+/**
+ * Counters of one listener. Plain numbers bumped on the hot path (no maps, no
+ * labels, no allocation); the admin face reads them when asked.
+ */
+export class ListenerStats {
+  /** TCP connections accepted / UDP sessions created. */
+  accepted = 0;
+  /** Open TCP connections / live UDP sessions. */
+  active = 0;
+  /** Dials (TCP) or backend sockets (UDP) that failed. */
+  dialFailures = 0;
+  /** Clients turned away because no endpoint was usable (TCP reset, UDP datagram dropped). */
+  noEndpoints = 0;
+  /** Clients closed because every dial attempt failed. */
+  exhausted = 0;
+  /** Bytes from clients to endpoints / from endpoints to clients, counted as connections close. */
+  bytesIn = 0;
+  bytesOut = 0;
+  /** UDP datagrams relayed each way, and dropped (no endpoint, session cap, send error). */
+  datagramsIn = 0;
+  datagramsOut = 0;
+  datagramsDropped = 0;
+  /** UDP sessions evicted because the session cap was reached. */
+  sessionsEvicted = 0;
+  /** accept() errors such as EMFILE. */
+  acceptErrors = 0;
+}

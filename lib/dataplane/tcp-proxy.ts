@@ -1,0 +1,177 @@
+import net, { type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { normalizeClientIP } from '../core/address.js';
+import type { Balancer } from '../core/balancer/balancer.js';
+import type { EndpointState } from '../core/balancer/endpoint-state.js';
+import { errorMessage } from '../core/errors.js';
+import { splice } from './splice.js';
+import { ListenerStats } from './stats.js';
+
+/**
+ * Connect timeouts of successive dial attempts, as the legacy proxier's
+ * (250ms, 500ms, 1s, 2s): each attempt asks the balancer for an endpoint not
+ * tried yet, so one dead endpoint costs a client at most 250ms.
+ */
+export const DIAL_TIMEOUTS_MS: readonly number[] = [250, 500, 1000, 2000];
+
+export interface TcpProxyOptions {
+  readonly name: string;
+  readonly balancer: Balancer;
+  readonly logger: Logger;
+  /** Close a connection after this long with no bytes either way; 0 = never. */
+  readonly idleTimeoutMs: number;
+  readonly dialTimeoutsMs?: readonly number[];
+}
+
+/**
+ * One TCP listener of a service port. Accepting never waits on dialing: each
+ * accepted client is paused, its endpoint dialled asynchronously, and the two
+ * sockets spliced once the dial succeeds.
+ */
+export class TcpProxy {
+  readonly protocol = 'TCP';
+  readonly stats = new ListenerStats();
+  readonly balancer: Balancer;
+  private readonly server: Server;
+  private readonly opts: TcpProxyOptions;
+  private readonly dialTimeouts: readonly number[];
+  private readonly clients = new Set<Socket>();
+  private boundPort = 0;
+
+  constructor(opts: TcpProxyOptions) {
+    this.opts = opts;
+    this.balancer = opts.balancer;
+    this.dialTimeouts = opts.dialTimeoutsMs ?? DIAL_TIMEOUTS_MS;
+    this.server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (c) =>
+      this.accept(c),
+    );
+    // EMFILE/ENFILE on accept: libuv keeps listening (it sheds the pending
+    // connection with its reserve descriptor); count it and carry on rather
+    // than crash as the legacy proxier did.
+    this.server.on('error', (err) => {
+      this.stats.acceptErrors++;
+      this.opts.logger.warn({ listener: this.opts.name, err: errorMessage(err) }, 'accept failed');
+    });
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  /** Open connections (for graceful shutdown and tests). */
+  get connections(): number {
+    return this.clients.size;
+  }
+
+  listen(host: string, port: number, ipv6Only = false): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once('error', onError);
+      this.server.listen({ host, port, ipv6Only, exclusive: true }, () => {
+        this.server.off('error', onError);
+        this.boundPort = (this.server.address() as net.AddressInfo).port;
+        resolve(this.boundPort);
+      });
+    });
+  }
+
+  /**
+   * Stops accepting; established connections carry on (a service change never
+   * drops them). server.close() frees the port at once, but its callback
+   * waits for every connection, so it is not awaited.
+   */
+  close(): Promise<void> {
+    if (this.server.listening) this.server.close();
+    return Promise.resolve();
+  }
+
+  /** Ends every open connection now (shutdown after the grace period). */
+  destroyConnections(): void {
+    for (const c of this.clients) c.destroy();
+  }
+
+  private accept(client: Socket): void {
+    this.stats.accepted++;
+    const clientIP = normalizeClientIP(client.remoteAddress);
+    const first = this.balancer.pick(clientIP);
+    if (first === undefined) {
+      // Refused at once, never left hanging: a reset reads as "connection refused/reset" to the client.
+      this.stats.noEndpoints++;
+      client.on('error', noop);
+      client.resetAndDestroy();
+      return;
+    }
+    this.stats.active++;
+    this.clients.add(client);
+    client.on('error', noop); // until spliced; a reset during the dial only aborts it
+    this.dial(client, clientIP, first, 0, null);
+  }
+
+  private dial(client: Socket, clientIP: string, ep: EndpointState, attempt: number, tried: Set<EndpointState> | null): void {
+    ep.active++;
+    const { ip, port } = ep.endpoint;
+    const backend = net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true });
+    let settled = false;
+    const timer = setTimeout(() => fail(new Error(`connect timeout after ${this.dialTimeouts[attempt]}ms`)), this.dialTimeouts[attempt]);
+    const onClientGone = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      backend.destroy();
+      ep.active--;
+      this.finish(client, 0, 0);
+    };
+    const fail = (err: Error): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      client.off('close', onClientGone);
+      backend.destroy();
+      ep.active--;
+      this.stats.dialFailures++;
+      this.balancer.reportFailure(ep, clientIP);
+      const next = attempt + 1;
+      const log = this.opts.logger;
+      if (log.isLevelEnabled('debug')) {
+        log.debug({ listener: this.opts.name, endpoint: ep.id, attempt: next, err: errorMessage(err) }, 'dial failed');
+      }
+      if (client.destroyed) {
+        this.finish(client, 0, 0);
+        return;
+      }
+      const triedSet = tried ?? new Set<EndpointState>();
+      triedSet.add(ep);
+      const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP, triedSet) : undefined;
+      if (nextEp === undefined) {
+        this.stats.exhausted++;
+        client.resetAndDestroy();
+        this.finish(client, 0, 0);
+        return;
+      }
+      this.dial(client, clientIP, nextEp, next, triedSet);
+    };
+    client.once('close', onClientGone);
+    backend.once('error', fail);
+    backend.once('connect', () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      client.off('close', onClientGone);
+      backend.off('error', fail);
+      if (ep.unavailableUntil !== 0) this.balancer.reportSuccess(ep);
+      splice(client, backend, this.opts.idleTimeoutMs, (r) => {
+        ep.active--;
+        this.finish(client, r.bytesIn, r.bytesOut);
+      });
+    });
+  }
+
+  private finish(client: Socket, bytesIn: number, bytesOut: number): void {
+    if (!this.clients.delete(client)) return;
+    this.stats.active--;
+    this.stats.bytesIn += bytesIn;
+    this.stats.bytesOut += bytesOut;
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,187 @@
+import dgram, { type RemoteInfo, type Socket as DgramSocket } from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import type { Logger } from 'pino';
+import { normalizeClientIP } from '../core/address.js';
+import type { Balancer } from '../core/balancer/balancer.js';
+import type { EndpointState } from '../core/balancer/endpoint-state.js';
+import { errorMessage } from '../core/errors.js';
+import { ListenerStats } from './stats.js';
+
+export interface UdpProxyOptions {
+  readonly name: string;
+  readonly balancer: Balancer;
+  readonly logger: Logger;
+  /** A session with no datagram either way for this long is closed. */
+  readonly sessionTimeoutMs: number;
+  /** At most this many sessions; the least recently created is evicted for a new one. */
+  readonly maxSessions: number;
+}
+
+/** Datagrams queued while a session's backend socket is still connecting. */
+const MAX_PENDING_DATAGRAMS = 64;
+
+/**
+ * A client ip:port and the connected socket that relays its datagrams to one
+ * endpoint; replies go back to the client from the service socket, so the
+ * client sees them come from the address it sent to.
+ */
+class Session {
+  lastActive: number;
+  pending: Buffer[] | null = [];
+  constructor(
+    readonly key: string,
+    readonly clientAddress: string,
+    readonly clientPort: number,
+    readonly endpoint: EndpointState,
+    readonly socket: DgramSocket,
+    now: number,
+  ) {
+    this.lastActive = now;
+  }
+}
+
+/** One UDP listener of a service port. */
+export class UdpProxy {
+  readonly protocol = 'UDP';
+  readonly stats = new ListenerStats();
+  readonly balancer: Balancer;
+  private socket: DgramSocket | null = null;
+  private readonly opts: UdpProxyOptions;
+  private readonly sessions = new Map<string, Session>();
+  private sweeper: NodeJS.Timeout | null = null;
+  private boundPort = 0;
+  /** Coarse clock: refreshed by the sweeper so the per-datagram path does not call Date.now(). */
+  private now = Date.now();
+
+  constructor(opts: UdpProxyOptions) {
+    this.opts = opts;
+    this.balancer = opts.balancer;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  get connections(): number {
+    return this.sessions.size;
+  }
+
+  listen(host: string, port: number, ipv6Only = false): Promise<number> {
+    const type = isIPv6(host) ? 'udp6' : 'udp4';
+    const sock = dgram.createSocket({ type, ipv6Only, reuseAddr: false });
+    return new Promise((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind({ address: host, port, exclusive: true }, () => {
+        sock.off('error', reject);
+        sock.on('error', (err) => {
+          this.opts.logger.warn({ listener: this.opts.name, err: errorMessage(err) }, 'UDP socket error');
+        });
+        sock.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
+        this.socket = sock;
+        this.boundPort = sock.address().port;
+        const every = Math.max(50, Math.min(1000, Math.floor(this.opts.sessionTimeoutMs / 4)));
+        this.sweeper = setInterval(() => this.sweep(), every);
+        this.sweeper.unref();
+        resolve(this.boundPort);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
+    const sock = this.socket;
+    this.socket = null;
+    // Sessions cannot outlive the socket their replies leave from.
+    this.destroyConnections();
+    if (sock === null) return Promise.resolve();
+    return new Promise((resolve) => sock.close(() => resolve()));
+  }
+
+  destroyConnections(): void {
+    for (const s of this.sessions.values()) this.endSession(s);
+  }
+
+  private onClientDatagram(msg: Buffer, rinfo: RemoteInfo): void {
+    const key = `${rinfo.address}|${rinfo.port}`;
+    let s = this.sessions.get(key);
+    if (s === undefined) {
+      const created = this.openSession(key, rinfo);
+      if (created === undefined) {
+        this.stats.datagramsDropped++;
+        return;
+      }
+      s = created;
+    }
+    s.lastActive = this.now;
+    this.stats.datagramsIn++;
+    if (s.pending !== null) {
+      if (s.pending.length < MAX_PENDING_DATAGRAMS) s.pending.push(msg);
+      else this.stats.datagramsDropped++;
+      return;
+    }
+    s.socket.send(msg);
+  }
+
+  private openSession(key: string, rinfo: RemoteInfo): Session | undefined {
+    const ep = this.balancer.pick(normalizeClientIP(rinfo.address));
+    if (ep === undefined) {
+      this.stats.noEndpoints++;
+      return undefined;
+    }
+    if (this.sessions.size >= this.opts.maxSessions) {
+      const oldest = this.sessions.values().next().value;
+      if (oldest !== undefined) {
+        this.stats.sessionsEvicted++;
+        this.endSession(oldest);
+      }
+    }
+    const { ip, port } = ep.endpoint;
+    const sock = dgram.createSocket(isIPv6(ip) ? 'udp6' : 'udp4');
+    const s = new Session(key, rinfo.address, rinfo.port, ep, sock, this.now);
+    this.sessions.set(key, s);
+    ep.active++;
+    this.stats.accepted++;
+    this.stats.active++;
+    sock.on('message', (reply) => {
+      s.lastActive = this.now;
+      this.stats.datagramsOut++;
+      this.socket?.send(reply, s.clientPort, s.clientAddress);
+    });
+    sock.on('error', (err) => {
+      // ECONNREFUSED here is the endpoint's ICMP port-unreachable for an earlier datagram.
+      this.stats.dialFailures++;
+      this.balancer.reportFailure(ep, normalizeClientIP(s.clientAddress));
+      if (this.opts.logger.isLevelEnabled('debug')) {
+        this.opts.logger.debug({ listener: this.opts.name, endpoint: ep.id, err: errorMessage(err) }, 'UDP session failed');
+      }
+      this.endSession(s);
+    });
+    sock.connect(port, ip, () => {
+      const queued = s.pending;
+      s.pending = null;
+      if (queued !== null) for (const m of queued) sock.send(m);
+    });
+    return s;
+  }
+
+  private endSession(s: Session): void {
+    if (this.sessions.get(s.key) !== s) return;
+    this.sessions.delete(s.key);
+    s.endpoint.active--;
+    this.stats.active--;
+    try {
+      s.socket.close();
+    } catch {
+      // already closed after an error
+    }
+  }
+
+  private sweep(): void {
+    this.now = Date.now();
+    const cutoff = this.now - this.opts.sessionTimeoutMs;
+    for (const s of this.sessions.values()) {
+      if (s.lastActive <= cutoff) this.endSession(s);
+    }
+  }
+}

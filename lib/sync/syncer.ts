@@ -1,0 +1,176 @@
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import type { ChangeTracker } from '../core/change-tracker.js';
+import { errorMessage } from '../core/errors.js';
+import { isEmptyDiff, type TableDiff } from '../core/table-diff.js';
+import type { ServiceTable } from '../core/types.js';
+
+/** What one sync hands each target. */
+export interface SyncChange {
+  readonly diff: TableDiff;
+  readonly table: ServiceTable;
+  /** A periodic or retry sync: targets re-assert everything (repairing drift), not only the diff. */
+  readonly full: boolean;
+}
+
+/** Something that follows the table: the data plane, the iptables rules. Run in order. */
+export interface SyncTarget {
+  readonly name: string;
+  sync(change: SyncChange): Promise<void>;
+}
+
+export interface SyncerOptions {
+  readonly tracker: ChangeTracker;
+  readonly targets: readonly SyncTarget[];
+  /** Changes are applied at most once per this many ms (0: as they come, still one at a time). */
+  readonly minSyncPeriodMs: number;
+  /** A full sync runs at least this often. */
+  readonly syncPeriodMs: number;
+  readonly logger: Logger;
+}
+
+export interface SyncRecord {
+  readonly full: boolean;
+  readonly durationMs: number;
+  readonly ok: boolean;
+  readonly servicesChanged: number;
+  /** When the oldest change this sync applied was received (ms since epoch), if any. */
+  readonly oldestChangeTime: number | null;
+  readonly diff: TableDiff;
+}
+
+/** What health and metrics read (kube-proxy's sync_proxy_rules_* state). */
+export interface SyncState {
+  /** ms since epoch of the last successful sync; 0 before any. */
+  lastSyncTime: number;
+  /** ms since epoch when a change was first queued and not yet synced; 0 when nothing is pending. */
+  lastQueuedTime: number;
+  lastSyncDurationMs: number;
+  syncs: number;
+  failures: number;
+  consecutiveFailures: number;
+  lastError: string | null;
+}
+
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 30_000;
+
+/**
+ * Applies the tracker's changes to the targets, one sync at a time, no more
+ * often than min-sync-period, with a full sync every sync-period (kube-proxy's
+ * BoundedFrequencyRunner). p-queue serialises the syncs and rate-limits their
+ * start; at most one sync waits behind the running one, since a sync applies
+ * everything pending when it starts.
+ */
+export class Syncer {
+  readonly state: SyncState = {
+    lastSyncTime: 0,
+    lastQueuedTime: 0,
+    lastSyncDurationMs: 0,
+    syncs: 0,
+    failures: 0,
+    consecutiveFailures: 0,
+    lastError: null,
+  };
+  private readonly opts: SyncerOptions;
+  private readonly queue: PQueue;
+  private readonly listeners: ((r: SyncRecord) => void)[] = [];
+  private started = false;
+  private stopped = false;
+  private waiting = false;
+  private needFull = true;
+  private periodic: NodeJS.Timeout | null = null;
+  private retry: NodeJS.Timeout | null = null;
+
+  constructor(opts: SyncerOptions) {
+    this.opts = opts;
+    this.queue =
+      opts.minSyncPeriodMs > 0
+        ? new PQueue({ concurrency: 1, intervalCap: 1, interval: opts.minSyncPeriodMs, strict: true })
+        : new PQueue({ concurrency: 1 });
+  }
+
+  /** Runs the first (full) sync and starts following changes. */
+  async start(): Promise<void> {
+    this.started = true;
+    this.periodic = setInterval(() => this.request(true), this.opts.syncPeriodMs);
+    this.periodic.unref();
+    this.request(true);
+    await this.queue.onIdle();
+  }
+
+  /** A change is pending; a sync will run within min-sync-period. */
+  request(full = false): void {
+    if (full) this.needFull = true;
+    if (this.state.lastQueuedTime === 0) this.state.lastQueuedTime = Date.now();
+    if (!this.started || this.stopped || this.waiting) return;
+    this.waiting = true;
+    void this.queue.add(() => this.run());
+  }
+
+  onSync(fn: (r: SyncRecord) => void): void {
+    this.listeners.push(fn);
+  }
+
+  /** Resolves once nothing is pending or running (tests, shutdown). */
+  async idle(): Promise<void> {
+    await this.queue.onIdle();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.periodic !== null) clearInterval(this.periodic);
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.queue.clear();
+    await this.queue.onIdle();
+  }
+
+  private async run(): Promise<void> {
+    this.waiting = false;
+    if (this.stopped) return;
+    const full = this.needFull;
+    this.needFull = false;
+    this.state.lastQueuedTime = 0;
+    const started = performance.now();
+    const { diff, warnings, servicesChanged, oldestChangeTime } = this.opts.tracker.flush();
+    for (const w of warnings) this.opts.logger.warn(w);
+    const change: SyncChange = { diff, table: this.opts.tracker.current(), full };
+    let ok = true;
+    if (full || !isEmptyDiff(diff)) {
+      for (const target of this.opts.targets) {
+        try {
+          await target.sync(change);
+        } catch (err) {
+          ok = false;
+          this.state.lastError = `${target.name}: ${errorMessage(err)}`;
+          this.opts.logger.error({ target: target.name, err: errorMessage(err) }, 'sync failed; will retry');
+        }
+      }
+    }
+    const durationMs = performance.now() - started;
+    this.state.lastSyncDurationMs = durationMs;
+    this.state.syncs++;
+    if (ok) {
+      this.state.lastSyncTime = Date.now();
+      this.state.consecutiveFailures = 0;
+      this.state.lastError = null;
+    } else {
+      this.state.failures++;
+      this.state.consecutiveFailures++;
+      this.scheduleRetry();
+    }
+    const record: SyncRecord = { full, durationMs, ok, servicesChanged, oldestChangeTime, diff };
+    for (const fn of this.listeners) fn(record);
+  }
+
+  /** A failed sync is retried as a full one, backing off 1s, 2s, 4s ... 30s. */
+  private scheduleRetry(): void {
+    if (this.retry !== null || this.stopped) return;
+    const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(10, this.state.consecutiveFailures - 1));
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      this.request(true);
+    }, delay);
+    this.retry.unref();
+  }
+}
