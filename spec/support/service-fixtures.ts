@@ -13,7 +13,7 @@ import {
 } from '../../lib/core/types.js';
 
 export function endpoint(ip: string, port: number, isLocal = true): Endpoint {
-  return { ip, port, ready: true, serving: true, terminating: false, nodeName: isLocal ? 'node-a' : 'node-b', zone: null, isLocal };
+  return { ip, port, ready: true, serving: true, terminating: false, nodeName: isLocal ? 'node-a' : 'node-b', zone: null, zoneHints: [], isLocal };
 }
 
 export interface PortSpec {
