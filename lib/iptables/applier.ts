@@ -294,5 +294,5 @@ export async function cleanupIptables(logger: Logger, timeoutMs = 10_000): Promi
     if (err !== null) errors.push(err);
   }
   if (errors.length > 0) throw new KupError('KUP_IPTABLES', `iptables cleanup failed: ${errors.join('; ')}`);
-  logger.info({ backend: backend.mode }, 'iptables rules removed');
+  logger.info({ backend: backend.mode }, 'no kup iptables rules remain');
 }
