@@ -15,6 +15,7 @@ import { createInterface } from 'node:readline';
 import { createNetns, link, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
 
 const SUPPORT = 'dist/spec/support';
+const KUP = 'dist/bin/kup.js';
 
 const CLUSTER = `apiVersion: v1
 kind: List
@@ -78,6 +79,32 @@ function firstLine(child: ChildProcess, timeoutMs = 20_000): Promise<string> {
   });
 }
 
+/** The child's stderr (kup's JSON log lines), collected; waitFor resolves with the first line matching. */
+function stderrLog(child: ChildProcess) {
+  let text = '';
+  const waiters: { re: RegExp; resolve: (line: string) => void }[] = [];
+  child.stderr!.on('data', (d: Buffer) => {
+    text += d.toString();
+    for (const w of [...waiters]) {
+      const line = text.split('\n').find((l) => w.re.test(l));
+      if (line !== undefined) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  });
+  return {
+    text: () => text,
+    waitFor(re: RegExp, timeoutMs = 20_000): Promise<string> {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no log line ${re}; stderr: ${text.slice(-2000)}`)), timeoutMs);
+        child.once('exit', (code) => reject(new Error(`exited ${code}; stderr: ${text.slice(-2000)}`)));
+        waiters.push({ re, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+      });
+    },
+  };
+}
+
 async function suite(t: Test): Promise<void> {
   const client = await createNetns(t, 'client');
   const node = await createNetns(t, 'node');
@@ -96,8 +123,11 @@ async function suite(t: Test): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'kup-e2e-'));
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, CLUSTER);
-  const proxy = node.spawnNode(`${SUPPORT}/proxy-with-rules.js`, [file]);
-  t.match(await firstLine(proxy), /^synced /, 'the proxy synced its rules');
+  // The real `kup run`, as a user starts it, inside the node namespace.
+  const proxy = node.spawnNode(KUP, ['run', '--source', `file:${file}`, '--hostname-override', 'node-a', '--min-sync-period', '0']);
+  const log = stderrLog(proxy);
+  t.match(await log.waitFor(/"msg":"synced \d+ service ports/), /servicePorts":2/, 'the proxy synced its listeners and rules');
+  t.match(log.text(), /iptables backend (nft|legacy)/, 'the backend in use is logged');
 
   await t.test('ClusterIP from another namespace, round-robin over both pods', async (t) => {
     const replies: string[] = [];

@@ -1,8 +1,12 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { errorMessage, isKupError } from '../core/errors.js';
-import { createLogger } from '../log.js';
+import { createLogger, type LogLevel } from '../log.js';
+import { cleanupIptables } from '../iptables/applier.js';
+import { detectHostIPs } from '../iptables/host-ips.js';
+import { loadTable } from '../runtime/load-table.js';
 import { startProxy } from '../runtime/proxy-runtime.js';
+import { rulesScript } from './rules.js';
 import { describeDemo, DEMO_FILE, startDemo } from './demo.js';
 import { parseRunFlags, RUN_DEFAULTS, type RunConfig, type RunFlags } from './options.js';
 
@@ -41,7 +45,6 @@ function addRunFlags(cmd: Command): Command {
 /** Features whose flags are accepted now and take effect in a later release. */
 function notYetInEffect(config: RunConfig, explicit: (name: string) => boolean, log: Logger): void {
   const pending: string[] = [];
-  if (config.iptables) pending.push('--iptables (iptables rules): running without rules; reach services at their proxy ports');
   if (explicit('healthzBindAddress')) pending.push('--healthz-bind-address (health server)');
   if (explicit('metricsBindAddress')) pending.push('--metrics-bind-address (metrics server)');
   for (const p of pending) log.warn(`not yet in effect in this build: ${p}`);
@@ -104,6 +107,36 @@ export function buildProgram(): Command {
       process.stdout.write('stopped\n');
     },
   );
+  program
+    .command('rules')
+    .description('print the iptables-restore script kup run installs (or would install) for a source')
+    .option('--source <source>', 'where Services and EndpointSlices come from: "kubernetes" or "file:PATH"')
+    .option('--kubeconfig <path>', 'kubeconfig for the live source')
+    .option('--hostname-override <name>', "this node's name, to tell local endpoints")
+    .option('--bind-address <ip>', 'address the proxy listeners bind to', RUN_DEFAULTS.bindAddress)
+    .option('--proxy-port-range <range>', 'number listeners from this range', RUN_DEFAULTS.proxyPortRange)
+    .action(async (flags: Partial<RunFlags>) => {
+      const config = parseRunFlags({ ...RUN_DEFAULTS, iptables: true, ...flags } as RunFlags);
+      const log = createLogger('warn');
+      const { table, warnings } = await loadTable({
+        source: config.source,
+        kubeconfig: config.kubeconfig,
+        nodeName: config.hostname,
+        logger: log,
+      });
+      for (const w of warnings) log.warn(w);
+      process.stdout.write(
+        rulesScript({ table, bindAddress: config.bindAddress, portRange: config.portRange, hostIPs: await detectHostIPs() }),
+      );
+    });
+
+  program
+    .command('cleanup')
+    .description("remove every iptables chain and jump rule kup installed (idempotent; needs root)")
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .action(async (flags: { logLevel: LogLevel }) => {
+      await cleanupIptables(createLogger(flags.logLevel));
+    });
   return program;
 }
 

@@ -74,6 +74,8 @@ export class IptablesApplier {
   private lastError: string | null = null;
   private ruleCount = { ipv4: 0, ipv6: 0 };
   private warnings: readonly string[] = [];
+  /** The scripts of the last successful sync (what `kup rules` would print for this table). */
+  private installed: { ipv4: string; ipv6: string } | null = null;
 
   constructor(options: IptablesApplierOptions) {
     this.log = options.logger.child({ component: 'iptables' });
@@ -143,6 +145,13 @@ export class IptablesApplier {
     else this.log.error({ err }, 'iptables rules could not all be removed');
   }
 
+  /** The restore scripts now installed (IPv4, then IPv6 when used); null before the first successful sync. */
+  installedRules(): string | null {
+    if (this.installed === null) return null;
+    const { ipv4, ipv6 } = this.installed;
+    return ipv6 === '' ? ipv4 : `# IPv4 (iptables-restore --noflush)\n${ipv4}\n# IPv6 (ip6tables-restore --noflush)\n${ipv6}`;
+  }
+
   status(): IptablesStatus {
     return {
       backend: this.backend?.mode ?? null,
@@ -202,6 +211,7 @@ export class IptablesApplier {
       this.consecutiveFailures = 0;
       this.lastError = null;
       this.ruleCount = { ...rendered.ruleCount };
+      this.installed = { ipv4: rendered.ipv4, ipv6: this.families.includes('ipv6') ? rendered.ipv6 : '' };
       if (this.retryTimer !== null) clearTimeout(this.retryTimer);
       this.retryTimer = null;
       this.log.debug({ ms: Date.now() - started, rules: rendered.ruleCount }, 'iptables synced');

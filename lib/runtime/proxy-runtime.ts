@@ -5,6 +5,9 @@ import type { RunConfig } from '../cli/options.js';
 import { createSource } from '../sources/create-source.js';
 import type { Source } from '../sources/source.js';
 import { Syncer, type SyncTarget } from '../sync/syncer.js';
+import { IptablesApplier } from '../iptables/applier.js';
+import { iptablesUnavailableReason } from '../iptables/backend.js';
+import { iptablesSyncTarget } from '../iptables/sync-target.js';
 
 /** A running proxy: source -> tracker -> syncer -> (data plane, rules). */
 export interface ProxyRuntime {
@@ -14,6 +17,8 @@ export interface ProxyRuntime {
   readonly tracker: ChangeTracker;
   readonly proxier: Proxier;
   readonly syncer: Syncer;
+  /** null when running without rules (--no-iptables, or no root / no iptables). */
+  readonly iptables: IptablesApplier | null;
   /** The iptables-restore script(s) now installed, or null when running without rules. */
   installedRules(): string | null;
   /** Stops watching, then stops accepting and gives open connections up to the grace period. */
@@ -36,9 +41,13 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     name: 'dataplane',
     sync: (c) => (c.full ? proxier.resync(c.table) : proxier.apply(c.diff)),
   };
+  const iptables = config.iptables ? await startIptables(config, logger) : null;
+  const targets: SyncTarget[] = [dataplane];
+  // After the data plane: the rules point at the proxy ports it just opened.
+  if (iptables !== null) targets.push(iptablesSyncTarget(iptables, () => proxier.proxyPorts()));
   syncer = new Syncer({
     tracker,
-    targets: [dataplane],
+    targets,
     minSyncPeriodMs: config.minSyncPeriodMs,
     syncPeriodMs: config.syncPeriodMs,
     logger,
@@ -80,14 +89,33 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     tracker,
     proxier,
     syncer: s,
-    installedRules: () => null,
+    iptables,
+    installedRules: () => iptables?.installedRules() ?? null,
     stop() {
       stopping ??= (async () => {
         await source.stop();
         await s.stop();
         await proxier.close(config.shutdownGracePeriodMs);
+        await iptables?.stop();
       })();
       return stopping;
     },
   };
+}
+
+/**
+ * Rules need root and an iptables binary; without them the proxy still runs
+ * (reach services at their proxy ports), saying so in one line, and never
+ * leaves half-applied rules.
+ */
+async function startIptables(config: RunConfig, logger: Logger): Promise<IptablesApplier | null> {
+  const reason = await iptablesUnavailableReason();
+  if (reason !== null) {
+    logger.warn(reason);
+    return null;
+  }
+  // The syncer runs the full resyncs (every --sync-period) that repair rules removed by others.
+  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress, resyncPeriodMs: 0 });
+  await applier.start();
+  return applier;
 }
