@@ -79,6 +79,17 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
       `synced ${tracker.current().size.toLocaleString('en-US')} service ports, ${endpoints.toLocaleString('en-US')} endpoints in ${((performance.now() - t0) / 1000).toFixed(2)}s`,
     );
   });
+  // Say which services route by topology hints, when that changes.
+  s.onSync((r) => {
+    const changes = [...r.diff.added.map((next) => ({ prev: undefined, next })), ...r.diff.updated];
+    for (const { prev, next } of changes) {
+      if (next.usesTopologyHints === (prev?.usesTopologyHints ?? false)) continue;
+      logger.info(
+        { servicePort: next.key, zone: tracker.nodeZone, endpoints: next.clusterEndpoints.length },
+        next.usesTopologyHints ? 'using topology hints for this zone' : 'no longer using topology hints',
+      );
+    }
+  });
   await s.start();
 
   let stopping: Promise<void> | null = null;
