@@ -1,0 +1,308 @@
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { ApiServerDouble } from '../spec/support/apiserver-double.js';
+import { endpointSlice, node, service } from '../spec/support/k8s-fixtures.js';
+import { kupRunArgs, proxyPortsFromLog, waitForLog } from './contenders.js';
+import { openFiles, sleep, startProcess, treeMemoryKiB } from './procs.js';
+import { median } from './report.js';
+
+export interface ControlPlaneOptions {
+  readonly services: number;
+  readonly endpointsPerService: number;
+  readonly changes: number;
+  readonly small: boolean;
+  readonly workDir: string;
+  readonly log: (msg: string) => void;
+}
+
+export interface StartupFigures {
+  readonly services: number;
+  readonly endpoints: number;
+  /** kup's own figure: "synced N service ports, M endpoints in Xs" (from before the initial list). */
+  readonly syncedSeconds: number;
+  /** Wall time from spawn to the first connection through a proxy port reaching an endpoint. */
+  readonly firstServedSeconds: number;
+  /** Wall time from spawn to the "synced" line (every listener open). */
+  readonly allServingSeconds: number;
+  readonly rssMiB: number;
+  readonly openFiles: number;
+  readonly fdLimit: number;
+}
+
+export interface ControlPlaneResult {
+  readonly small: StartupFigures | null;
+  readonly large: StartupFigures | null;
+  readonly changes: {
+    readonly count: number;
+    readonly servicesPresent: number;
+    readonly p50ms: number;
+    readonly p99ms: number;
+    readonly maxms: number;
+    readonly failed: number;
+  } | null;
+  readonly flags: string;
+}
+
+/** First port of --proxy-port-range: the first listener kup opens, probed from spawn on. */
+const PORT_BASE = 10_001;
+const PORT_RANGE = `${PORT_BASE}-29999`;
+const ENDPOINT_PORT_NAME = 'p';
+
+interface Sinks {
+  readonly port: number;
+  readonly ips: readonly string[];
+  readonly accepted: { n: number };
+  close(): void;
+}
+
+/** Endpoints that accept and close: 127.0.1.1..k on one port (all of 127/8 is loopback). */
+async function startSinks(count: number): Promise<Sinks> {
+  const accepted = { n: 0 };
+  const servers: net.Server[] = [];
+  let port = 0;
+  const ips: string[] = [];
+  for (let k = 1; k <= count; k++) {
+    const ip = `127.0.1.${k}`;
+    const srv = net.createServer((s) => {
+      accepted.n++;
+      s.on('error', () => {});
+      s.destroy();
+    });
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, ip, () => {
+        port = (srv.address() as net.AddressInfo).port;
+        resolve();
+      });
+    });
+    servers.push(srv);
+    ips.push(ip);
+  }
+  return { port, ips, accepted, close: () => servers.forEach((s) => s.close()) };
+}
+
+function serviceIP(i: number): string {
+  const n = i + 1;
+  return `10.${96 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+}
+
+function populate(api: ApiServerDouble, services: number, ips: readonly string[], port: number): void {
+  api.upsert(node({ name: 'bench-node' }));
+  for (let i = 0; i < services; i++) {
+    const name = `s${i}`;
+    api.upsert(service({ namespace: 'scale', name, clusterIP: serviceIP(i), ports: [{ name: ENDPOINT_PORT_NAME, port: 80, targetPort: port }] }));
+    api.upsert(
+      endpointSlice({
+        namespace: 'scale',
+        service: name,
+        name: `${name}-1`,
+        endpoints: ips.map((ip) => ({ ip, ready: true, nodeName: 'bench-node' })),
+        ports: [{ name: ENDPOINT_PORT_NAME, port }],
+      }),
+    );
+  }
+}
+
+/** One connection attempt: true once it was accepted by the proxy and carried to an endpoint (closed by it). */
+function probe(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, 1000);
+    s.on('error', () => {
+      clearTimeout(t);
+      resolve(false);
+    });
+    // The sink closes at once: an end (not a reset) means an endpoint answered.
+    s.once('end', () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(true);
+    });
+    s.resume();
+  });
+}
+
+async function startup(
+  opts: ControlPlaneOptions,
+  services: number,
+  perService: number,
+  keepRunning: boolean,
+): Promise<{ figures: StartupFigures; stop: () => Promise<void>; ports: Map<string, number>; api: ApiServerDouble; sinks: Sinks }> {
+  const sinks = await startSinks(perService);
+  const api = new ApiServerDouble({ bookmarkIntervalMs: 0 });
+  populate(api, services, sinks.ips, sinks.port);
+  await api.start();
+  const kubeconfig = join(opts.workDir, `kubeconfig-${services}`);
+  await api.writeKubeconfig(kubeconfig);
+  opts.log(`API server double holds ${services} services, ${services * perService} endpoints`);
+
+  const args = [...kupRunArgs('kubernetes'), '--kubeconfig', kubeconfig, '--hostname-override', 'bench-node', '--proxy-port-range', PORT_RANGE];
+  const t0 = performance.now();
+  const p = startProcess(process.execPath, args);
+  let firstServed = NaN;
+  try {
+    // Probe the first proxy port from spawn on (it is the first one opened).
+    while (performance.now() - t0 < 60_000) {
+      if (await probe(PORT_BASE)) {
+        firstServed = (performance.now() - t0) / 1000;
+        break;
+      }
+      await sleep(5);
+    }
+    const m = await waitForLog(p, /synced ([\d,]+) service ports, ([\d,]+) endpoints in ([\d.]+)s/, 120_000);
+    const allServing = (performance.now() - t0) / 1000;
+    await sleep(500);
+    const figures: StartupFigures = {
+      services: Number(m[1]!.replace(/,/g, '')),
+      endpoints: Number(m[2]!.replace(/,/g, '')),
+      syncedSeconds: Number(m[3]),
+      firstServedSeconds: firstServed,
+      allServingSeconds: allServing,
+      rssMiB: treeMemoryKiB(p.pid).rss / 1024,
+      openFiles: openFiles(p.pid),
+      fdLimit: fdLimitOf(p.pid),
+    };
+    opts.log(`startup ${services}x${perService}: ${JSON.stringify(figures)}`);
+    const stop = async (): Promise<void> => {
+      await p.stop();
+      await api.stop();
+      sinks.close();
+    };
+    if (!keepRunning) await stop();
+    return { figures, stop, ports: proxyPortsFromLog(p.output()), api, sinks };
+  } catch (err) {
+    await p.stop();
+    await api.stop();
+    sinks.close();
+    throw err;
+  }
+}
+
+function fdLimitOf(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/limits`, 'utf8');
+    const m = /Max open files\s+(\d+)/.exec(text);
+    return m === null ? NaN : Number(m[1]);
+  } catch {
+    return NaN;
+  }
+}
+
+
+/**
+ * Latency from an EndpointSlice change to the first new connection reaching
+ * the new endpoint: the slice of one service is replaced by one naming a fresh
+ * endpoint, and the service's proxy port is probed every 2 ms until that
+ * endpoint accepts a connection.
+ */
+async function changes(
+  opts: ControlPlaneOptions,
+  api: ApiServerDouble,
+  ports: Map<string, number>,
+  services: number,
+): Promise<NonNullable<ControlPlaneResult['changes']>> {
+  let markedAt = 0;
+  let waiting: (() => void) | null = null;
+  const marker = net.createServer((s) => {
+    s.on('error', () => {});
+    s.destroy();
+    if (waiting !== null) {
+      markedAt = performance.now();
+      const w = waiting;
+      waiting = null;
+      w();
+    }
+  });
+  await new Promise<void>((resolve) => marker.listen(0, '127.0.0.1', () => resolve()));
+  const markerPort = (marker.address() as net.AddressInfo).port;
+  const lat: number[] = [];
+  let failed = 0;
+  try {
+    for (let j = 0; j < opts.changes; j++) {
+      const i = Math.floor(((j + 0.5) * services) / opts.changes);
+      const proxyPort = ports.get(`scale/s${i}:${ENDPOINT_PORT_NAME}/TCP`);
+      if (proxyPort === undefined) {
+        failed++;
+        continue;
+      }
+      // Past the min-sync-period since the last change, as changes arrive on a quiet node.
+      await sleep(1100);
+      const reached = new Promise<void>((resolve) => (waiting = resolve));
+      const t0 = performance.now();
+      api.upsert(
+        endpointSlice({
+          namespace: 'scale',
+          service: `s${i}`,
+          name: `s${i}-1`,
+          endpoints: [{ ip: '127.0.0.1', ready: true, nodeName: 'bench-node' }],
+          ports: [{ name: ENDPOINT_PORT_NAME, port: markerPort }],
+        }),
+      );
+      let done = false;
+      void reached.then(() => (done = true));
+      while (!done && performance.now() - t0 < 10_000) {
+        await probe(proxyPort);
+        if (!done) await sleep(2);
+      }
+      if (!done) {
+        waiting = null;
+        failed++;
+        continue;
+      }
+      lat.push(markedAt - t0);
+    }
+  } finally {
+    marker.close();
+  }
+  const sorted = [...lat].sort((a, b) => a - b);
+  const pct = (q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
+  return { count: lat.length, servicesPresent: services, p50ms: median(lat), p99ms: pct(0.99), maxms: sorted[sorted.length - 1] ?? NaN, failed };
+}
+
+export async function runControlPlane(opts: ControlPlaneOptions): Promise<ControlPlaneResult> {
+  const flags = `kup run --source kubernetes --no-iptables --bind-address 127.0.0.1 --proxy-port-range ${PORT_RANGE} (default --min-sync-period 1s)`;
+  if (opts.small) {
+    const s = await startup(opts, opts.services, opts.endpointsPerService, true);
+    try {
+      const c = await changes(opts, s.api, s.ports, opts.services);
+      return { small: s.figures, large: null, changes: c, flags };
+    } finally {
+      await s.stop();
+    }
+  }
+  const small = (await startup(opts, 1000, 3, false)).figures;
+  const l = await startup(opts, opts.services, opts.endpointsPerService, true);
+  try {
+    const c = await changes(opts, l.api, l.ports, opts.services);
+    return { small, large: l.figures, changes: c, flags };
+  } finally {
+    await l.stop();
+  }
+}
+
+function row(f: StartupFigures): string {
+  return `| ${f.services.toLocaleString('en-US')} x ${Math.round(f.endpoints / Math.max(1, f.services))} | ${f.syncedSeconds.toFixed(2)} s | ${f.firstServedSeconds.toFixed(2)} s | ${f.allServingSeconds.toFixed(2)} s | ${f.rssMiB.toFixed(0)} MiB | ${f.openFiles.toLocaleString('en-US')} / ${f.fdLimit.toLocaleString('en-US')} |`;
+}
+
+export function renderControlPlane(r: ControlPlaneResult): string {
+  const lines = [
+    `control plane (API server double over HTTPS; ${r.flags})`,
+    '',
+    '| service ports x endpoints | "synced in" (kup log) | spawn -> first connection served | spawn -> all serving | RSS | open files / limit |',
+    '| --- | --- | --- | --- | --- | --- |',
+  ];
+  if (r.small !== null) lines.push(row(r.small));
+  if (r.large !== null) lines.push(row(r.large));
+  if (r.changes !== null) {
+    const c = r.changes;
+    lines.push(
+      '',
+      `EndpointSlice change -> first new connection at the new endpoint, ${c.count} changes with ${c.servicesPresent.toLocaleString('en-US')} services present: p50 ${c.p50ms.toFixed(1)} ms, p99 ${c.p99ms.toFixed(1)} ms, max ${c.maxms.toFixed(1)} ms${c.failed > 0 ? `, ${c.failed} never reached` : ''}`,
+    );
+  }
+  return lines.join('\n');
+}
