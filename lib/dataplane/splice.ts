@@ -7,8 +7,8 @@ export interface SpliceResult {
 }
 
 /**
- * Joins two connected sockets both ways with backpressure (pipe pauses the
- * reader while the writer's buffer is full).
+ * Joins two connected sockets both ways with backpressure: the reader is
+ * paused while the writer's buffer is full and resumed on its 'drain'.
  *
  * Half-close is carried: when one side sends FIN, the other side's write half
  * is ended and the reverse direction keeps flowing. Both sockets must have
@@ -49,9 +49,25 @@ export function splice(
     });
   }
 
-  client.pipe(backend);
-  backend.pipe(client);
+  carry(client, backend);
+  carry(backend, client);
   client.resume();
+}
+
+/**
+ * One direction, by hand rather than stream.pipe(): pipe's bookkeeping
+ * (unpipe, awaitDrain writers, its own error and close handlers) costs a
+ * dozen listeners per connection and work on every chunk, and splice already
+ * handles errors and closes itself. Writes to a destroyed socket are dropped
+ * by the stream without an 'error' event, and its peer is closed by splice.
+ */
+function carry(from: Socket, to: Socket): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  // FIN carried as FIN: the other direction keeps flowing (half-close).
+  from.once('end', () => to.end());
 }
 
 function abort(peer: Socket, err: NodeJS.ErrnoException): void {

@@ -92,7 +92,7 @@ export class TcpProxy {
 
   private accept(client: Socket): void {
     this.stats.accepted++;
-    const clientIP = normalizeClientIP(client.remoteAddress);
+    const clientIP = this.clientIPOf(client);
     const first = this.balancer.pick(clientIP);
     if (first === undefined) {
       // Refused at once, never left hanging: a reset reads as "connection refused/reset" to the client.
@@ -129,7 +129,7 @@ export class TcpProxy {
       backend.destroy();
       ep.active--;
       this.stats.dialFailures++;
-      this.balancer.reportFailure(ep, clientIP);
+      this.balancer.reportFailure(ep, clientIP || this.clientIPOf(client));
       const next = attempt + 1;
       const log = this.opts.logger;
       if (log.isLevelEnabled('debug')) {
@@ -141,7 +141,7 @@ export class TcpProxy {
       }
       const triedSet = tried ?? new Set<EndpointState>();
       triedSet.add(ep);
-      const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP, triedSet) : undefined;
+      const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP || this.clientIPOf(client), triedSet) : undefined;
       if (nextEp === undefined) {
         this.stats.exhausted++;
         client.resetAndDestroy();
@@ -164,6 +164,15 @@ export class TcpProxy {
         this.finish(client, r.bytesIn, r.bytesOut);
       });
     });
+  }
+
+  /**
+   * The client's address only where a pick depends on it: remoteAddress costs
+   * a getpeername() system call per connection, which round-robin and
+   * least-connections without affinity never need.
+   */
+  private clientIPOf(client: Socket): string {
+    return this.balancer.usesClientIP ? normalizeClientIP(client.remoteAddress) : '';
   }
 
   private finish(client: Socket, bytesIn: number, bytesOut: number): void {

@@ -41,6 +41,11 @@ export class Balancer {
     return this.states.length;
   }
 
+  /** Whether picks depend on the client's IP (ClientIP affinity is on). */
+  get usesClientIP(): boolean {
+    return this.affinity !== null;
+  }
+
   setAffinity(affinity: SessionAffinity | null): void {
     this.affinity = affinity;
   }
