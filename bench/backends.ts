@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, startProcess, waitForPort, type Started } from './procs.js';
+import { freePort, sleep, startProcess, waitForPort, type Started } from './procs.js';
 
 /** The same backends behind every contender: HTTP (nginx), TCP bulk (iperf3), DNS (dnsmasq). */
 export interface Backends {
@@ -52,13 +52,14 @@ export async function startBackends(workDir: string, withDns: boolean): Promise<
     const dnsQueryFile = join(workDir, 'queries.txt');
     await writeFile(dnsQueryFile, 'bench.test A\n');
     if (withDns) {
-      dnsPort = await freePort(true);
-      procs.push(
-        startProcess('dnsmasq', [
+      // dnsmasq also binds TCP on its port; a port free for UDP may be taken for TCP: try a few.
+      for (let attempt = 0; attempt < 5 && dnsPort === null; attempt++) {
+        const port = await freePort(true);
+        const p = startProcess('dnsmasq', [
           '--keep-in-foreground',
           '--conf-file=/dev/null',
           '--pid-file',
-          `--port=${dnsPort}`,
+          `--port=${port}`,
           '--listen-address=127.0.0.1',
           '--bind-interfaces',
           '--no-resolv',
@@ -66,9 +67,14 @@ export async function startBackends(workDir: string, withDns: boolean): Promise<
           '--address=/bench.test/10.0.0.1',
           '--user=root',
           '--dns-forward-max=10000',
-        ]),
-      );
-      await new Promise((r) => setTimeout(r, 300));
+        ]);
+        await sleep(300);
+        if (p.child.exitCode === null) {
+          procs.push(p);
+          dnsPort = port;
+        } else await p.stop();
+      }
+      if (dnsPort === null) throw new Error('dnsmasq would not start');
     }
     return {
       httpPort,

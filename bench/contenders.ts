@@ -78,8 +78,8 @@ export function proxyPortsFromLog(log: string): Map<string, number> {
   return out;
 }
 
-export const kupRunArgs = (source: string): string[] => [
-  'dist/bin/kup.js',
+export const kupRunArgs = (source: string, entry = 'dist/bin/kup.js'): string[] => [
+  entry,
   'run',
   '--source',
   source,
@@ -103,35 +103,42 @@ export async function waitForLog(p: Started, pattern: RegExp, timeoutMs: number)
   }
 }
 
-export const kup: Contender = {
-  name: 'kup',
-  settings: 'one Node process (kup run --source file: --no-iptables), default flags',
-  unavailable: () => null,
-  async start(b, workDir) {
-    const file = join(workDir, 'kup-bench.yaml');
-    await writeFile(file, kupObjects(b));
-    const p = startProcess(process.execPath, kupRunArgs(`file:${file}`));
-    try {
-      await waitForLog(p, /synced \d+ service ports/, 20_000);
-      const m = proxyPortsFromLog(p.output());
-      const get = (k: string): number => {
-        const v = m.get(k);
-        if (v === undefined) throw new Error(`kup did not open ${k}: ${p.output().slice(-2000)}`);
-        return v;
-      };
-      return {
-        httpPort: get('bench/http:p/TCP'),
-        iperfPort: get('bench/iperf:p/TCP'),
-        dnsPort: b.dnsPort === null ? null : get('bench/dns:p/UDP'),
-        pid: p.pid,
-        stop: () => p.stop(),
-      };
-    } catch (err) {
-      await p.stop();
-      throw err;
-    }
-  },
-};
+/** kup run from `entry` (dist/bin/kup.js, or an older build to compare against). */
+export function kupContender(name: string, entry: string, settings: string): Contender {
+  return {
+    name,
+    settings,
+    unavailable: () => null,
+    async start(b, workDir) {
+      const file = join(workDir, `${name}-bench.yaml`);
+      await writeFile(file, kupObjects(b));
+      // KUP_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" profiles kup under the same load.
+      const nodeArgs = (process.env.KUP_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+      const p = startProcess(process.execPath, [...nodeArgs, ...kupRunArgs(`file:${file}`, entry)]);
+      try {
+        await waitForLog(p, /synced \d+ service ports/, 20_000);
+        const m = proxyPortsFromLog(p.output());
+        const get = (k: string): number => {
+          const v = m.get(k);
+          if (v === undefined) throw new Error(`kup did not open ${k}: ${p.output().slice(-2000)}`);
+          return v;
+        };
+        return {
+          httpPort: get('bench/http:p/TCP'),
+          iperfPort: get('bench/iperf:p/TCP'),
+          dnsPort: b.dnsPort === null ? null : get('bench/dns:p/UDP'),
+          pid: p.pid,
+          stop: () => p.stop(),
+        };
+      } catch (err) {
+        await p.stop();
+        throw err;
+      }
+    },
+  };
+}
+
+export const kup = kupContender('kup', 'dist/bin/kup.js', 'one Node process (kup run --source file: --no-iptables), default flags');
 
 export const haproxy: Contender = {
   name: 'haproxy',

@@ -203,3 +203,21 @@ export function commandExists(cmd: string): boolean {
   }
   return false;
 }
+
+/** CPU seconds (user + system) used so far by a process and its live descendants. */
+export function treeCpuSeconds(pid: number): { user: number; system: number } {
+  let user = 0;
+  let system = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      // Fields after the command name, which may hold spaces: utime is the 14th field, stime the 15th.
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      user += Number(rest[11]) / 100;
+      system += Number(rest[12]) / 100;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return { user, system };
+}

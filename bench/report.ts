@@ -50,6 +50,7 @@ const RATIO_VS_DIRECT = new Set(['keepalive/rps', 'newconn/rps', 'tcp1/gbps', 't
 /** The Markdown table: medians, x direct for rates, and kup against each peer. */
 export function renderTable(samples: Samples, contenders: readonly string[]): string {
   const peers = contenders.filter((c) => c !== 'direct' && c !== 'kup');
+  // kup-before is a peer in the sense of a column of ratios: kup against its earlier self.
   const head = ['metric', ...contenders, ...peers.map((p) => `kup/${p}`)];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => ' --- ').join('|')}|`];
   for (const m of METRICS) {

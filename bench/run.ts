@@ -12,9 +12,9 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startBackends, type Backends } from './backends.js';
-import { CONTENDERS, type Contender, type Front } from './contenders.js';
+import { CONTENDERS, kupContender, type Contender, type Front } from './contenders.js';
 import { runControlPlane, type ControlPlaneResult, renderControlPlane } from './control-plane.js';
-import { commandExists, stopAll, treeMemoryKiB } from './procs.js';
+import { commandExists, stopAll, treeCpuSeconds, treeMemoryKiB } from './procs.js';
 import { checkTargets, medianOf, METRICS, renderTable, renderTargets, type Samples } from './report.js';
 import { dnsperf, idleMemory, iperf, wrk, type Sample } from './workloads.js';
 
@@ -72,6 +72,7 @@ async function main(): Promise<void> {
       'no-control-plane': { type: 'boolean', default: false },
       'control-plane-only': { type: 'boolean', default: false },
       rounds: { type: 'string' },
+      baseline: { type: 'string' },
       seconds: { type: 'string' },
       out: { type: 'string', default: 'bench/results/latest.json' },
     },
@@ -103,6 +104,10 @@ async function main(): Promise<void> {
     else skipped[c.name] = why;
   }
   for (const [n, why] of Object.entries(skipped)) log(`${n} skipped: ${why}`);
+  if (values.baseline !== undefined) {
+    // An older build of kup (e.g. git archive of a commit, compiled), run side by side for before/after figures.
+    contenders.splice(2, 0, kupContender('kup-before', values.baseline, `an earlier build: ${values.baseline}`));
+  }
 
   const workDir = await mkdtemp(join(os.tmpdir(), 'kup-bench-'));
   const samples: Samples = {};
@@ -125,6 +130,20 @@ async function main(): Promise<void> {
           add('base', c.name, { rssMiB: treeMemoryKiB(f.pid).rss / 1024 });
         }
       }
+      // Idle connections first, on fresh processes whose heaps are not shrinking after load.
+      for (const c of contenders) {
+        const f = fronts.get(c.name)!;
+        if (f.pid === null) continue;
+        // socat forks a process per connection: a few hundred show the trend.
+        const n = c.name === 'socat' ? Math.min(200, plan.idleConnections) : plan.idleConnections;
+        try {
+          const r = await idleMemory(f.pid, f.httpPort, n);
+          add('idle', c.name, { ...r, connections: n });
+          log(`idle ${c.name}: ${JSON.stringify(r)} over ${n} connections`);
+        } catch (err) {
+          log(`idle ${c.name} FAILED: ${(err as Error).message}`);
+        }
+      }
       log(`contenders: ${contenders.map((c) => c.name).join(', ')}; ${plan.rounds} round(s) of ${plan.seconds}s per workload`);
       const s = plan.seconds;
       const workloads: { name: string; run: (f: Front) => Promise<Sample | null> }[] = [
@@ -142,7 +161,14 @@ async function main(): Promise<void> {
           for (const c of contenders) {
             const f = fronts.get(c.name)!;
             try {
+              const cpu0 = f.pid === null ? null : treeCpuSeconds(f.pid);
               const r = await w.run(f);
+              if (r !== null && cpu0 !== null && f.pid !== null) {
+                // The proxy's own CPU during the run: what its share of the cores bought.
+                const cpu1 = treeCpuSeconds(f.pid);
+                r.cpuUser = cpu1.user - cpu0.user;
+                r.cpuSystem = cpu1.system - cpu0.system;
+              }
               if (r !== null) {
                 add(w.name, c.name, r);
                 log(`round ${round} ${w.name} ${c.name}: ${JSON.stringify(r)}`);
@@ -153,19 +179,6 @@ async function main(): Promise<void> {
             // Let TIME_WAIT sockets and the previous contender's work settle.
             await new Promise((r) => setTimeout(r, 300));
           }
-        }
-      }
-      for (const c of contenders) {
-        const f = fronts.get(c.name)!;
-        if (f.pid === null) continue;
-        // socat forks a process per connection: a few hundred show the trend.
-        const n = c.name === 'socat' ? Math.min(200, plan.idleConnections) : plan.idleConnections;
-        try {
-          const r = await idleMemory(f.pid, f.httpPort, n);
-          add('idle', c.name, { ...r, connections: n });
-          log(`idle ${c.name}: ${JSON.stringify(r)} over ${n} connections`);
-        } catch (err) {
-          log(`idle ${c.name} FAILED: ${(err as Error).message}`);
         }
       }
       for (const f of fronts.values()) await f.stop();

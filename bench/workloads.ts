@@ -84,7 +84,7 @@ export async function dnsperf(port: number, seconds: number, queryFile: string):
  * time), divided by `count`.
  */
 export async function idleMemory(pid: number, port: number, count: number): Promise<Sample> {
-  const before = treeMemoryKiB(pid);
+  const before = await settledMemory(pid);
   const sockets: net.Socket[] = [];
   try {
     for (let i = 0; i < count; i += 100) {
@@ -101,9 +101,9 @@ export async function idleMemory(pid: number, port: number, count: number): Prom
       }
       await Promise.all(batch);
     }
-    // Let the proxy finish its dials and settle.
-    await sleep(2000);
-    const after = treeMemoryKiB(pid);
+    // Let the proxy finish its dials and its heap settle.
+    await sleep(1000);
+    const after = await settledMemory(pid);
     const alive = sockets.filter((s) => !s.destroyed).length;
     return {
       perConnKiB: (after.pss - before.pss) / count,
@@ -114,4 +114,16 @@ export async function idleMemory(pid: number, port: number, count: number): Prom
     for (const s of sockets) s.destroy();
     await sleep(500);
   }
+}
+
+/** Memory once it stops moving (two reads 500 ms apart within 64 KiB), or after 10 s. */
+async function settledMemory(pid: number): Promise<{ rss: number; pss: number }> {
+  let prev = treeMemoryKiB(pid);
+  for (let i = 0; i < 20; i++) {
+    await sleep(500);
+    const cur = treeMemoryKiB(pid);
+    if (Math.abs(cur.pss - prev.pss) < 64) return cur;
+    prev = cur;
+  }
+  return prev;
 }
