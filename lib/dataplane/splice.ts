@@ -29,18 +29,19 @@ export function splice(
   done: (result: SpliceResult) => void,
 ): void {
   let open = 2;
-  const onClose = (): void => {
+  // One 'close' listener per socket ('close' fires once; on() spares once()'s
+  // wrapper): count the side closed, then make sure its peer does not stay
+  // open when this side was destroyed before its data was carried.
+  client.on('close', () => {
     if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
-  };
-  client.once('close', onClose);
-  backend.once('close', onClose);
-
+    closePeer(backend);
+  });
+  backend.on('close', () => {
+    if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
+    closePeer(client);
+  });
   client.on('error', (err: NodeJS.ErrnoException) => abort(backend, err));
   backend.on('error', (err: NodeJS.ErrnoException) => abort(client, err));
-  // A side that closed without error but before its data was carried (a
-  // destroy() from the proxy itself) must not leave its peer open.
-  client.once('close', () => closePeer(backend));
-  backend.once('close', () => closePeer(client));
 
   if (idleTimeoutMs > 0) {
     client.setTimeout(idleTimeoutMs, () => {
@@ -67,7 +68,7 @@ function carry(from: Socket, to: Socket): void {
   });
   to.on('drain', () => from.resume());
   // FIN carried as FIN: the other direction keeps flowing (half-close).
-  from.once('end', () => to.end());
+  from.on('end', () => to.end());
 }
 
 function abort(peer: Socket, err: NodeJS.ErrnoException): void {

@@ -150,19 +150,28 @@ export class TcpProxy {
       }
       this.dial(client, clientIP, nextEp, next, triedSet);
     };
-    client.once('close', onClientGone);
-    backend.once('error', fail);
-    backend.once('connect', () => {
+    client.on('close', onClientGone);
+    backend.on('error', fail);
+    backend.on('connect', () => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       client.off('close', onClientGone);
       backend.off('error', fail);
       if (ep.unavailableUntil !== 0) this.balancer.reportSuccess(ep);
-      splice(client, backend, this.opts.idleTimeoutMs, (r) => {
-        ep.active--;
-        this.finish(client, r.bytesIn, r.bytesOut);
-      });
+      this.connected(client, backend, ep);
+    });
+  }
+
+  /**
+   * Splices a dialled connection. A method of its own so that what lives as
+   * long as the connection (the done callback) holds the client and the
+   * endpoint only, not the dial's timer and retry closures.
+   */
+  private connected(client: Socket, backend: Socket, ep: EndpointState): void {
+    splice(client, backend, this.opts.idleTimeoutMs, (r) => {
+      ep.active--;
+      this.finish(client, r.bytesIn, r.bytesOut);
     });
   }
 
