@@ -22,8 +22,10 @@ export function startProcess(cmd: string, args: readonly string[], opts: SpawnOp
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
   started.add(child);
   let out = '';
+  // kup logs one line per proxy port: 10,000 services are ~2 MB of log.
   const collect = (b: Buffer): void => {
-    if (out.length < 1_000_000) out += b.toString('utf8');
+    out += b.toString('utf8');
+    if (out.length > 64_000_000) out = out.slice(-8_000_000);
   };
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);

@@ -168,6 +168,14 @@ async function main(): Promise<void> {
                 const cpu1 = treeCpuSeconds(f.pid);
                 r.cpuUser = cpu1.user - cpu0.user;
                 r.cpuSystem = cpu1.system - cpu0.system;
+                // Proxy CPU per unit of work: steadier than rates on a shared, drifting machine.
+                // (socat's per-connection children exit before they can be read.)
+                const cpu = r.cpuUser + r.cpuSystem;
+                if (c.name !== 'socat') {
+                  if (r.rps !== undefined && r.rps > 0) r.cpuUsPerReq = (cpu * 1e6) / (r.rps * s);
+                  if (r.gbps !== undefined && r.gbps > 0) r.cpuSecPerGB = cpu / ((r.gbps * s) / 8);
+                  if (r.qps !== undefined && r.qps > 0) r.cpuUsPerQuery = (cpu * 1e6) / (r.qps * s);
+                }
               }
               if (r !== null) {
                 add(w.name, c.name, r);
@@ -188,7 +196,12 @@ async function main(): Promise<void> {
     }
     if (plan.controlPlane !== null) {
       log(`control plane: ${plan.controlPlane.services} services x ${plan.controlPlane.endpointsPerService} endpoints`);
-      controlPlane = await runControlPlane({ ...plan.controlPlane, workDir, log });
+      try {
+        controlPlane = await runControlPlane({ ...plan.controlPlane, workDir, log });
+      } catch (err) {
+        // The data-plane table is still worth printing.
+        log(`control plane FAILED: ${(err as Error).message.slice(0, 1000)}`);
+      }
     }
   } finally {
     for (const f of fronts.values()) await f.stop().catch(() => {});
