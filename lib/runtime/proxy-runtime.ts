@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { Admin } from '../admin/admin.js';
 import { ChangeTracker } from '../core/change-tracker.js';
 import { Proxier } from '../dataplane/proxier.js';
 import type { RunConfig } from '../cli/options.js';
@@ -16,6 +17,8 @@ export interface ProxyRuntime {
   readonly syncer: Syncer;
   /** The iptables-restore script(s) now installed, or null when running without rules. */
   installedRules(): string | null;
+  /** Health, metrics, /status and dashboard servers (listening once startProxy resolves). */
+  readonly admin: Admin;
   /** Stops watching, then stops accepting and gives open connections up to the grace period. */
   stop(): Promise<void>;
 }
@@ -50,10 +53,36 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     logger,
   });
 
+  let stopping: Promise<void> | null = null;
+  const s = syncer;
+  const runtime: ProxyRuntime = {
+    config,
+    logger,
+    source,
+    tracker,
+    proxier,
+    syncer: s,
+    installedRules: () => null,
+    get admin() {
+      return admin;
+    },
+    stop() {
+      stopping ??= (async () => {
+        admin.beginShutdown();
+        await source.stop();
+        await s.stop();
+        await proxier.close(config.shutdownGracePeriodMs);
+        await admin.stop();
+      })();
+      return stopping;
+    },
+  };
+  // Before the first sync, so that sync is measured too.
+  const admin = new Admin(runtime);
+
   const t0 = performance.now();
   // Serve only once the source delivered its initial state, as kube-proxy waits for its caches.
   await source.start(tracker);
-  const s = syncer;
   let first = true;
   s.onSync(() => {
     if (!first) return;
@@ -71,23 +100,11 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     );
   });
   await s.start();
-
-  let stopping: Promise<void> | null = null;
-  return {
-    config,
-    logger,
-    source,
-    tracker,
-    proxier,
-    syncer: s,
-    installedRules: () => null,
-    stop() {
-      stopping ??= (async () => {
-        await source.stop();
-        await s.stop();
-        await proxier.close(config.shutdownGracePeriodMs);
-      })();
-      return stopping;
-    },
-  };
+  try {
+    await admin.start();
+  } catch (err) {
+    await runtime.stop();
+    throw err;
+  }
+  return runtime;
 }
