@@ -19,20 +19,20 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
   .kv { color:var(--dim); } .kv b { color:var(--text); font-weight:600; }
   .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; border:1px solid var(--line); }
   .ok { color:var(--ok); border-color:var(--ok); } .bad { color:var(--bad); border-color:var(--bad); } .warn { color:var(--warn); border-color:var(--warn); } .dim { color:var(--dim); }
-  main { padding:16px 20px; display:grid; grid-template-columns:repeat(auto-fill, minmax(520px, 1fr)); gap:16px; }
-  .card { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
+  main { padding:16px 20px; display:grid; grid-template-columns:repeat(auto-fill, minmax(600px, 1fr)); gap:16px; }
+  .card { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 14px; overflow-x:auto; }
   .card h2 { font-size:15px; margin:0 0 6px; display:flex; gap:8px; align-items:center; flex-wrap:wrap; }
   .mono { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:12.5px; }
   .row { margin:3px 0; color:var(--dim); } .row b { color:var(--text); font-weight:500; }
   .stats { display:flex; gap:14px; flex-wrap:wrap; margin:8px 0; }
   .stat { min-width:70px; } .stat .v { font-size:18px; font-weight:600; color:var(--text); } .stat .l { font-size:11px; color:var(--dim); text-transform:uppercase; letter-spacing:.04em; }
   table { width:100%; border-collapse:collapse; margin-top:6px; }
-  th, td { text-align:left; padding:3px 6px; border-top:1px solid var(--line); }
+  th, td { text-align:left; padding:3px 6px; border-top:1px solid var(--line); white-space:nowrap; }
   th { font-size:11px; color:var(--dim); font-weight:600; text-transform:uppercase; letter-spacing:.04em; }
   td.n { text-align:right; font-variant-numeric:tabular-nums; }
   tr.unused td { opacity:.55; }
   .next { color:var(--accent); font-weight:700; }
-  .flow { position:relative; width:90px; height:8px; border-radius:4px; background:#0b1016; overflow:hidden; }
+  .flow { position:relative; width:70px; height:8px; border-radius:4px; background:#0b1016; overflow:hidden; }
   .flow .bar { position:absolute; left:0; top:0; bottom:0; background:linear-gradient(90deg, #1f6feb, var(--flow)); }
   .flow.live .bar { background:repeating-linear-gradient(90deg, #1f6feb 0 8px, var(--flow) 8px 16px); background-size:32px 100%; animation:move .6s linear infinite; }
   @keyframes move { from { background-position:0 0; } to { background-position:32px 0; } }
