@@ -1,12 +1,15 @@
 import { Command, CommanderError, Option } from 'commander';
-import type { Logger } from 'pino';
 import { errorMessage, isKupError } from '../core/errors.js';
-import { createLogger } from '../log.js';
+import { createLogger, type LogLevel } from '../log.js';
+import { cleanupIptables } from '../iptables/applier.js';
+import { detectHostIPs } from '../iptables/host-ips.js';
+import { loadTable } from '../runtime/load-table.js';
 import { startProxy } from '../runtime/proxy-runtime.js';
 import { addAdminCommands } from './admin-commands.js';
 import { CommandExit } from './command-exit.js';
+import { rulesScript } from './rules.js';
 import { describeDemo, DEMO_FILE, startDemo } from './demo.js';
-import { parseRunFlags, RUN_DEFAULTS, type HostPort, type RunConfig, type RunFlags } from './options.js';
+import { parseRunFlags, RUN_DEFAULTS, type HostPort, type RunFlags } from './options.js';
 
 /** Exit codes: 0 done, 1 runtime failure, 2 a mistake in how kup was called. */
 export const EXIT_OK = 0;
@@ -40,13 +43,6 @@ function addRunFlags(cmd: Command): Command {
     );
 }
 
-/** Features whose flags are accepted now and take effect in a later release. */
-function notYetInEffect(config: RunConfig, log: Logger): void {
-  const pending: string[] = [];
-  if (config.iptables) pending.push('--iptables (iptables rules): running without rules; reach services at their proxy ports');
-  for (const p of pending) log.warn(`not yet in effect in this build: ${p}`);
-}
-
 function waitForSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (sig: NodeJS.Signals): void => {
@@ -75,7 +71,6 @@ export function buildProgram(): Command {
   addRunFlags(program.command('run').description('run the proxy')).action(async (flags: RunFlags) => {
     const config = parseRunFlags(flags);
     const log = createLogger(config.logLevel);
-    notYetInEffect(config, log);
     log.info({ source: config.source, node: config.hostname, lbStrategy: config.lbStrategy }, 'starting');
     const runtime = await startProxy(config, log);
     const sig = await waitForSignal();
@@ -108,6 +103,36 @@ export function buildProgram(): Command {
       process.stdout.write('stopped\n');
     },
   );
+  program
+    .command('rules')
+    .description('print the iptables-restore script kup run installs (or would install) for a source')
+    .option('--source <source>', 'where Services and EndpointSlices come from: "kubernetes" or "file:PATH"')
+    .option('--kubeconfig <path>', 'kubeconfig for the live source')
+    .option('--hostname-override <name>', "this node's name, to tell local endpoints")
+    .option('--bind-address <ip>', 'address the proxy listeners bind to', RUN_DEFAULTS.bindAddress)
+    .option('--proxy-port-range <range>', 'number listeners from this range', RUN_DEFAULTS.proxyPortRange)
+    .action(async (flags: Partial<RunFlags>) => {
+      const config = parseRunFlags({ ...RUN_DEFAULTS, iptables: true, ...flags } as RunFlags);
+      const log = createLogger('warn');
+      const { table, warnings } = await loadTable({
+        source: config.source,
+        kubeconfig: config.kubeconfig,
+        nodeName: config.hostname,
+        logger: log,
+      });
+      for (const w of warnings) log.warn(w);
+      process.stdout.write(
+        rulesScript({ table, bindAddress: config.bindAddress, portRange: config.portRange, hostIPs: await detectHostIPs() }),
+      );
+    });
+
+  program
+    .command('cleanup')
+    .description("remove every iptables chain and jump rule kup installed (idempotent; needs root)")
+    .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .action(async (flags: { logLevel: LogLevel }) => {
+      await cleanupIptables(createLogger(flags.logLevel));
+    });
   return program;
 }
 

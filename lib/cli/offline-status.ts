@@ -2,11 +2,10 @@ import type { Logger } from 'pino';
 import { Balancer, createStrategy } from '../core/balancer/balancer.js';
 import { SessionAffinity } from '../core/balancer/session-affinity.js';
 import type { LbStrategyName } from '../core/balancer/strategy.js';
-import { ChangeTracker } from '../core/change-tracker.js';
 import { externalEndpoints, internalEndpoints, needsExternalListener, type ServicePort, type ServicePortKey } from '../core/types.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import { buildStatus, type ListenerView, type PortView, type StatusDocument } from '../admin/status.js';
-import { createSource } from '../sources/create-source.js';
+import { loadTable } from '../runtime/load-table.js';
 import type { SourceSpec } from './options.js';
 
 export interface OfflineStatusOptions {
@@ -29,17 +28,11 @@ function listener(sp: ServicePort, external: boolean, strategy: LbStrategyName):
  * nothing is installed (for `kup explain --source`).
  */
 export async function offlineStatus(opts: OfflineStatusOptions): Promise<StatusDocument> {
-  const tracker = new ChangeTracker({ nodeName: opts.nodeName });
-  const source = await createSource({ source: opts.source, kubeconfig: opts.kubeconfig, nodeName: opts.nodeName, logger: opts.logger });
-  try {
-    await source.start(tracker);
-  } finally {
-    await source.stop();
-  }
-  const { warnings } = tracker.flush();
+  const { table, warnings } = await loadTable({ source: opts.source, kubeconfig: opts.kubeconfig, nodeName: opts.nodeName, logger: opts.logger });
   for (const w of warnings) opts.logger.warn(w);
+  const loadedAt = Date.now();
   const views = new Map<ServicePortKey, PortView>();
-  for (const sp of tracker.current().values()) {
+  for (const sp of table.values()) {
     views.set(sp.key, {
       internal: listener(sp, false, opts.lbStrategy),
       external: needsExternalListener(sp) ? listener(sp, true, opts.lbStrategy) : null,
@@ -49,14 +42,14 @@ export async function offlineStatus(opts: OfflineStatusOptions): Promise<StatusD
     node: opts.nodeName,
     bindAddress: '0.0.0.0',
     clientIP: '',
-    table: tracker.current(),
+    table,
     listeners: (sp) => views.get(sp.key),
     listenerError: () => null,
     defaultStrategy: opts.lbStrategy,
-    source: source.state(),
+    source: { kind: opts.source.kind, synced: true, lastEventTime: loadedAt / 1000, lastError: null, detail: {} },
     sync: null,
     health: null,
     iptablesRules: null,
-    now: Date.now(),
+    now: loadedAt,
   });
 }

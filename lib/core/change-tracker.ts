@@ -1,6 +1,6 @@
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import type { ObjectSnapshot, ObjectStore } from '../sources/source.js';
-import { asString, field, printable } from './object-fields.js';
+import { asString, field, quote } from './object-fields.js';
 import { diffTables, type TableDiff } from './table-diff.js';
 import { objectRef, sliceServiceName, translateService, ZONE_LABEL, type TranslateContext } from './translate.js';
 import type { ServiceName, ServicePort, ServicePortKey, ServiceTable } from './types.js';
@@ -68,7 +68,7 @@ export class ChangeTracker implements ObjectStore {
   applyService(svc: V1Service): void {
     const ref = objectRef(svc);
     if (typeof ref === 'string') {
-      this.refuse(`Service ${printable(field(svc, 'metadata', 'name'))}: ${ref}; skipped`);
+      this.refuse(`Service ${quote(field(svc, 'metadata', 'name'))}: ${ref}; skipped`);
       return;
     }
     const name = `${ref.namespace}/${ref.name}`;
@@ -87,7 +87,7 @@ export class ChangeTracker implements ObjectStore {
   applySlice(slice: V1EndpointSlice): void {
     const ref = objectRef(slice);
     if (typeof ref === 'string') {
-      this.refuse(`EndpointSlice ${printable(field(slice, 'metadata', 'name'))}: ${ref}; skipped`);
+      this.refuse(`EndpointSlice ${quote(field(slice, 'metadata', 'name'))}: ${ref}; skipped`);
       return;
     }
     const key = `${ref.namespace}/${ref.name}`;

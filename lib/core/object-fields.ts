@@ -48,3 +48,9 @@ export function printable(value: unknown, max = 80): string {
   const clean = s.replace(/[\u0000-\u001f\u007f]/g, '?');
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
+
+/** A value as a warning shows it: strings quoted (and made printable), other values as JSON. */
+export function quote(value: unknown): string {
+  if (value === undefined) return '(none)';
+  return typeof value === 'string' ? JSON.stringify(printable(value)) : printable(value);
+}

@@ -1,6 +1,6 @@
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { cidrFamily, ipFamily, isValidIP, isValidPort } from './address.js';
-import { asArray, asBool, asInt, asObject, asString, asStringArray, field, printable, type Obj } from './object-fields.js';
+import { asArray, asBool, asInt, asObject, asString, asStringArray, field, quote, type Obj } from './object-fields.js';
 import {
   servicePortKey,
   type Endpoint,
@@ -56,9 +56,9 @@ export function objectRef(obj: unknown): ObjectRef | string {
   const name = asString(meta?.['name']);
   const namespace = asString(meta?.['namespace']) ?? 'default';
   if (name === undefined || name === '') return 'metadata.name is missing';
-  if (!OBJECT_NAME.test(name)) return `metadata.name ${JSON.stringify(printable(name))} is not a valid name`;
+  if (!OBJECT_NAME.test(name)) return `metadata.name ${quote(name)} is not a valid name`;
   if (!OBJECT_NAME.test(namespace) || namespace.length > 63) {
-    return `metadata.namespace ${JSON.stringify(printable(namespace))} is not a valid namespace`;
+    return `metadata.namespace ${quote(namespace)} is not a valid namespace`;
   }
   return { namespace, name };
 }
@@ -89,7 +89,7 @@ export function translateService(
 
   const ref = objectRef(svc);
   if (typeof ref === 'string') {
-    warnings.push(`Service ${printable(field(svc, 'metadata', 'name'))}: ${ref}; skipped`);
+    warnings.push(`Service ${quote(field(svc, 'metadata', 'name'))}: ${ref}; skipped`);
     return skip(ref);
   }
   const who = `Service ${ref.namespace}/${ref.name}`;
@@ -105,7 +105,7 @@ export function translateService(
   const rawType = asString(spec['type']) ?? 'ClusterIP';
   if (rawType === 'ExternalName') return skip('type ExternalName');
   if (rawType !== 'ClusterIP' && rawType !== 'NodePort' && rawType !== 'LoadBalancer') {
-    warnings.push(`${who}: unknown type ${JSON.stringify(printable(rawType))}; skipped`);
+    warnings.push(`${who}: unknown type ${quote(rawType)}; skipped`);
     return skip('unknown type');
   }
   const type: ServiceType = rawType;
@@ -116,8 +116,10 @@ export function translateService(
   if (ipList.length === 0 || ipList[0] === '' || ipList[0] === 'None') return skip('headless (clusterIP None)');
   const clusterIPs: string[] = [];
   for (const ip of ipList) {
-    if (isValidIP(ip) && !clusterIPs.some((c) => ipFamily(c) === ipFamily(ip))) clusterIPs.push(ip);
-    else warnings.push(`${who}: clusterIP ${JSON.stringify(printable(ip))} is not a valid IP of a new family; ignored`);
+    if (!isValidIP(ip)) warnings.push(`${who}: clusterIP ${quote(ip)} is not a valid IP; ignored`);
+    else if (clusterIPs.some((c) => ipFamily(c) === ipFamily(ip))) {
+      warnings.push(`${who}: a second IPv${ipFamily(ip)} clusterIP ${quote(ip)}; ignored`);
+    } else clusterIPs.push(ip);
   }
   if (clusterIPs.length === 0) {
     warnings.push(`${who}: no valid clusterIP; skipped`);
@@ -143,7 +145,7 @@ export function translateService(
   for (const cidr of asArray(spec['loadBalancerSourceRanges'])) {
     const trimmed = typeof cidr === 'string' ? cidr.trim() : cidr;
     if (cidrFamily(trimmed) !== 0) loadBalancerSourceRanges.push(trimmed as string);
-    else warnings.push(`${who}: loadBalancerSourceRange ${JSON.stringify(printable(cidr))} is not a CIDR; ignored`);
+    else warnings.push(`${who}: loadBalancerSourceRange ${quote(cidr)} is not a CIDR; ignored`);
   }
 
   const affinityTimeoutSeconds = affinityTimeout(spec, who, warnings);
@@ -167,7 +169,7 @@ export function translateService(
     }
     const portName = asString(p['name']) ?? '';
     const label = portName === '' ? String(p['port']) : portName;
-    const pwho = `${who} port ${JSON.stringify(printable(label))}`;
+    const pwho = `${who} port ${quote(label)}`;
     if (portName !== '' && !PORT_NAME.test(portName)) {
       warnings.push(`${pwho}: not a valid port name; port skipped`);
       continue;
@@ -178,12 +180,12 @@ export function translateService(
       continue;
     }
     if (protocol !== 'TCP' && protocol !== 'UDP') {
-      warnings.push(`${pwho}: unknown protocol ${JSON.stringify(printable(protocol))}; port skipped`);
+      warnings.push(`${pwho}: unknown protocol ${quote(protocol)}; port skipped`);
       continue;
     }
     const port = p['port'];
     if (!isValidPort(port)) {
-      warnings.push(`${pwho}: port ${JSON.stringify(printable(port))} is not a number from 1 to 65535; port skipped`);
+      warnings.push(`${pwho}: port ${quote(port)} is not a number from 1 to 65535; port skipped`);
       continue;
     }
     if (seenNames.has(`${portName}/${protocol}`)) {
@@ -200,7 +202,7 @@ export function translateService(
     let nodePort = 0;
     if (type !== 'ClusterIP' && p['nodePort'] !== undefined) {
       if (isValidPort(p['nodePort'])) nodePort = p['nodePort'];
-      else warnings.push(`${pwho}: nodePort ${JSON.stringify(printable(p['nodePort']))} is not valid; ignored`);
+      else warnings.push(`${pwho}: nodePort ${quote(p['nodePort'])} is not valid; ignored`);
     }
 
     const all = [...(endpointsByPort.get(`${portName}/${protocol}`)?.endpoints.values() ?? [])].sort(compareEndpoints);
@@ -237,7 +239,7 @@ function validIPs(values: unknown, what: string, warnings: string[]): string[] {
   for (const ip of asArray(values)) {
     if (isValidIP(ip)) {
       if (!out.includes(ip)) out.push(ip);
-    } else warnings.push(`${what} ${JSON.stringify(printable(ip))} is not a valid IP; ignored`);
+    } else warnings.push(`${what} ${quote(ip)} is not a valid IP; ignored`);
   }
   return out;
 }
@@ -246,7 +248,7 @@ function affinityTimeout(spec: Obj, who: string, warnings: string[]): number {
   const kind = asString(spec['sessionAffinity']) ?? 'None';
   if (kind === 'None') return 0;
   if (kind !== 'ClientIP') {
-    warnings.push(`${who}: unknown sessionAffinity ${JSON.stringify(printable(kind))}; using None`);
+    warnings.push(`${who}: unknown sessionAffinity ${quote(kind)}; using None`);
     return 0;
   }
   const raw = field(spec, 'sessionAffinityConfig', 'clientIP', 'timeoutSeconds');
@@ -254,7 +256,7 @@ function affinityTimeout(spec: Obj, who: string, warnings: string[]): number {
   const n = asInt(raw);
   if (n === undefined || n <= 0 || n > MAX_AFFINITY_TIMEOUT_SECONDS) {
     warnings.push(
-      `${who}: sessionAffinityConfig.clientIP.timeoutSeconds ${JSON.stringify(printable(raw))} is not from 1 to ${MAX_AFFINITY_TIMEOUT_SECONDS}; using ${DEFAULT_AFFINITY_TIMEOUT_SECONDS}`,
+      `${who}: sessionAffinityConfig.clientIP.timeoutSeconds ${quote(raw)} is not from 1 to ${MAX_AFFINITY_TIMEOUT_SECONDS}; using ${DEFAULT_AFFINITY_TIMEOUT_SECONDS}`,
     );
     return DEFAULT_AFFINITY_TIMEOUT_SECONDS;
   }
@@ -264,7 +266,7 @@ function affinityTimeout(spec: Obj, who: string, warnings: string[]): number {
 function policy(value: unknown, what: string, who: string, warnings: string[]): TrafficPolicy {
   if (value === undefined || value === 'Cluster') return 'Cluster';
   if (value === 'Local') return 'Local';
-  warnings.push(`${who}: unknown ${what} ${JSON.stringify(printable(value))}; using Cluster`);
+  warnings.push(`${who}: unknown ${what} ${quote(value)}; using Cluster`);
   return 'Cluster';
 }
 
@@ -285,7 +287,7 @@ function collectEndpoints(
     const addressType = asString(field(slice, 'addressType'));
     if (addressType === 'FQDN') continue;
     if (addressType !== 'IPv4' && addressType !== 'IPv6') {
-      warnings.push(`${who}: unknown addressType ${JSON.stringify(printable(addressType))}; slice ignored`);
+      warnings.push(`${who}: unknown addressType ${quote(addressType)}; slice ignored`);
       continue;
     }
     const family = addressType === 'IPv4' ? 4 : 6;
@@ -295,7 +297,7 @@ function collectEndpoints(
       // A port of 0 or none means "all ports"; kube-proxy cannot use such a slice port.
       if (port === undefined || port === 0) continue;
       if (!isValidPort(port)) {
-        warnings.push(`${who}: port ${JSON.stringify(printable(port))} is not a number from 1 to 65535; ignored`);
+        warnings.push(`${who}: port ${quote(port)} is not a number from 1 to 65535; ignored`);
         continue;
       }
       const name = asString(field(rawPort, 'name')) ?? '';

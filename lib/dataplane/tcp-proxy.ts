@@ -75,12 +75,14 @@ export class TcpProxy {
     });
   }
 
-  /** Stops accepting; established connections carry on (a service change never drops them). */
+  /**
+   * Stops accepting; established connections carry on (a service change never
+   * drops them). server.close() frees the port at once, but its callback
+   * waits for every connection, so it is not awaited.
+   */
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-    });
+    if (this.server.listening) this.server.close();
+    return Promise.resolve();
   }
 
   /** Ends every open connection now (shutdown after the grace period). */
@@ -126,9 +128,8 @@ export class TcpProxy {
       client.off('close', onClientGone);
       backend.destroy();
       ep.active--;
-      ep.failures++;
       this.stats.dialFailures++;
-      this.balancer.forgetClient(clientIP);
+      this.balancer.reportFailure(ep, clientIP);
       const next = attempt + 1;
       const log = this.opts.logger;
       if (log.isLevelEnabled('debug')) {
@@ -157,6 +158,7 @@ export class TcpProxy {
       clearTimeout(timer);
       client.off('close', onClientGone);
       backend.off('error', fail);
+      if (ep.unavailableUntil !== 0) this.balancer.reportSuccess(ep);
       splice(client, backend, this.opts.idleTimeoutMs, (r) => {
         ep.active--;
         this.finish(client, r.bytesIn, r.bytesOut);

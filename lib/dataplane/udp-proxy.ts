@@ -151,7 +151,7 @@ export class UdpProxy {
     sock.on('error', (err) => {
       // ECONNREFUSED here is the endpoint's ICMP port-unreachable for an earlier datagram.
       this.stats.dialFailures++;
-      ep.failures++;
+      this.balancer.reportFailure(ep, normalizeClientIP(s.clientAddress));
       if (this.opts.logger.isLevelEnabled('debug')) {
         this.opts.logger.debug({ listener: this.opts.name, endpoint: ep.id, err: errorMessage(err) }, 'UDP session failed');
       }

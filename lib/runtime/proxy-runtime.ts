@@ -6,6 +6,9 @@ import type { RunConfig } from '../cli/options.js';
 import { createSource } from '../sources/create-source.js';
 import type { Source } from '../sources/source.js';
 import { Syncer, type SyncTarget } from '../sync/syncer.js';
+import { IptablesApplier } from '../iptables/applier.js';
+import { iptablesUnavailableReason } from '../iptables/backend.js';
+import { iptablesSyncTarget } from '../iptables/sync-target.js';
 
 /** A running proxy: source -> tracker -> syncer -> (data plane, rules). */
 export interface ProxyRuntime {
@@ -15,6 +18,8 @@ export interface ProxyRuntime {
   readonly tracker: ChangeTracker;
   readonly proxier: Proxier;
   readonly syncer: Syncer;
+  /** null when running without rules (--no-iptables, or no root / no iptables). */
+  readonly iptables: IptablesApplier | null;
   /** The iptables-restore script(s) now installed, or null when running without rules. */
   installedRules(): string | null;
   /** Health, metrics, /status and dashboard servers (listening once startProxy resolves). */
@@ -39,9 +44,13 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     name: 'dataplane',
     sync: (c) => (c.full ? proxier.resync(c.table) : proxier.apply(c.diff)),
   };
+  const iptables = config.iptables ? await startIptables(config, logger) : null;
+  const targets: SyncTarget[] = [dataplane];
+  // After the data plane: the rules point at the proxy ports it just opened.
+  if (iptables !== null) targets.push(iptablesSyncTarget(iptables, () => proxier.proxyPorts()));
   syncer = new Syncer({
     tracker,
-    targets: [dataplane],
+    targets,
     minSyncPeriodMs: config.minSyncPeriodMs,
     syncPeriodMs: config.syncPeriodMs,
     logger,
@@ -62,16 +71,19 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     tracker,
     proxier,
     syncer: s,
-    installedRules: () => null,
+    iptables,
+    installedRules: () => iptables?.installedRules() ?? null,
     get admin() {
       return admin;
     },
     stop() {
       stopping ??= (async () => {
+        // Health turns 503 first, so load balancers move away while connections drain.
         admin.beginShutdown();
         await source.stop();
         await s.stop();
         await proxier.close(config.shutdownGracePeriodMs);
+        await iptables?.stop();
         await admin.stop();
       })();
       return stopping;
@@ -99,7 +111,19 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
       `synced ${tracker.current().size.toLocaleString('en-US')} service ports, ${endpoints.toLocaleString('en-US')} endpoints in ${((performance.now() - t0) / 1000).toFixed(2)}s`,
     );
   });
+  // Say which services route by topology hints, when that changes.
+  s.onSync((r) => {
+    const changes = [...r.diff.added.map((next) => ({ prev: undefined, next })), ...r.diff.updated];
+    for (const { prev, next } of changes) {
+      if (next.usesTopologyHints === (prev?.usesTopologyHints ?? false)) continue;
+      logger.info(
+        { servicePort: next.key, zone: tracker.nodeZone, endpoints: next.clusterEndpoints.length },
+        next.usesTopologyHints ? 'using topology hints for this zone' : 'no longer using topology hints',
+      );
+    }
+  });
   await s.start();
+
   try {
     await admin.start();
   } catch (err) {
@@ -107,4 +131,21 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     throw err;
   }
   return runtime;
+}
+
+/**
+ * Rules need root and an iptables binary; without them the proxy still runs
+ * (reach services at their proxy ports), saying so in one line, and never
+ * leaves half-applied rules.
+ */
+async function startIptables(config: RunConfig, logger: Logger): Promise<IptablesApplier | null> {
+  const reason = await iptablesUnavailableReason();
+  if (reason !== null) {
+    logger.warn(reason);
+    return null;
+  }
+  // The syncer runs the full resyncs (every --sync-period) that repair rules removed by others.
+  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress, resyncPeriodMs: 0 });
+  await applier.start();
+  return applier;
 }

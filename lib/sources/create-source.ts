@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import { KupError } from '../core/errors.js';
 import { FileSource } from './file-source.js';
+import { KubeSource } from './kube-source.js';
 import type { Source } from './source.js';
 
 export interface SourceOptions {
@@ -14,8 +14,6 @@ export async function createSource(opts: SourceOptions): Promise<Source> {
   if (opts.source.kind === 'file') {
     return new FileSource({ path: opts.source.path, nodeName: opts.nodeName, logger: opts.logger });
   }
-  throw new KupError(
-    'KUP_NO_SOURCE',
-    'the live Kubernetes source is not available in this build; use --source file:PATH, or `kup demo`',
-  );
+  // Throws KupError KUP_NO_SOURCE / KUP_BAD_FILE when no kubeconfig can be found or read.
+  return new KubeSource({ kubeconfig: opts.kubeconfig ?? undefined, nodeName: opts.nodeName, logger: opts.logger });
 }

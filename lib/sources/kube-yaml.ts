@@ -24,7 +24,7 @@ export function parseKubeObjects(text: string, origin: string): ParsedObjects {
   const out: ParsedObjects = { services: [], slices: [], nodes: [], warnings: [] };
   let docs;
   try {
-    docs = parseAllDocuments(text, { prettyErrors: false });
+    docs = parseAllDocuments(text, { prettyErrors: true });
   } catch (err) {
     throw new KupError('KUP_BAD_FILE', `${origin}: not YAML: ${(err as Error).message.split('\n')[0]}`);
   }

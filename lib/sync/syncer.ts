@@ -95,8 +95,9 @@ export class Syncer {
     this.started = true;
     this.periodic = setInterval(() => this.request(true), this.opts.syncPeriodMs);
     this.periodic.unref();
-    this.request(true);
-    await this.queue.onIdle();
+    this.needFull = true;
+    this.waiting = true;
+    await this.queue.add(() => this.run());
   }
 
   /** A change is pending; a sync will run within min-sync-period. */
@@ -105,16 +106,14 @@ export class Syncer {
     if (this.state.lastQueuedTime === 0) this.state.lastQueuedTime = Date.now();
     if (!this.started || this.stopped || this.waiting) return;
     this.waiting = true;
-    void this.queue.add(() => this.run());
+    // p-queue may start a task inside add(): defer a turn so that every change
+    // made in this one (a whole file reload, a burst of watch events) lands in
+    // the same sync instead of the first change alone.
+    setImmediate(() => void this.queue.add(() => this.run()));
   }
 
   onSync(fn: (r: SyncRecord) => void): void {
     this.listeners.push(fn);
-  }
-
-  /** Resolves once nothing is pending or running (tests, shutdown). */
-  async idle(): Promise<void> {
-    await this.queue.onIdle();
   }
 
   async stop(): Promise<void> {

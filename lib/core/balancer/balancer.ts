@@ -5,6 +5,9 @@ import { RoundRobin } from './round-robin.js';
 import type { SessionAffinity } from './session-affinity.js';
 import type { LbStrategyName, Strategy } from './strategy.js';
 
+/** How long an endpoint whose dial failed is passed over while others are available. */
+export const FAILURE_COOLDOWN_MS = 5000;
+
 export function createStrategy(name: LbStrategyName): Strategy {
   return name === 'least-connections' ? new LeastConnections() : new RoundRobin();
 }
@@ -18,9 +21,12 @@ export class Balancer {
   private readonly strategy: Strategy;
   private affinity: SessionAffinity | null;
 
-  constructor(strategy: Strategy, affinity: SessionAffinity | null = null) {
+  private readonly now: () => number;
+
+  constructor(strategy: Strategy, affinity: SessionAffinity | null = null, now: () => number = Date.now) {
     this.strategy = strategy;
     this.affinity = affinity;
+    this.now = now;
   }
 
   get strategyName(): LbStrategyName {
@@ -72,7 +78,7 @@ export class Balancer {
         return sticky;
       }
     }
-    const ep = this.strategy.pick(this.states, exclude);
+    const ep = this.strategy.pick(this.states, exclude, this.now());
     if (ep !== undefined) {
       ep.picks++;
       if (aff !== null) aff.record(clientIP, ep);
@@ -85,8 +91,18 @@ export class Balancer {
     return this.affinity?.peek(clientIP, this.states) ?? this.strategy.peek(this.states);
   }
 
-  /** After a failed dial the client's affinity is reset, as in the legacy proxier. */
-  forgetClient(clientIP: string): void {
+  /**
+   * A dial to `ep` failed: pass it over for a while, and reset the client's
+   * affinity as the legacy proxier did so the retry may go elsewhere.
+   */
+  reportFailure(ep: EndpointState, clientIP: string): void {
+    ep.failures++;
+    ep.unavailableUntil = this.now() + FAILURE_COOLDOWN_MS;
     this.affinity?.forget(clientIP);
+  }
+
+  /** A dial to `ep` succeeded: it is available again at once. */
+  reportSuccess(ep: EndpointState): void {
+    ep.unavailableUntil = 0;
   }
 }

@@ -14,6 +14,12 @@ export class EndpointState {
   picks = 0;
   /** Dials to it that failed. */
   failures = 0;
+  /**
+   * After a failed dial the endpoint is passed over until this time (ms since
+   * epoch) while others are available: one dead pod then costs one client one
+   * attempt, not every other client an attempt (nginx's fail_timeout idea).
+   */
+  unavailableUntil = 0;
   /** False once it left the endpoint set; open connections keep their reference. */
   current = true;
 

@@ -1,17 +1,17 @@
 import type { EndpointState } from './endpoint-state.js';
-import type { Strategy } from './strategy.js';
+import { avoid, type Strategy } from './strategy.js';
 
 export class RoundRobin implements Strategy {
   readonly name = 'round-robin';
   private next = 0;
 
-  pick(endpoints: readonly EndpointState[], exclude: ReadonlySet<EndpointState> | null): EndpointState | undefined {
+  pick(endpoints: readonly EndpointState[], exclude: ReadonlySet<EndpointState> | null, now: number): EndpointState | undefined {
     const n = endpoints.length;
     if (n === 0) return undefined;
     for (let i = 0; i < n; i++) {
       const idx = (this.next + i) % n;
       const ep = endpoints[idx]!;
-      if (exclude === null || !exclude.has(ep)) {
+      if (!avoid(ep, exclude, now)) {
         this.next = (idx + 1) % n;
         return ep;
       }

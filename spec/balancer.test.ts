@@ -1,0 +1,85 @@
+import t from 'tap';
+import { Balancer, createStrategy, FAILURE_COOLDOWN_MS } from '../lib/core/balancer/balancer.js';
+import { SessionAffinity } from '../lib/core/balancer/session-affinity.js';
+import { parseDuration } from '../lib/core/duration.js';
+import { parsePortRange } from '../lib/core/port-range.js';
+import type { Endpoint } from '../lib/core/types.js';
+
+const ep = (ip: string): Endpoint => ({
+  ip, port: 80, ready: true, serving: true, terminating: false, nodeName: null, zone: null, zoneHints: [], isLocal: false,
+});
+
+t.test('round-robin rotates and keeps counters across updates', async (t) => {
+  const b = new Balancer(createStrategy('round-robin'));
+  b.update([ep('10.0.0.1'), ep('10.0.0.2'), ep('10.0.0.3')]);
+  const picks = Array.from({ length: 6 }, () => b.pick('c')!.endpoint.ip);
+  t.same(picks, ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.1', '10.0.0.2', '10.0.0.3']);
+  const kept = b.endpoints[1]!;
+  kept.active = 7;
+  b.update([ep('10.0.0.2'), ep('10.0.0.4')]);
+  t.equal(b.endpoints[0], kept, 'the same state object survives the update');
+  t.equal(b.endpoints[0]!.active, 7);
+  t.equal(b.endpoints[0]!.picks, 2);
+  t.equal(b.peek('c'), b.pick('c'), 'peek tells the next pick');
+  b.update([]);
+  t.equal(b.pick('c'), undefined);
+});
+
+t.test('least-connections picks the fewest active, ties round-robin', async (t) => {
+  const b = new Balancer(createStrategy('least-connections'));
+  b.update([ep('10.0.0.1'), ep('10.0.0.2'), ep('10.0.0.3')]);
+  const ties = Array.from({ length: 3 }, () => b.pick('c')!.endpoint.ip);
+  t.same(ties, ['10.0.0.1', '10.0.0.2', '10.0.0.3'], 'all idle: rotate');
+  b.endpoints[0]!.active = 2;
+  b.endpoints[2]!.active = 1;
+  t.equal(b.pick('c')!.endpoint.ip, '10.0.0.2');
+  t.equal(b.pick('c')!.endpoint.ip, '10.0.0.2', 'still the least loaded');
+});
+
+t.test('a failed endpoint is passed over during its cool-down, unless it is all there is', async (t) => {
+  let now = 1_000_000;
+  const b = new Balancer(createStrategy('round-robin'), null, () => now);
+  b.update([ep('10.0.0.1'), ep('10.0.0.2')]);
+  const dead = b.pick('c')!;
+  b.reportFailure(dead, 'c');
+  t.same(Array.from({ length: 4 }, () => b.pick('c')!.endpoint.ip), Array(4).fill('10.0.0.2'));
+  now += FAILURE_COOLDOWN_MS + 1;
+  t.same(Array.from({ length: 2 }, () => b.pick('c')!.endpoint.ip).sort(), ['10.0.0.1', '10.0.0.2'], 'back after the cool-down');
+  const single = new Balancer(createStrategy('least-connections'), null, () => now);
+  single.update([ep('10.0.0.9')]);
+  single.reportFailure(single.endpoints[0]!, 'c');
+  t.equal(single.pick('c')!.endpoint.ip, '10.0.0.9', 'the only endpoint is still tried');
+});
+
+t.test('session affinity: sticky within the timeout, released after, timeout changes apply', async (t) => {
+  let now = 0;
+  const aff = new SessionAffinity(10, () => now);
+  const b = new Balancer(createStrategy('round-robin'), aff, () => now);
+  b.update([ep('10.0.0.1'), ep('10.0.0.2')]);
+  const first = b.pick('192.0.2.1')!;
+  now = 9_000;
+  t.equal(b.pick('192.0.2.1'), first, 'sticky');
+  t.not(b.pick('192.0.2.2'), first, 'another client is balanced');
+  now = 18_999;
+  t.equal(b.pick('192.0.2.1'), first, 'each hit refreshes the entry');
+  aff.setTimeout(1);
+  now = 20_500;
+  t.equal(aff.peek('192.0.2.1', b.endpoints), undefined, 'a shorter timeout applies to existing entries');
+  b.update([ep('10.0.0.3')]);
+  t.equal(b.pick('192.0.2.1')!.endpoint.ip, '10.0.0.3', 'a vanished endpoint releases its clients');
+});
+
+t.test('flag parsers', async (t) => {
+  t.equal(parseDuration('--x', '250ms'), 250);
+  t.equal(parseDuration('--x', '1m30s'), 90_000);
+  t.equal(parseDuration('--x', '0'), 0);
+  t.equal(parseDuration('--x', '2'), 2000);
+  t.throws(() => parseDuration('--udp-timeout', 'soon'), { code: 'KUP_BAD_FLAG', message: /--udp-timeout: "soon" is not a duration/ });
+  t.same(parsePortRange('30000-30010'), { base: 30000, size: 11 });
+  t.same(parsePortRange('30000+5'), { base: 30000, size: 6 });
+  t.same(parsePortRange('8080'), { base: 8080, size: 1 });
+  t.equal(parsePortRange(''), null);
+  t.equal(parsePortRange('0-0'), null);
+  t.throws(() => parsePortRange('9-1'), { code: 'KUP_BAD_FLAG' });
+  t.throws(() => parsePortRange('1-70000'), { code: 'KUP_BAD_FLAG' });
+});

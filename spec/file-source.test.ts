@@ -1,0 +1,111 @@
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { stringify } from 'yaml';
+import type { RunConfig } from '../lib/cli/options.js';
+import { startProxy } from '../lib/runtime/proxy-runtime.js';
+import { LogCapture } from './support/harness.js';
+import { nameServer, whoAnswers, type TestServer } from './support/net.js';
+import { service, slicesFor } from './support/objects.js';
+
+function config(path: string): RunConfig {
+  return {
+    source: { kind: 'file', path },
+    kubeconfig: null,
+    hostname: 'node-a',
+    bindAddress: '127.0.0.1',
+    portRange: null,
+    udpTimeoutMs: 30_000,
+    udpMaxSessions: 100,
+    tcpIdleTimeoutMs: 0,
+    lbStrategy: 'round-robin',
+    iptables: false,
+    syncPeriodMs: 30_000,
+    minSyncPeriodMs: 1000,
+    healthzBindAddress: null,
+    metricsBindAddress: null,
+    shutdownGracePeriodMs: 0,
+    logLevel: 'info',
+  };
+}
+
+function yamlList(objects: unknown[]): string {
+  return stringify({ apiVersion: 'v1', kind: 'List', items: objects });
+}
+
+async function setup(t: { teardown(fn: () => Promise<void>): void }) {
+  const dir = await mkdtemp(join(tmpdir(), 'kup-file-'));
+  const backends: TestServer[] = await Promise.all(['a', 'b', 'c'].map((n) => nameServer(n)));
+  const file = join(dir, 'cluster.yaml');
+  t.teardown(async () => {
+    await Promise.all(backends.map((b) => b.close()));
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { dir, file, backends };
+}
+
+
+async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
+  const start = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - start > timeoutMs) throw new Error(`not within ${timeoutMs}ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return Date.now() - start;
+}
+
+t.test('the file changes and new connections follow within a second', async (t) => {
+  const { file, backends } = await setup(t);
+  const [a, b, c] = backends as [TestServer, TestServer, TestServer];
+  const svc = service('web', [{ name: 'http', port: 80 }]);
+  await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [a.port])]));
+  const log = new LogCapture();
+  const rt = await startProxy(config(file), log.logger);
+  t.teardown(() => rt.stop());
+  const port = rt.proxier.get('default/web:http/TCP' as never)!.internal.port;
+  t.equal(await whoAnswers(port), 'a');
+  await new Promise((r) => setTimeout(r, 1100)); // past min-sync-period since the first sync
+
+  // An editor-style replace (write a new file, rename it over the old one).
+  await writeFile(`${file}.tmp`, yamlList([svc, ...slicesFor('web', 'http', [b.port, c.port])]));
+  await rename(`${file}.tmp`, file);
+  const seen: string[] = [];
+  const ms = await waitFor(async () => {
+    seen.push(await whoAnswers(port));
+    return seen.at(-1) !== 'a';
+  }, 1000);
+  t.ok(ms < 1000, `new connections follow the change in ${ms}ms`);
+  const next = [await whoAnswers(port), await whoAnswers(port)];
+  t.same([seen.at(-1), ...next].slice(0, 2).sort(), ['b', 'c'], `round-robin over the new endpoints: ${seen.join(',')} | ${next.join(',')}`);
+  t.equal(rt.proxier.get('default/web:http/TCP' as never)!.internal.port, port, 'same listener');
+
+  // A second service appears; the first is untouched.
+  await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [b.port, c.port]), service('api', [{ port: 8080 }], { clusterIP: '10.96.0.20' }), ...slicesFor('api', '', [a.port])]));
+  await waitFor(() => rt.proxier.get('default/api:8080/TCP' as never) !== undefined, 2500);
+  t.equal(await whoAnswers(rt.proxier.get('default/api:8080/TCP' as never)!.internal.port), 'a', 'an unnamed port is keyed by its number');
+});
+
+t.test('a malformed object is skipped with a warning while the rest keep serving', async (t) => {
+  const { file, backends } = await setup(t);
+  const [a] = backends as [TestServer];
+  const good = service('web', [{ name: 'http', port: 80 }]);
+  const bad = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'broken', namespace: 'default' }, spec: { clusterIP: '10.96.0.99', ports: [{ name: 'http', port: 'eighty' }] } };
+  const notAnObject = 'just a string';
+  await writeFile(file, `${yamlList([good, bad, ...slicesFor('web', 'http', [a.port])])}---\n${JSON.stringify(notAnObject)}\n`);
+  const log = new LogCapture();
+  const rt = await startProxy(config(file), log.logger);
+  t.teardown(() => rt.stop());
+  t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'the good service serves');
+  const warnings = log.messages('warn');
+  t.match(warnings, [/document 2: not a Kubernetes object/, /Service default\/broken port "http": port "eighty" is not a number/]);
+  t.equal(rt.proxier.size, 1);
+
+  // Now the whole file becomes unparseable: the last good state keeps serving.
+  await new Promise((r) => setTimeout(r, 1100));
+  await writeFile(file, 'items: [unclosed\n');
+  await waitFor(() => log.messages('error').length > 0, 3000);
+  t.match(log.messages('error')[0], /not valid YAML.*keeping the last good state/);
+  t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'still serving');
+  t.equal(rt.source.state().lastError !== null, true, 'the source reports the error');
+});

@@ -1,0 +1,183 @@
+import t from 'tap';
+import { ChangeTracker } from '../lib/core/change-tracker.js';
+import { translateService } from '../lib/core/translate.js';
+import { externalEndpoints, internalEndpoints, needsExternalListener } from '../lib/core/types.js';
+import { service, slice } from './support/objects.js';
+
+const ctx = { nodeName: 'node-a', nodeZone: 'zone-a' };
+
+t.test('services that are not proxied', async (t) => {
+  const headless = service('h', [{ port: 80 }], { clusterIP: 'None' });
+  t.equal(translateService(headless, [], ctx).skipped, 'headless (clusterIP None)');
+  const ext = service('e', [{ port: 80 }], { spec: { type: 'ExternalName', externalName: 'example.org' } });
+  t.equal(translateService(ext, [], ctx).skipped, 'type ExternalName');
+  const other = service('o', [{ port: 80 }], { labels: { 'service.kubernetes.io/service-proxy-name': 'cilium' } });
+  t.match(translateService(other, [], ctx).skipped, /service-proxy-name/);
+  t.equal(translateService(other, [], ctx).warnings.length, 0, 'skipping a service meant for another proxy is not a warning');
+});
+
+t.test('ports, named targetPorts and endpoint merging', async (t) => {
+  const svc = service('web', [
+    { name: 'http', port: 80, targetPort: 'web' },
+    { name: 'dns', port: 53, protocol: 'UDP' },
+    { name: 'sctp', port: 99, protocol: 'SCTP' },
+  ]);
+  const slices = [
+    slice('web', 'web-1', [{ name: 'http', port: 8080 }, { name: 'dns', port: 5353, protocol: 'UDP' }], [
+      { ip: '10.0.0.1' },
+      { ip: '10.0.0.2', ready: false, serving: true, terminating: true },
+    ]),
+    // The same endpoint in a second slice, not terminating there: that entry wins.
+    slice('web', 'web-2', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.2' }, { ip: '10.0.0.3' }]),
+  ];
+  const r = translateService(svc, slices, ctx);
+  t.same(r.ports.map((p) => p.key), ['default/web:http/TCP', 'default/web:dns/UDP']);
+  t.match(r.warnings, [/port "sctp": SCTP is not supported/]);
+  const http = r.ports[0]!;
+  t.same(http.endpoints.map((e) => `${e.ip}:${e.port}:${e.terminating}`), ['10.0.0.1:8080:false', '10.0.0.2:8080:false', '10.0.0.3:8080:false'],
+    'the named targetPort resolves through the slice port name; duplicates merged');
+  t.same(r.ports[1]!.endpoints.map((e) => `${e.ip}:${e.port}`), ['10.0.0.1:5353', '10.0.0.2:5353']);
+});
+
+t.test('ready endpoints, else serving-and-terminating ones', async (t) => {
+  const svc = service('web', [{ name: 'http', port: 80 }]);
+  const r = translateService(svc, [slice('web', 'w', [{ name: 'http', port: 8080 }], [
+    { ip: '10.0.0.1', ready: false, serving: true, terminating: true },
+    { ip: '10.0.0.2', ready: false, serving: false, terminating: true },
+    { ip: '10.0.0.3', ready: false, serving: false, terminating: false },
+  ])], ctx);
+  t.same(r.ports[0]!.clusterEndpoints.map((e) => e.ip), ['10.0.0.1'], 'only the serving terminating one is used');
+  const r2 = translateService(svc, [slice('web', 'w', [{ name: 'http', port: 8080 }], [
+    { ip: '10.0.0.1', ready: false, serving: true, terminating: true },
+    { ip: '10.0.0.4' },
+  ])], ctx);
+  t.same(r2.ports[0]!.clusterEndpoints.map((e) => e.ip), ['10.0.0.4'], 'a ready endpoint takes precedence');
+});
+
+t.test('traffic policies and this node', async (t) => {
+  const eps = [{ ip: '10.0.0.1', nodeName: 'node-a' }, { ip: '10.0.0.2', nodeName: 'node-b' }];
+  const local = service('web', [{ name: 'http', port: 80, nodePort: 30080 }], {
+    spec: { type: 'NodePort', internalTrafficPolicy: 'Cluster', externalTrafficPolicy: 'Local' },
+  });
+  const sp = translateService(local, [slice('web', 'w', [{ name: 'http', port: 8080 }], eps)], ctx).ports[0]!;
+  t.same(internalEndpoints(sp).map((e) => e.ip), ['10.0.0.1', '10.0.0.2']);
+  t.same(externalEndpoints(sp).map((e) => e.ip), ['10.0.0.1'], 'externalTrafficPolicy Local: this node only');
+  t.equal(needsExternalListener(sp), true, 'different sets for internal and external traffic need two listeners');
+  const itp = service('web', [{ name: 'http', port: 80 }], { spec: { internalTrafficPolicy: 'Local' } });
+  const sp2 = translateService(itp, [slice('web', 'w', [{ name: 'http', port: 8080 }], eps)], ctx).ports[0]!;
+  t.same(internalEndpoints(sp2).map((e) => e.ip), ['10.0.0.1'], 'internalTrafficPolicy Local');
+  t.equal(needsExternalListener(sp2), false, 'a ClusterIP service has no external traffic');
+});
+
+t.test('topology hints are used only when every ready endpoint has them', async (t) => {
+  const svc = service('web', [{ name: 'http', port: 80 }]);
+  const hinted = translateService(svc, [slice('web', 'w', [{ name: 'http', port: 8080 }], [
+    { ip: '10.0.0.1', hints: ['zone-a'] },
+    { ip: '10.0.0.2', hints: ['zone-b'] },
+  ])], ctx).ports[0]!;
+  t.equal(hinted.usesTopologyHints, true);
+  t.same(hinted.clusterEndpoints.map((e) => e.ip), ['10.0.0.1']);
+  const partial = translateService(svc, [slice('web', 'w', [{ name: 'http', port: 8080 }], [
+    { ip: '10.0.0.1', hints: ['zone-a'] },
+    { ip: '10.0.0.2' },
+  ])], ctx).ports[0]!;
+  t.equal(partial.usesTopologyHints, false);
+  t.equal(partial.clusterEndpoints.length, 2);
+});
+
+t.test('dual-stack, externalIPs, LoadBalancer IPs and affinity', async (t) => {
+  const svc = service('web', [{ name: 'http', port: 80, nodePort: 30080 }], {
+    spec: {
+      type: 'LoadBalancer',
+      clusterIPs: ['10.96.0.10', 'fd00::10'],
+      externalIPs: ['203.0.113.5', 'not-an-ip'],
+      loadBalancerSourceRanges: ['192.0.2.0/24', '10.0.0.0/99'],
+      sessionAffinity: 'ClientIP',
+      externalTrafficPolicy: 'Local',
+      healthCheckNodePort: 32000,
+    },
+  });
+  (svc as unknown as { status: unknown }).status = {
+    loadBalancer: { ingress: [{ ip: '198.51.100.7' }, { ip: '198.51.100.8', ipMode: 'Proxy' }, { hostname: 'lb.example' }] },
+  };
+  const r = translateService(svc, [
+    slice('web', 'w4', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }]),
+    slice('web', 'w6', [{ name: 'http', port: 8080 }], [{ ip: 'fd00::1' }, { ip: '10.0.0.9' }], { addressType: 'IPv6' }),
+  ], ctx);
+  const sp = r.ports[0]!;
+  t.same(sp.clusterIPs, ['10.96.0.10', 'fd00::10']);
+  t.same(sp.externalIPs, ['203.0.113.5']);
+  t.same(sp.loadBalancerIPs, ['198.51.100.7'], 'ipMode Proxy and hostnames are not VIPs');
+  t.same(sp.loadBalancerSourceRanges, ['192.0.2.0/24']);
+  t.equal(sp.affinityTimeoutSeconds, 10800, 'the default ClientIP timeout');
+  t.equal(sp.healthCheckNodePort, 32000);
+  t.same(sp.endpoints.map((e) => e.ip), ['10.0.0.1', 'fd00::1'], 'an IPv4 address in an IPv6 slice is refused');
+  t.match(r.warnings.join('\n'), /externalIP "not-an-ip".*\n.*loadBalancerSourceRange "10.0.0.0\/99".*\n.*1 endpoint\(s\) without a valid IPv6 address/);
+});
+
+t.test('malformed objects: one warning each, never a throw', async (t) => {
+  const bad = [
+    { metadata: { name: 'x' } },
+    { metadata: { name: 'Bad Name; $(rm -rf /)' }, spec: { clusterIP: '10.0.0.1', ports: [{ port: 80 }] } },
+    { metadata: { name: 'p', namespace: 'default' }, spec: { clusterIP: '10.0.0.1', ports: [{ port: 0 }, { port: 65536 }, { port: '80' }, 'x', { name: 'a', port: 1 }, { name: 'a', port: 2 }, { port: 5, protocol: 'ICMP' }] } },
+    { metadata: { name: 'q' }, spec: { clusterIP: '999.1.1.1', ports: [{ port: 80 }] } },
+    { metadata: { name: 'r' }, spec: { clusterIP: '10.0.0.1', ports: [{ port: 80 }], sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 999999 } } } },
+    null,
+    42,
+  ];
+  const lines: string[] = [];
+  for (const b of bad) {
+    const r = translateService(b as never, [], ctx);
+    lines.push(...r.warnings);
+  }
+  t.match(lines, [
+    /spec is missing/,
+    /metadata.name "Bad Name; \$\(rm -rf \/\)" is not a valid name/,
+    /port "0": port 0 is not a number/,
+    /port "65536": port 65536/,
+    /port "80": port "80" is not a number/,
+    /a port entry is not an object/,
+    /port "a": duplicate port name/,
+    /unknown protocol "ICMP"/,
+    /clusterIP "999.1.1.1" is not a valid IP/,
+    /no valid clusterIP; skipped/,
+    /timeoutSeconds 999999 is not from 1 to 86400; using 10800/,
+    /metadata.name is missing/,
+    /metadata.name is missing/,
+  ]);
+  const ok = translateService(bad[2] as never, [], ctx);
+  t.same(ok.ports.map((p) => p.key), ['default/p:a/TCP'], 'the good port of a partly bad service is kept');
+});
+
+t.test('change tracker: only changed services are retranslated and diffed', async (t) => {
+  const tr = new ChangeTracker({ nodeName: 'node-a' });
+  const a = service('a', [{ name: 'http', port: 80 }]);
+  const b = service('b', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.11' });
+  tr.replaceAll({ services: [a, b], slices: [slice('a', 'a1', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }])] });
+  const first = tr.flush();
+  t.same(first.diff.added.map((s) => s.key).sort(), ['default/a:http/TCP', 'default/b:http/TCP']);
+  t.equal(first.servicesChanged, 2);
+
+  // Same objects again: nothing pending.
+  tr.replaceAll({ services: [a, b], slices: [slice('a', 'a1', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }])] });
+  t.equal(tr.hasPending(), false, 'an identical reload changes nothing');
+
+  tr.applySlice(slice('a', 'a1', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }]));
+  const second = tr.flush();
+  t.equal(second.servicesChanged, 1, 'only service a was retranslated');
+  t.same(second.diff.updated.map((u) => u.next.key), ['default/a:http/TCP']);
+  t.same(second.diff.updated[0]!.next.endpoints.map((e) => e.ip), ['10.0.0.1', '10.0.0.2']);
+
+  tr.deleteService('default', 'b');
+  const third = tr.flush();
+  t.same(third.diff.removed.map((s) => s.key), ['default/b:http/TCP']);
+  t.equal(tr.current().size, 1);
+
+  // A slice that arrives before its service is applied once the service comes.
+  tr.applySlice(slice('c', 'c1', [{ name: 'http', port: 9090 }], [{ ip: '10.0.0.9' }]));
+  tr.flush();
+  tr.applyService(service('c', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.12' }));
+  const fourth = tr.flush();
+  t.same(fourth.diff.added[0]!.endpoints.map((e) => e.ip), ['10.0.0.9']);
+  t.equal(tr.counters.serviceChangesTotal, 4, 'a, b, the deletion of b, c: the identical reload is not a change');
+});

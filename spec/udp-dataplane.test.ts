@@ -1,0 +1,104 @@
+import dgram from 'node:dgram';
+import t from 'tap';
+import { startHarness } from './support/harness.js';
+import { udpAsk, udpEchoServer } from './support/net.js';
+import { service, slicesFor } from './support/objects.js';
+
+const KEY = 'default/dns:dns/UDP';
+const dnsService = () => service('dns', [{ name: 'dns', port: 53, protocol: 'UDP' }]);
+
+t.test('UDP round trip through the proxy, round-robin over sessions', async (t) => {
+  const backends = await Promise.all(['a', 'b'].map((n) => udpEchoServer(n)));
+  const h = await startHarness();
+  t.teardown(async () => {
+    await h.close();
+    await Promise.all(backends.map((b) => b.close()));
+  });
+  await h.set([dnsService()], slicesFor('dns', 'dns', backends.map((b) => b.port), 'UDP'));
+  const port = h.port(KEY);
+  const replies: string[] = [];
+  for (let i = 0; i < 4; i++) replies.push(String(await udpAsk(port, `q${i}`)));
+  const who = replies.map((r) => r.split(':')[0]);
+  t.same(replies.map((r) => r.split(':')[1]), ['q0', 'q1', 'q2', 'q3'], 'every query answered');
+  t.ok(who[0] !== who[1] && who[0] === who[2] && who[1] === who[3], `new clients alternate: ${who.join(',')}`);
+
+  // One client keeps its session: all its datagrams go to one endpoint, replies come from the service port.
+  const client = dgram.createSocket('udp4');
+  t.teardown(() => client.close());
+  const seenFrom = new Set<number>();
+  client.on('message', (_m, r) => seenFrom.add(r.port));
+  const same: string[] = [];
+  for (let i = 0; i < 5; i++) same.push(String(await udpAsk(port, 'x', 2000, client)).split(':')[0]!);
+  t.equal(new Set(same).size, 1, 'a session sticks to its endpoint');
+  t.same([...seenFrom], [port], 'replies come from the service port the client sent to');
+  t.equal(h.entry(KEY).internal.stats.accepted, 5, 'five sessions');
+});
+
+t.test('a 60 KiB datagram passes intact both ways', async (t) => {
+  const backend = await udpEchoServer('big');
+  const h = await startHarness();
+  t.teardown(async () => {
+    await h.close();
+    await backend.close();
+  });
+  await h.set([dnsService()], slicesFor('dns', 'dns', [backend.port], 'UDP'));
+  const payload = Buffer.alloc(60 * 1024);
+  for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff;
+  const reply = await udpAsk(h.port(KEY), payload);
+  t.ok(reply !== null, 'a reply came');
+  t.equal(reply!.length, payload.length + 4, 'no truncation (the legacy proxier cut at 4 KiB)');
+  t.ok(reply!.subarray(4).equals(payload), 'byte-exact');
+});
+
+t.test('idle sessions expire after --udp-timeout', async (t) => {
+  const backend = await udpEchoServer('a');
+  const h = await startHarness({ udpTimeoutMs: 300 });
+  t.teardown(async () => {
+    await h.close();
+    await backend.close();
+  });
+  await h.set([dnsService()], slicesFor('dns', 'dns', [backend.port], 'UDP'));
+  const port = h.port(KEY);
+  const client = dgram.createSocket('udp4');
+  t.teardown(() => client.close());
+  t.equal(String(await udpAsk(port, '1', 2000, client)), 'a:1');
+  t.equal(h.entry(KEY).internal.connections, 1, 'one live session');
+  // Activity within the timeout keeps the session.
+  await sleep(150);
+  t.equal(String(await udpAsk(port, '2', 2000, client)), 'a:2');
+  await sleep(150);
+  t.equal(h.entry(KEY).internal.connections, 1, 'still alive while in use');
+  await sleep(600);
+  t.equal(h.entry(KEY).internal.connections, 0, 'expired once idle');
+  t.equal(h.entry(KEY).internal.stats.active, 0);
+  t.equal(String(await udpAsk(port, '3', 2000, client)), 'a:3', 'a new session serves the client again');
+  t.equal(backend.peers.size, 2, 'the backend saw a second relay socket for the new session');
+});
+
+t.test('zero endpoints: UDP datagrams are dropped and counted', async (t) => {
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  await h.set([dnsService()], []);
+  const reply = await udpAsk(h.port(KEY), 'hello', 300);
+  t.equal(reply, null, 'no reply');
+  t.equal(h.entry(KEY).internal.stats.datagramsDropped, 1);
+  t.equal(h.entry(KEY).internal.stats.noEndpoints, 1);
+});
+
+t.test('the session cap evicts the oldest session', async (t) => {
+  const backend = await udpEchoServer('a');
+  const h = await startHarness({ udpMaxSessions: 3 });
+  t.teardown(async () => {
+    await h.close();
+    await backend.close();
+  });
+  await h.set([dnsService()], slicesFor('dns', 'dns', [backend.port], 'UDP'));
+  const port = h.port(KEY);
+  for (let i = 0; i < 5; i++) t.equal(String(await udpAsk(port, `${i}`)), `a:${i}`);
+  t.equal(h.entry(KEY).internal.connections, 3, 'never more than the cap');
+  t.equal(h.entry(KEY).internal.stats.sessionsEvicted, 2);
+});
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
