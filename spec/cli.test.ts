@@ -8,6 +8,9 @@ import { DEMO_FILE } from '../lib/cli/demo.js';
 import { deadPort, exchange, httpGet, nameServer, udpAsk, whoAnswers } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
 
+/** Admin servers on kernel-chosen loopback ports, so tests never collide with a kup running on this machine. */
+const ADMIN_ANY_PORT = ['--healthz-bind-address', '127.0.0.1:0', '--metrics-bind-address', '127.0.0.1:0'];
+
 const oneLine = (s: string) => s.trim().split('\n').length === 1;
 
 t.test('bad flags: one clear line, exit 2, no stack trace', async (t) => {
@@ -51,7 +54,7 @@ t.test('kup run serves a file, logs each proxy port, and stops cleanly on SIGTER
   });
   const file = join(dir, 'cluster.yaml');
   await writeFile(file, stringify({ kind: 'List', items: [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [backend.port])] }));
-  const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`]);
+  const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`, ...ADMIN_ANY_PORT]);
   const done = finished(child);
   const m = await waitForOutput(child, /"servicePort":"default\/web:http\/TCP","proxyPort":(\d+)/);
   t.equal(await whoAnswers(Number(m[1])), 'pod-1', 'traffic flows through the logged proxy port');
@@ -78,7 +81,7 @@ async function demoCopy(t: { teardown(fn: () => Promise<void>): void }): Promise
 }
 
 t.test('kup demo serves the demo and stops on Ctrl-C', async (t) => {
-  const child = startKup(['demo', '--source', `file:${await demoCopy(t)}`]);
+  const child = startKup(['demo', '--source', `file:${await demoCopy(t)}`, ...ADMIN_ANY_PORT]);
   const done = finished(child);
   const m = await waitForOutput(child, /Press Ctrl-C to stop/, 15_000).catch(async (e) => {
     child.kill('SIGKILL');
@@ -96,7 +99,7 @@ t.test('kup demo serves the demo and stops on Ctrl-C', async (t) => {
 });
 
 t.test('the demo answers: web rotates over its pods, echo echoes, empty refuses', async (t) => {
-  const child = startKup(['demo', '--source', `file:${await demoCopy(t)}`]);
+  const child = startKup(['demo', '--source', `file:${await demoCopy(t)}`, ...ADMIN_ANY_PORT]);
   const done = finished(child);
   let out = '';
   child.stdout.on('data', (d) => (out += d));
