@@ -205,7 +205,8 @@ export class ProxyMetrics {
     perListener('kup_udp_datagrams_out_total', 'UDP datagrams relayed from endpoints to clients', (s) => s.datagramsOut, 'counter', 'UDP');
     perListener('kup_udp_datagrams_dropped_total', 'UDP datagrams dropped (no endpoint, queue full, send error)', (s) => s.datagramsDropped, 'counter', 'UDP');
     perListener('kup_udp_sessions_evicted_total', 'UDP sessions evicted because the session cap was reached', (s) => s.sessionsEvicted, 'counter', 'UDP');
-    perListener('kup_accept_errors_total', 'accept() errors such as EMFILE', (s) => s.acceptErrors, 'counter', 'TCP');
+    perListener('kup_accept_errors_total', 'accept() errors reported by the listening socket', (s) => s.acceptErrors, 'counter', 'TCP');
+    perListener('kup_connections_shed_total', 'Clients shed because the process was out of file descriptors', (s) => s.shed, 'counter');
 
     const perEndpoint = (name: string, help: string, read: (active: number, picks: number, failures: number) => number, kind: 'counter' | 'gauge'): void => {
       const fill = (set: (labels: Record<(typeof ENDPOINT_LABELS)[number], string>, v: number) => void): void => {

@@ -64,6 +64,7 @@ export interface TrafficStats {
   readonly datagramsDropped: number;
   readonly sessionsEvicted: number;
   readonly acceptErrors: number;
+  readonly shed: number;
 }
 
 export interface EndpointStatus {
@@ -165,6 +166,7 @@ const ZERO_STATS: TrafficStats = {
   datagramsDropped: 0,
   sessionsEvicted: 0,
   acceptErrors: 0,
+  shed: 0,
 };
 
 /** Source details whose names suggest credentials are never shown, whatever a source puts there. */
@@ -198,6 +200,7 @@ function addStats(a: TrafficStats, b: ListenerStats): TrafficStats {
     datagramsDropped: a.datagramsDropped + b.datagramsDropped,
     sessionsEvicted: a.sessionsEvicted + b.sessionsEvicted,
     acceptErrors: a.acceptErrors + b.acceptErrors,
+    shed: a.shed + b.shed,
   };
 }
 

@@ -4,6 +4,7 @@ import { normalizeClientIP } from '../core/address.js';
 import type { Balancer } from '../core/balancer/balancer.js';
 import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
+import { isLocalResourceError, type FdBudget } from './fd-budget.js';
 import { splice } from './splice.js';
 import { ListenerStats } from './stats.js';
 
@@ -21,6 +22,8 @@ export interface TcpProxyOptions {
   /** Close a connection after this long with no bytes either way; 0 = never. */
   readonly idleTimeoutMs: number;
   readonly dialTimeoutsMs?: readonly number[];
+  /** Descriptors the data plane may hold; a client beyond it is shed. */
+  readonly budget: FdBudget;
 }
 
 /**
@@ -101,6 +104,13 @@ export class TcpProxy {
       client.resetAndDestroy();
       return;
     }
+    // Two descriptors per connection: the client's and the endpoint's.
+    if (!this.opts.budget.take(2)) {
+      this.stats.shed++;
+      client.on('error', noop);
+      client.resetAndDestroy();
+      return;
+    }
     this.stats.active++;
     this.clients.add(client);
     client.on('error', noop); // until spliced; a reset during the dial only aborts it
@@ -128,6 +138,14 @@ export class TcpProxy {
       client.off('close', onClientGone);
       backend.destroy();
       ep.active--;
+      if (isLocalResourceError(err as NodeJS.ErrnoException)) {
+        // This host is out of descriptors or buffers: not the endpoint's fault, and no other endpoint would do better.
+        this.stats.shed++;
+        this.opts.budget.noteShed();
+        client.resetAndDestroy();
+        this.finish(client, 0, 0);
+        return;
+      }
       this.stats.dialFailures++;
       this.balancer.reportFailure(ep, clientIP);
       const next = attempt + 1;
@@ -168,6 +186,7 @@ export class TcpProxy {
 
   private finish(client: Socket, bytesIn: number, bytesOut: number): void {
     if (!this.clients.delete(client)) return;
+    this.opts.budget.give(2);
     this.stats.active--;
     this.stats.bytesIn += bytesIn;
     this.stats.bytesOut += bytesOut;

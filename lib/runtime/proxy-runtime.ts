@@ -40,6 +40,10 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     tcpIdleTimeoutMs: config.tcpIdleTimeoutMs,
     logger,
   });
+  logger.info(
+    { dataPlaneDescriptors: proxier.budget.limit === Number.MAX_SAFE_INTEGER ? 'unlimited' : proxier.budget.limit },
+    'descriptor budget: listeners, two per TCP connection, one per UDP session',
+  );
   const dataplane: SyncTarget = {
     name: 'dataplane',
     sync: (c) => (c.full ? proxier.resync(c.table) : proxier.apply(c.diff)),
