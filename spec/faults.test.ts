@@ -80,6 +80,23 @@ t.test('an endpoint that never answers (no SYN-ACK) costs one dial timeout, then
   t.ok(ms >= 240 && ms < 2000, `four clients served in ${ms}ms (one 250ms connect timeout)`);
 });
 
+t.test('an endpoint that resets before any byte: the client is moved to another endpoint', async (t) => {
+  const rst = await server((s) => s.resetAndDestroy());
+  const live = await nameServer('live');
+  const h = await startHarness();
+  t.teardown(async () => {
+    await h.close();
+    await live.close();
+    await rst.close();
+  });
+  await h.set([svc()], slicesFor('web', 'http', [rst.port, live.port].sort((a, b) => a - b)));
+  const answers: string[] = [];
+  for (let i = 0; i < 4; i++) answers.push(await whoAnswers(h.port(KEY)));
+  t.same(answers, ['live', 'live', 'live', 'live'], 'every client served');
+  t.equal(h.entry(KEY).internal.stats.dialFailures, 1, 'the resetting endpoint failed once, then was passed over');
+  t.equal(h.entry(KEY).internal.stats.exhausted, 0);
+});
+
 t.test('a reset mid-stream reaches the client as a reset', async (t) => {
   const backend = await server((s) => {
     s.write(Buffer.alloc(100_000, 1));

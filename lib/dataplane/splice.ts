@@ -18,7 +18,9 @@ export interface SpliceResult {
  *
  * An error on one side ends the other at once: a reset is passed on as a reset
  * (resetAndDestroy), any other error as a plain close, so a client sees what
- * the endpoint did. `idleTimeoutMs` > 0 closes both after that long with no
+ * the endpoint did; except that a reset before any byte went either way
+ * calls `onEarlyReset` instead and leaves the client untouched, so it can be
+ * dialled elsewhere. `idleTimeoutMs` > 0 closes both after that long with no
  * bytes either way (the client socket sees reads of one direction and writes
  * of the other).
  */
@@ -27,20 +29,42 @@ export function splice(
   backend: Socket,
   idleTimeoutMs: number,
   done: (result: SpliceResult) => void,
+  onEarlyReset?: () => void,
 ): void {
   let open = 2;
   const onClose = (): void => {
     if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
   };
-  client.once('close', onClose);
-  backend.once('close', onClose);
-
-  client.on('error', (err: NodeJS.ErrnoException) => abort(backend, err));
-  backend.on('error', (err: NodeJS.ErrnoException) => abort(client, err));
+  const onClientError = (err: NodeJS.ErrnoException): void => abort(backend, err);
+  const onBackendError = (err: NodeJS.ErrnoException): void => {
+    if (onEarlyReset !== undefined && err.code === 'ECONNRESET' && backend.bytesRead === 0 && backend.bytesWritten === 0 && !client.destroyed) {
+      // Nothing reached either side yet: hand the client back untouched. The
+      // error is delivered on the tick after the reset was read, before any
+      // further client data could have been written here.
+      client.unpipe(backend);
+      backend.unpipe(client);
+      client.pause();
+      client.off('error', onClientError);
+      client.off('close', onClose);
+      client.off('close', closeBackend);
+      backend.off('close', onClose);
+      backend.off('close', closeClient);
+      if (idleTimeoutMs > 0) client.setTimeout(0);
+      onEarlyReset();
+      return;
+    }
+    abort(client, err);
+  };
   // A side that closed without error but before its data was carried (a
   // destroy() from the proxy itself) must not leave its peer open.
-  client.once('close', () => closePeer(backend));
-  backend.once('close', () => closePeer(client));
+  const closeBackend = (): void => closePeer(backend);
+  const closeClient = (): void => closePeer(client);
+  client.once('close', onClose);
+  backend.once('close', onClose);
+  client.on('error', onClientError);
+  backend.on('error', onBackendError);
+  client.once('close', closeBackend);
+  backend.once('close', closeClient);
 
   if (idleTimeoutMs > 0) {
     client.setTimeout(idleTimeoutMs, () => {

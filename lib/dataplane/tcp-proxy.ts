@@ -137,36 +137,7 @@ export class TcpProxy {
       clearTimeout(timer);
       client.off('close', onClientGone);
       backend.destroy();
-      ep.active--;
-      if (isLocalResourceError(err as NodeJS.ErrnoException)) {
-        // This host is out of descriptors or buffers: not the endpoint's fault, and no other endpoint would do better.
-        this.stats.shed++;
-        this.opts.budget.noteShed();
-        client.resetAndDestroy();
-        this.finish(client, 0, 0);
-        return;
-      }
-      this.stats.dialFailures++;
-      this.balancer.reportFailure(ep, clientIP);
-      const next = attempt + 1;
-      const log = this.opts.logger;
-      if (log.isLevelEnabled('debug')) {
-        log.debug({ listener: this.opts.name, endpoint: ep.id, attempt: next, err: errorMessage(err) }, 'dial failed');
-      }
-      if (client.destroyed) {
-        this.finish(client, 0, 0);
-        return;
-      }
-      const triedSet = tried ?? new Set<EndpointState>();
-      triedSet.add(ep);
-      const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP, triedSet) : undefined;
-      if (nextEp === undefined) {
-        this.stats.exhausted++;
-        client.resetAndDestroy();
-        this.finish(client, 0, 0);
-        return;
-      }
-      this.dial(client, clientIP, nextEp, next, triedSet);
+      this.redial(client, clientIP, ep, attempt, tried, err);
     };
     client.once('close', onClientGone);
     backend.once('error', fail);
@@ -177,11 +148,53 @@ export class TcpProxy {
       client.off('close', onClientGone);
       backend.off('error', fail);
       if (ep.unavailableUntil !== 0) this.balancer.reportSuccess(ep);
-      splice(client, backend, this.opts.idleTimeoutMs, (r) => {
-        ep.active--;
-        this.finish(client, r.bytesIn, r.bytesOut);
-      });
+      splice(
+        client,
+        backend,
+        this.opts.idleTimeoutMs,
+        (r) => {
+          ep.active--;
+          this.finish(client, r.bytesIn, r.bytesOut);
+        },
+        // Reset before a byte went either way: the client has seen nothing, so
+        // it can still be moved to another endpoint, as if the dial had failed.
+        () => this.redial(client, clientIP, ep, attempt, tried, new Error('reset before any byte was exchanged')),
+      );
     });
+  }
+
+  /** A dial to `ep` failed: try the next endpoint, or give the client up. */
+  private redial(client: Socket, clientIP: string, ep: EndpointState, attempt: number, tried: Set<EndpointState> | null, err: Error): void {
+    ep.active--;
+    if (isLocalResourceError(err as NodeJS.ErrnoException)) {
+      // This host is out of descriptors or buffers: not the endpoint's fault, and no other endpoint would do better.
+      this.stats.shed++;
+      this.opts.budget.noteShed();
+      client.resetAndDestroy();
+      this.finish(client, 0, 0);
+      return;
+    }
+    this.stats.dialFailures++;
+    this.balancer.reportFailure(ep, clientIP);
+    const next = attempt + 1;
+    const log = this.opts.logger;
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ listener: this.opts.name, endpoint: ep.id, attempt: next, err: errorMessage(err) }, 'dial failed');
+    }
+    if (client.destroyed) {
+      this.finish(client, 0, 0);
+      return;
+    }
+    const triedSet = tried ?? new Set<EndpointState>();
+    triedSet.add(ep);
+    const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP, triedSet) : undefined;
+    if (nextEp === undefined) {
+      this.stats.exhausted++;
+      client.resetAndDestroy();
+      this.finish(client, 0, 0);
+      return;
+    }
+    this.dial(client, clientIP, nextEp, next, triedSet);
   }
 
   private finish(client: Socket, bytesIn: number, bytesOut: number): void {
