@@ -1,4 +1,3 @@
-import { request } from 'undici';
 import { errorMessage, KupError } from '../core/errors.js';
 import { STATUS_API_VERSION, type StatusDocument } from '../admin/status.js';
 
@@ -20,6 +19,8 @@ export async function fetchStatus(server: string, clientIP = ''): Promise<Status
   let statusCode: number;
   let text: string;
   try {
+    // undici is loaded here, not by every kup command (`kup run` never needs it).
+    const { request } = await import('undici');
     const res = await request(url, { method: 'GET', headersTimeout: 10_000, bodyTimeout: 10_000 });
     statusCode = res.statusCode;
     text = await res.body.text();
