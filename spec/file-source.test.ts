@@ -108,4 +108,12 @@ t.test('a malformed object is skipped with a warning while the rest keep serving
   t.match(log.messages('error')[0], /not valid YAML.*keeping the last good state/);
   t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'still serving');
   t.equal(rt.source.state().lastError !== null, true, 'the source reports the error');
+
+  // The file disappears: the last good state keeps serving; it comes back: applied.
+  await rm(file);
+  await waitFor(() => log.messages('error').some((m) => /cannot read .*ENOENT; keeping the last good state/.test(m)), 5000);
+  t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'still serving with the file gone');
+  await writeFile(file, yamlList([good, ...slicesFor('web', 'http', [backends[1]!.port])]));
+  await waitFor(async () => (await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port)) === 'b', 5000);
+  t.equal(rt.source.state().lastError, null, 'recovered once the file is back');
 });
