@@ -3,6 +3,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import t from 'tap';
 import { DEMO_FILE, startDemo } from '../lib/cli/demo.js';
+import { testRunConfig } from './support/run-config.js';
 import type { RunConfig } from '../lib/cli/options.js';
 import { createLogger } from '../lib/log.js';
 import { freePort, LOOPBACK, waitFor } from './support/admin-fixture.js';
@@ -19,24 +20,7 @@ async function demoCopy(dir: string): Promise<string> {
 }
 
 function demoConfig(file: string): RunConfig {
-  return {
-    source: { kind: 'file', path: file },
-    kubeconfig: null,
-    hostname: 'demo-node',
-    bindAddress: LOOPBACK,
-    portRange: null,
-    udpTimeoutMs: 30_000,
-    udpMaxSessions: 100,
-    tcpIdleTimeoutMs: 0,
-    lbStrategy: 'round-robin',
-    iptables: false,
-    syncPeriodMs: 30_000,
-    minSyncPeriodMs: 0,
-    healthzBindAddress: null,
-    metricsBindAddress: { host: LOOPBACK, port: 0 },
-    shutdownGracePeriodMs: 0,
-    logLevel: 'silent',
-  };
+  return testRunConfig(file, { hostname: 'demo-node', bindAddress: LOOPBACK, metricsBindAddress: { host: LOOPBACK, port: 0 } });
 }
 
 function httpGet(port: number): Promise<string> {

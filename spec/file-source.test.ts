@@ -4,31 +4,13 @@ import { join } from 'node:path';
 import t from 'tap';
 import { stringify } from 'yaml';
 import type { RunConfig } from '../lib/cli/options.js';
+import { testRunConfig } from './support/run-config.js';
 import { startProxy } from '../lib/runtime/proxy-runtime.js';
 import { LogCapture } from './support/harness.js';
 import { nameServer, whoAnswers, type TestServer } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
 
-function config(path: string): RunConfig {
-  return {
-    source: { kind: 'file', path },
-    kubeconfig: null,
-    hostname: 'node-a',
-    bindAddress: '127.0.0.1',
-    portRange: null,
-    udpTimeoutMs: 30_000,
-    udpMaxSessions: 100,
-    tcpIdleTimeoutMs: 0,
-    lbStrategy: 'round-robin',
-    iptables: false,
-    syncPeriodMs: 30_000,
-    minSyncPeriodMs: 1000,
-    healthzBindAddress: null,
-    metricsBindAddress: null,
-    shutdownGracePeriodMs: 0,
-    logLevel: 'info',
-  };
-}
+const config = (path: string): RunConfig => testRunConfig(path, { minSyncPeriodMs: 1000, logLevel: 'info' });
 
 function yamlList(objects: unknown[]): string {
   return stringify({ apiVersion: 'v1', kind: 'List', items: objects });

@@ -170,29 +170,7 @@ export class ProxyMetrics {
       const fill = (set: (labels: PortLabels, v: number) => void): void => {
         for (const [sp, scope, l] of listeners(src)) if (only === undefined || sp.protocol === only) set(portLabels(sp, scope), read(l.stats));
       };
-      if (kind === 'counter') {
-        new Counter({
-          name,
-          help,
-          labelNames: PORT_LABELS,
-          registers,
-          collect() {
-            this.reset();
-            fill((labels, v) => this.inc(labels, v));
-          },
-        });
-      } else {
-        new Gauge({
-          name,
-          help,
-          labelNames: PORT_LABELS,
-          registers,
-          collect() {
-            this.reset();
-            fill((labels, v) => this.set(labels, v));
-          },
-        });
-      }
+      scraped(kind, name, help, PORT_LABELS, registers, fill);
     };
     perListener('kup_connections_accepted_total', 'TCP connections accepted / UDP sessions created per service port listener', (s) => s.accepted, 'counter');
     perListener('kup_connections_active', 'Open TCP connections / live UDP sessions per service port listener', (s) => s.active, 'gauge');
@@ -225,29 +203,7 @@ export class ProxyMetrics {
           }
         }
       };
-      if (kind === 'counter') {
-        new Counter({
-          name,
-          help,
-          labelNames: ENDPOINT_LABELS,
-          registers,
-          collect() {
-            this.reset();
-            fill((labels, v) => this.inc(labels, v));
-          },
-        });
-      } else {
-        new Gauge({
-          name,
-          help,
-          labelNames: ENDPOINT_LABELS,
-          registers,
-          collect() {
-            this.reset();
-            fill((labels, v) => this.set(labels, v));
-          },
-        });
-      }
+      scraped(kind, name, help, ENDPOINT_LABELS, registers, fill);
     };
     perEndpoint('kup_endpoint_picks_total', 'Times the balancer chose this endpoint', (_a, p) => p, 'counter');
     perEndpoint('kup_endpoint_active_connections', 'Connections (TCP) or sessions (UDP) open to this endpoint', (a) => a, 'gauge');
@@ -315,4 +271,41 @@ export function countRules(script: string | null): Map<string, number> {
     } else if (line.startsWith('-A ') || line.startsWith('-I ')) out.set(table, (out.get(table) ?? 0) + 1);
   }
   return out;
+}
+
+/**
+ * A metric whose values are read from live counters at scrape time: reset,
+ * then refilled, so series of ports and endpoints that went away vanish.
+ */
+function scraped<L extends string>(
+  kind: 'counter' | 'gauge',
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  registers: Registry[],
+  fill: (set: (labels: Record<L, string>, v: number) => void) => void,
+): void {
+  if (kind === 'counter') {
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        this.reset();
+        fill((labels, v) => this.inc(labels, v));
+      },
+    });
+  } else {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        this.reset();
+        fill((labels, v) => this.set(labels, v));
+      },
+    });
+  }
 }

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import type { RunConfig } from '../../lib/cli/options.js';
 import { createLogger } from '../../lib/log.js';
+import { testRunConfig } from './run-config.js';
 import { startProxy, type ProxyRuntime } from '../../lib/runtime/proxy-runtime.js';
 
 /** Everything here talks to 127.0.0.1 only. */
@@ -179,25 +180,12 @@ export async function startCluster(dir: string, config: Partial<RunConfig> = {})
   const file = join(dir, 'cluster.yaml');
   await writeFile(file, fixtureYaml(ports));
   const runtime = await startProxy(
-    {
-      source: { kind: 'file', path: file },
-      kubeconfig: null,
-      hostname: 'node-a',
+    testRunConfig(file, {
       bindAddress: LOOPBACK,
-      portRange: null,
-      udpTimeoutMs: 30_000,
-      udpMaxSessions: 100,
-      tcpIdleTimeoutMs: 0,
-      lbStrategy: 'round-robin',
-      iptables: false,
-      syncPeriodMs: 30_000,
-      minSyncPeriodMs: 0,
       healthzBindAddress: { host: LOOPBACK, port: 0 },
       metricsBindAddress: { host: LOOPBACK, port: 0 },
-      shutdownGracePeriodMs: 0,
-      logLevel: 'silent',
       ...config,
-    },
+    }),
     createLogger('silent'),
   );
   const m = runtime.admin.metricsAddress;
