@@ -99,3 +99,28 @@ t.test('a malformed object is skipped with a warning while the rest keep serving
   await waitFor(async () => (await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port)) === 'b', 5000);
   t.equal(rt.source.state().lastError, null, 'recovered once the file is back');
 });
+
+t.test('kup logs which services use topology hints', async (t) => {
+  const { file, backends } = await setup(t);
+  const [a, b] = backends as [TestServer, TestServer];
+  const node = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } };
+  const hinted = (zones: string[]) => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    metadata: { name: 'web-h', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4', ports: [{ name: 'http', port: a.port }],
+    endpoints: [{ addresses: ['127.0.0.1'], hints: { forZones: [{ name: zones[0] }] } }],
+  });
+  const other = {
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    metadata: { name: 'web-o', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4', ports: [{ name: 'http', port: b.port }],
+    endpoints: [{ addresses: ['127.0.0.1'], hints: { forZones: [{ name: 'zone-b' }] } }],
+  };
+  await writeFile(file, yamlList([node, service('web', [{ name: 'http', port: 80 }]), hinted(['zone-a']), other]));
+  const log = new LogCapture();
+  const rt = await startProxy(config(file), log.logger);
+  t.teardown(() => rt.stop());
+  t.match(log.lines.find((l) => l['msg'] === 'using topology hints for this zone'), { servicePort: 'default/web:http/TCP', zone: 'zone-a', endpoints: 1 });
+  const port = rt.proxier.get('default/web:http/TCP' as never)!.internal.port;
+  t.same([await whoAnswers(port), await whoAnswers(port)], ['a', 'a'], "only the endpoint hinted for this node's zone is used");
+});
