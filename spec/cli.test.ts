@@ -1,11 +1,15 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { stringify } from 'yaml';
 import { finished, runKup, startKup, waitForOutput } from './support/cli.js';
-import { exchange, httpGet, nameServer, udpAsk, whoAnswers } from './support/net.js';
+import { DEMO_FILE } from '../lib/cli/demo.js';
+import { deadPort, exchange, httpGet, nameServer, udpAsk, whoAnswers } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
+
+/** Admin servers on kernel-chosen loopback ports, so tests never collide with a kup running on this machine. */
+const ADMIN_ANY_PORT = ['--healthz-bind-address', '127.0.0.1:0', '--metrics-bind-address', '127.0.0.1:0'];
 
 const oneLine = (s: string) => s.trim().split('\n').length === 1;
 
@@ -50,7 +54,7 @@ t.test('kup run serves a file, logs each proxy port, and stops cleanly on SIGTER
   });
   const file = join(dir, 'cluster.yaml');
   await writeFile(file, stringify({ kind: 'List', items: [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [backend.port])] }));
-  const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`]);
+  const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`, ...ADMIN_ANY_PORT]);
   const done = finished(child);
   const m = await waitForOutput(child, /"servicePort":"default\/web:http\/TCP","proxyPort":(\d+)/);
   t.equal(await whoAnswers(Number(m[1])), 'pod-1', 'traffic flows through the logged proxy port');
@@ -61,8 +65,23 @@ t.test('kup run serves a file, logs each proxy port, and stops cleanly on SIGTER
   t.notMatch(r.stderr, /"level":"error"/);
 });
 
+/**
+ * examples/demo.yaml with its backend ports (380xx) moved to free ones, so
+ * the test never collides with a demo someone is running on this machine.
+ */
+async function demoCopy(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'kup-demo-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  let text = await readFile(DEMO_FILE, 'utf8');
+  const ports = [...new Set(text.match(/\b380\d\d\b/g) ?? [])];
+  for (const p of ports) text = text.replaceAll(p, String(await deadPort()));
+  const file = join(dir, 'demo.yaml');
+  await writeFile(file, text);
+  return file;
+}
+
 t.test('kup demo serves the demo and stops on Ctrl-C', async (t) => {
-  const child = startKup(['demo']);
+  const child = startKup(['demo', '--source', `file:${await demoCopy(t)}`, ...ADMIN_ANY_PORT]);
   const done = finished(child);
   const m = await waitForOutput(child, /Press Ctrl-C to stop/, 15_000).catch(async (e) => {
     child.kill('SIGKILL');
@@ -80,7 +99,7 @@ t.test('kup demo serves the demo and stops on Ctrl-C', async (t) => {
 });
 
 t.test('the demo answers: web rotates over its pods, echo echoes, empty refuses', async (t) => {
-  const child = startKup(['demo']);
+  const child = startKup(['demo', '--source', `file:${await demoCopy(t)}`, ...ADMIN_ANY_PORT]);
   const done = finished(child);
   let out = '';
   child.stdout.on('data', (d) => (out += d));

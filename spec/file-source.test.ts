@@ -4,31 +4,13 @@ import { join } from 'node:path';
 import t from 'tap';
 import { stringify } from 'yaml';
 import type { RunConfig } from '../lib/cli/options.js';
+import { testRunConfig } from './support/run-config.js';
 import { startProxy } from '../lib/runtime/proxy-runtime.js';
 import { LogCapture } from './support/harness.js';
 import { nameServer, whoAnswers, type TestServer } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
 
-function config(path: string): RunConfig {
-  return {
-    source: { kind: 'file', path },
-    kubeconfig: null,
-    hostname: 'node-a',
-    bindAddress: '127.0.0.1',
-    portRange: null,
-    udpTimeoutMs: 30_000,
-    udpMaxSessions: 100,
-    tcpIdleTimeoutMs: 0,
-    lbStrategy: 'round-robin',
-    iptables: false,
-    syncPeriodMs: 30_000,
-    minSyncPeriodMs: 1000,
-    healthzBindAddress: null,
-    metricsBindAddress: null,
-    shutdownGracePeriodMs: 0,
-    logLevel: 'info',
-  };
-}
+const config = (path: string): RunConfig => testRunConfig(path, { minSyncPeriodMs: 1000, logLevel: 'info' });
 
 function yamlList(objects: unknown[]): string {
   return stringify({ apiVersion: 'v1', kind: 'List', items: objects });
@@ -108,4 +90,37 @@ t.test('a malformed object is skipped with a warning while the rest keep serving
   t.match(log.messages('error')[0], /not valid YAML.*keeping the last good state/);
   t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'still serving');
   t.equal(rt.source.state().lastError !== null, true, 'the source reports the error');
+
+  // The file disappears: the last good state keeps serving; it comes back: applied.
+  await rm(file);
+  await waitFor(() => log.messages('error').some((m) => /cannot read .*ENOENT; keeping the last good state/.test(m)), 5000);
+  t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'still serving with the file gone');
+  await writeFile(file, yamlList([good, ...slicesFor('web', 'http', [backends[1]!.port])]));
+  await waitFor(async () => (await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port)) === 'b', 5000);
+  t.equal(rt.source.state().lastError, null, 'recovered once the file is back');
+});
+
+t.test('kup logs which services use topology hints', async (t) => {
+  const { file, backends } = await setup(t);
+  const [a, b] = backends as [TestServer, TestServer];
+  const node = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } };
+  const hinted = (zones: string[]) => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    metadata: { name: 'web-h', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4', ports: [{ name: 'http', port: a.port }],
+    endpoints: [{ addresses: ['127.0.0.1'], hints: { forZones: [{ name: zones[0] }] } }],
+  });
+  const other = {
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    metadata: { name: 'web-o', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4', ports: [{ name: 'http', port: b.port }],
+    endpoints: [{ addresses: ['127.0.0.1'], hints: { forZones: [{ name: 'zone-b' }] } }],
+  };
+  await writeFile(file, yamlList([node, service('web', [{ name: 'http', port: 80 }]), hinted(['zone-a']), other]));
+  const log = new LogCapture();
+  const rt = await startProxy(config(file), log.logger);
+  t.teardown(() => rt.stop());
+  t.match(log.lines.find((l) => l['msg'] === 'using topology hints for this zone'), { servicePort: 'default/web:http/TCP', zone: 'zone-a', endpoints: 1 });
+  const port = rt.proxier.get('default/web:http/TCP' as never)!.internal.port;
+  t.same([await whoAnswers(port), await whoAnswers(port)], ['a', 'a'], "only the endpoint hinted for this node's zone is used");
 });

@@ -81,7 +81,7 @@ const GOLDEN_V4 = `*nat
 -A KUP-NODEPORT-CONTAINER -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40001
 -A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40008
 -A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40005
--A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40007
+-A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40006
 -A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40001
 COMMIT
 *filter
@@ -116,7 +116,7 @@ const GOLDEN_V6 = `*nat
 -A KUP-NODEPORT-CONTAINER -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40001
 -A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40008
 -A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40005
--A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40007
+-A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40006
 -A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40001
 COMMIT
 *filter

@@ -146,6 +146,48 @@ t.test('kup run follows the API server double and proxies to what it says', asyn
     t.same([...seen].sort(), BACKEND_IPS.slice(1), 'only the two remaining endpoints answer');
   });
 
+  await t.test('API server down for 10 s: traffic keeps flowing, changes made meanwhile apply after', async (t) => {
+    // An established connection, held open across the outage by a backend that answers on FIN.
+    const hold = createServer({ allowHalfOpen: true }, (c) => {
+      c.resume();
+      c.on('end', () => c.end('held\n'));
+    });
+    await new Promise<void>((r) => hold.listen(0, '127.0.0.1', r));
+    t.teardown(() => new Promise<void>((r) => hold.close(() => r())));
+    api.upsert(service({ name: 'hold', clusterIP: '10.96.0.13', ports: [{ name: 'tcp', port: 80 }] }));
+    api.upsert(endpointSlice({ service: 'hold', endpoints: [{ ip: '127.0.0.1', nodeName: 'node-a' }], ports: [{ name: 'tcp', port: (hold.address() as AddressInfo).port }] }));
+    await waitFor('the hold listener', () => proxyPort('default/hold:tcp/TCP') !== undefined, 10_000);
+    const held = connect(proxyPort('default/hold:tcp/TCP')!, '127.0.0.1');
+    const heldReply = new Promise<string>((r) => {
+      let d = '';
+      held.on('data', (x) => (d += x));
+      held.on('close', () => r(d));
+      held.on('error', () => {});
+    });
+    await new Promise((r) => held.once('connect', r));
+
+    await api.stop();
+    const during = new Set<string>();
+    for (let i = 0; i < 10; i++) {
+      for (const a of await answers(3)) during.add(a);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    t.same([...during].sort(), BACKEND_IPS.slice(1), 'new connections served from the last known state all along');
+    // Changed while the API server is away; applied once it is back.
+    api.upsert(slice([BACKEND_IPS[0]!]));
+    await api.start();
+    held.end();
+    t.equal(await heldReply, 'held\n', 'the connection established before the outage still works');
+    let after = '';
+    for (let round = 0; round < 100 && after !== BACKEND_IPS[0]; round++) {
+      after = await request(port);
+      if (after !== BACKEND_IPS[0]) await new Promise((r) => setTimeout(r, 200));
+    }
+    t.equal(after, BACKEND_IPS[0], 'the change made during the outage applied after it');
+    t.ok(raw.some((l) => /"level":"warn"/.test(l) && /restart|retry|unavailable|ECONNREFUSED|error/i.test(l)), 'the outage was logged');
+    api.upsert(slice(BACKEND_IPS.slice(1)));
+  });
+
   await t.test('a service of another proxy is ignored', async (t) => {
     api.upsert(service({ name: 'other', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }], proxyName: 'someone-else' }));
     api.upsert(endpointSlice({ service: 'other', endpoints: [{ ip: BACKEND_IPS[0]! }], ports: [{ name: 'http', port: be.port }], labels: { 'service.kubernetes.io/service-proxy-name': 'someone-else' } }));

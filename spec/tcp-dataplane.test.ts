@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import net from 'node:net';
 import t from 'tap';
 import { startHarness } from './support/harness.js';
 import { collect, connect, deadPort, exchange, hashingServer, nameServer, patternHash, whoAnswers, writePattern } from './support/net.js';
@@ -247,6 +248,18 @@ t.test('a removed service closes its listener; established connections carry on'
   t.equal((await r).data.toString(), 'a\n', 'the established connection finished normally');
 });
 
+async function portsFree(ports: number[]): Promise<boolean> {
+  for (const port of ports) {
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = net.createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (!free) return false;
+  }
+  return true;
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -260,8 +273,13 @@ async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
 }
 
 t.test('--proxy-port-range: ports come from the range, skipping ones in use', async (t) => {
-  const taken = await nameServer('squatter');
-  const base = taken.port; // in use by someone else: must be skipped
+  // A squatter on the range's first port (it must be skipped), and the next two free.
+  let taken = await nameServer('squatter');
+  for (let i = 0; i < 20 && !(await portsFree([taken.port + 1, taken.port + 2])); i++) {
+    await taken.close();
+    taken = await nameServer('squatter');
+  }
+  const base = taken.port;
   const backend = await nameServer('a');
   const h = await startHarness({ portRange: { base, size: 3 } });
   t.teardown(async () => {

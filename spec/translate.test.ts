@@ -179,5 +179,14 @@ t.test('change tracker: only changed services are retranslated and diffed', asyn
   tr.applyService(service('c', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.12' }));
   const fourth = tr.flush();
   t.same(fourth.diff.added[0]!.endpoints.map((e) => e.ip), ['10.0.0.9']);
-  t.equal(tr.counters.serviceChangesTotal, 4, 'a, b, the deletion of b, c: the identical reload is not a change');
+  // A slice whose Service does not exist is named once; a port name the slices lack is named too.
+  tr.applySlice(slice('ghost', 'ghost-1', [{ name: 'http', port: 9090 }], [{ ip: '10.0.0.5' }]));
+  t.match(tr.flush().warnings, [/EndpointSlice default\/ghost-1: Service default\/ghost does not exist/]);
+  tr.applySlice(slice('ghost', 'ghost-1', [{ name: 'http', port: 9091 }], [{ ip: '10.0.0.5' }]));
+  t.same(tr.flush().warnings, [], 'not repeated while it stays an orphan');
+  tr.applyService(service('ghost', [{ name: 'web', port: 80 }], { clusterIP: '10.96.0.13' }));
+  const named = tr.flush();
+  t.match(named.warnings, [/Service default\/ghost port "web": no TCP port named "web" in the Service's EndpointSlices/]);
+  t.same(named.diff.added[0]!.endpoints, [], 'no endpoints for the unmatched port');
+  t.equal(tr.counters.serviceChangesTotal - 1, 4, 'a, b, the deletion of b, c: the identical reload is not a change');
 });

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { asArray, asString, field } from '../core/object-fields.js';
 import { KupError } from '../core/errors.js';
+import { hostUrl } from '../admin/admin.js';
 import { portLabel } from '../core/types.js';
 import { startHttpBackend, startUdpEchoBackend, type DemoBackend } from '../demo/backends.js';
 import { startProxy, type ProxyRuntime } from '../runtime/proxy-runtime.js';
@@ -95,6 +96,14 @@ export function describeDemo(demo: Demo): string {
       lines.push(`      try: echo hello | socat - UDP:${host}:${port}   (or: echo hello | nc -u -w1 ${host} ${port})`);
     }
   }
+  lines.push('');
+  const m = demo.runtime.admin.metricsAddress;
+  if (m !== null) {
+    lines.push(`Dashboard: ${hostUrl(m)}/   (live: open it, then run the curl lines above)`);
+    lines.push(`Table:     kup status --server ${hostUrl(m)}    Path of a packet: kup explain 10.96.100.10:80 --server ${hostUrl(m)}`);
+  }
+  const h = demo.runtime.admin.healthzAddress;
+  if (h !== null) lines.push(`Health:    ${hostUrl(h)}/healthz    Metrics: ${m === null ? 'off' : `${hostUrl(m)}/metrics`}`);
   lines.push('');
   lines.push(`Edit ${demo.runtime.config.source.kind === 'file' ? demo.runtime.config.source.path : 'the file'} while this runs: changes apply within a second.`);
   lines.push('Press Ctrl-C to stop.');

@@ -1,14 +1,15 @@
 import { Command, CommanderError, Option } from 'commander';
-import type { Logger } from 'pino';
 import { errorMessage, isKupError } from '../core/errors.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { cleanupIptables } from '../iptables/applier.js';
 import { detectHostIPs } from '../iptables/host-ips.js';
 import { loadTable } from '../runtime/load-table.js';
 import { startProxy } from '../runtime/proxy-runtime.js';
+import { addAdminCommands } from './admin-commands.js';
+import { CommandExit } from './command-exit.js';
 import { rulesScript } from './rules.js';
 import { describeDemo, DEMO_FILE, startDemo } from './demo.js';
-import { parseRunFlags, RUN_DEFAULTS, type RunConfig, type RunFlags } from './options.js';
+import { parseRunFlags, RUN_DEFAULTS, type HostPort, type RunFlags } from './options.js';
 
 /** Exit codes: 0 done, 1 runtime failure, 2 a mistake in how kup was called. */
 export const EXIT_OK = 0;
@@ -42,14 +43,6 @@ function addRunFlags(cmd: Command): Command {
     );
 }
 
-/** Features whose flags are accepted now and take effect in a later release. */
-function notYetInEffect(config: RunConfig, explicit: (name: string) => boolean, log: Logger): void {
-  const pending: string[] = [];
-  if (explicit('healthzBindAddress')) pending.push('--healthz-bind-address (health server)');
-  if (explicit('metricsBindAddress')) pending.push('--metrics-bind-address (metrics server)');
-  for (const p of pending) log.warn(`not yet in effect in this build: ${p}`);
-}
-
 function waitForSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (sig: NodeJS.Signals): void => {
@@ -73,11 +66,11 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
-  addRunFlags(program.command('run').description('run the proxy')).action(async (flags: RunFlags, cmd: Command) => {
+  addAdminCommands(program);
+
+  addRunFlags(program.command('run').description('run the proxy')).action(async (flags: RunFlags) => {
     const config = parseRunFlags(flags);
     const log = createLogger(config.logLevel);
-    const explicit = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
-    notYetInEffect(config, explicit, log);
     log.info({ source: config.source, node: config.hostname, lbStrategy: config.lbStrategy }, 'starting');
     const runtime = await startProxy(config, log);
     const sig = await waitForSignal();
@@ -89,7 +82,7 @@ export function buildProgram(): Command {
   addRunFlags(program.command('demo').description('run demo backends on loopback and the proxy over examples/demo.yaml')).action(
     async (flags: RunFlags, cmd: Command) => {
       const explicit = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli';
-      const config = parseRunFlags({
+      const parsed = parseRunFlags({
         ...flags,
         source: flags.source ?? `file:${DEMO_FILE}`,
         hostnameOverride: flags.hostnameOverride ?? 'demo-node',
@@ -98,6 +91,9 @@ export function buildProgram(): Command {
         iptables: false,
         logLevel: explicit('logLevel') ? flags.logLevel : 'warn',
       });
+      // The demo's admin servers stay on loopback too; only their ports come from the flags.
+      const loopback = (a: HostPort | null): HostPort | null => (a === null ? null : { host: a.host === '::1' ? '::1' : '127.0.0.1', port: a.port });
+      const config = { ...parsed, healthzBindAddress: loopback(parsed.healthzBindAddress), metricsBindAddress: loopback(parsed.metricsBindAddress) };
       const log = createLogger(config.logLevel);
       const demo = await startDemo(config, log);
       process.stdout.write(`${describeDemo(demo)}\n`);
@@ -147,6 +143,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     await program.parseAsync([...argv]);
     return EXIT_OK;
   } catch (err) {
+    if (err instanceof CommandExit) return err.exitCode;
     if (err instanceof CommanderError) {
       // Commander already printed its one line (or the help / version).
       return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;

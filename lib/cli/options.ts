@@ -90,7 +90,8 @@ export function parseHostPort(flag: string, value: string): HostPort | null {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d+)$/.exec(value);
   const host = m?.[1] ?? m?.[2];
   const port = Number(m?.[3]);
-  if (m === null || host === undefined || !isValidIP(host) || !Number.isInteger(port) || port < 1 || port > 65535) {
+  // Port 0 lets the kernel choose (the log says which); useful for several kups on one machine.
+  if (m === null || host === undefined || !isValidIP(host) || !Number.isInteger(port) || port < 0 || port > 65535) {
     throw bad(`${flag}: "${value}" is not IP:PORT (for example 127.0.0.1:10249 or [::]:10256)`);
   }
   return { host, port };

@@ -38,6 +38,8 @@ export class ChangeTracker implements ObjectStore {
   private readonly slicesByService = new Map<ServiceName, Set<string>>();
   private readonly portsByService = new Map<ServiceName, readonly ServicePortKey[]>();
   private readonly dirty = new Set<ServiceName>();
+  /** Services whose slices arrived without them, already warned about. */
+  private readonly orphansWarned = new Set<ServiceName>();
   private readonly table = new Map<ServicePortKey, ServicePort>();
   private readonly ctx: { nodeName: string; nodeZone: string | null };
   private readonly onChange: () => void;
@@ -167,7 +169,15 @@ export class ChangeTracker implements ObjectStore {
       }
       this.portsByService.delete(name);
       const entry = this.services.get(name);
-      if (entry === undefined) continue;
+      if (entry === undefined) {
+        const orphans = this.slicesByService.get(name);
+        if (orphans !== undefined && !this.orphansWarned.has(name)) {
+          this.orphansWarned.add(name);
+          warnings.push(`EndpointSlice ${[...orphans].join(', ')}: Service ${name} does not exist; ignored until it does`);
+        } else if (orphans === undefined) this.orphansWarned.delete(name);
+        continue;
+      }
+      this.orphansWarned.delete(name);
       const slices = [...(this.slicesByService.get(name) ?? [])]
         .map((k) => this.slices.get(k)?.slice)
         .filter((s): s is V1EndpointSlice => s !== undefined);

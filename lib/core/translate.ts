@@ -205,7 +205,15 @@ export function translateService(
       else warnings.push(`${pwho}: nodePort ${quote(p['nodePort'])} is not valid; ignored`);
     }
 
-    const all = [...(endpointsByPort.get(`${portName}/${protocol}`)?.endpoints.values() ?? [])].sort(compareEndpoints);
+    const matched = endpointsByPort.get(`${portName}/${protocol}`);
+    if (matched === undefined && endpointsByPort.size > 0) {
+      // Slices name their ports after the Service's ports; a mismatch (often a
+      // targetPort naming no container port) leaves this port without endpoints.
+      warnings.push(
+        `${pwho}: no ${protocol} port named ${quote(portName)} in the Service's EndpointSlices (has the targetPort a matching container port?); no endpoints`,
+      );
+    }
+    const all = [...(matched?.endpoints.values() ?? [])].sort(compareEndpoints);
     const { cluster, usesHints } = clusterUsable(all, ctx.nodeZone);
     ports.push({
       key: servicePortKey(ref.namespace, ref.name, label, protocol),

@@ -15,6 +15,7 @@ import {
   type ServicePortKey,
   type ServiceTable,
 } from '../core/types.js';
+import { dataPlaneBudget, type FdBudget } from './fd-budget.js';
 import { PortAllocator } from './port-allocator.js';
 import { TcpProxy } from './tcp-proxy.js';
 import { UdpProxy } from './udp-proxy.js';
@@ -28,6 +29,8 @@ export interface ProxierOptions {
   readonly udpMaxSessions: number;
   readonly tcpIdleTimeoutMs: number;
   readonly logger: Logger;
+  /** Descriptors the data plane may use; default: the open-files limit less a reserve. */
+  readonly budget?: FdBudget;
 }
 
 export type ProxyListener = TcpProxy | UdpProxy;
@@ -57,11 +60,13 @@ export class Proxier {
   private readonly draining = new Set<ProxyListener>();
   private listenHost: { host: string; ipv6Only: boolean } | null = null;
   private affinitySweeper: NodeJS.Timeout | null = null;
+  readonly budget: FdBudget;
 
   constructor(opts: ProxierOptions) {
     this.opts = opts;
     this.log = opts.logger;
     this.allocator = new PortAllocator(opts.portRange);
+    this.budget = opts.budget ?? dataPlaneBudget(opts.logger);
   }
 
   get size(): number {
@@ -218,30 +223,40 @@ export class Proxier {
     const balancer = new Balancer(createStrategy(this.opts.lbStrategy), sp.affinityTimeoutSeconds > 0 ? affinity : null);
     balancer.update(scope === 'internal' ? internalEndpoints(sp) : externalEndpoints(sp));
     const name = scope === 'internal' ? sp.key : `${sp.key} (external)`;
+    const budget = this.budget;
     const listener: ProxyListener =
       sp.protocol === 'TCP'
-        ? new TcpProxy({ name, balancer, logger: this.log, idleTimeoutMs: this.opts.tcpIdleTimeoutMs })
+        ? new TcpProxy({ name, balancer, logger: this.log, idleTimeoutMs: this.opts.tcpIdleTimeoutMs, budget })
         : new UdpProxy({
             name,
             balancer,
             logger: this.log,
             sessionTimeoutMs: this.opts.udpTimeoutMs,
             maxSessions: this.opts.udpMaxSessions,
+            budget,
           });
+    if (!budget.take(1)) {
+      throw new Error(`out of file descriptors (${budget.inUse} of the data plane's ${budget.limit} in use); raise the open-files limit`);
+    }
     const refused = new Set<number>();
-    for (;;) {
-      const port = this.allocator.allocate(refused);
-      if (port === undefined) {
-        throw new Error(`no free port left in --proxy-port-range (${refused.size} in use by other processes)`);
+    try {
+      for (;;) {
+        const port = this.allocator.allocate(refused);
+        if (port === undefined) {
+          throw new Error(`no free port left in --proxy-port-range (${refused.size} in use by other processes)`);
+        }
+        try {
+          await this.listenOn(listener, port);
+          return listener;
+        } catch (err) {
+          this.allocator.release(port);
+          if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port === 0) throw err;
+          refused.add(port);
+        }
       }
-      try {
-        await this.listenOn(listener, port);
-        return listener;
-      } catch (err) {
-        this.allocator.release(port);
-        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port === 0) throw err;
-        refused.add(port);
-      }
+    } catch (err) {
+      budget.give(1);
+      throw err;
     }
   }
 
@@ -267,6 +282,7 @@ export class Proxier {
 
   private async closeListener(l: ProxyListener): Promise<void> {
     this.allocator.release(l.port);
+    this.budget.give(1);
     await l.close();
     if (l.protocol === 'TCP' && l.connections > 0) {
       // Established connections outlive their listener; keep a handle until they end for shutdown.

@@ -18,7 +18,9 @@ export interface SpliceResult {
  *
  * An error on one side ends the other at once: a reset is passed on as a reset
  * (resetAndDestroy), any other error as a plain close, so a client sees what
- * the endpoint did. `idleTimeoutMs` > 0 closes both after that long with no
+ * the endpoint did; except that a reset before any byte went either way
+ * calls `onEarlyReset` instead and leaves the client untouched, so it can be
+ * dialled elsewhere. `idleTimeoutMs` > 0 closes both after that long with no
  * bytes either way (the client socket sees reads of one direction and writes
  * of the other).
  */
@@ -27,21 +29,45 @@ export function splice(
   backend: Socket,
   idleTimeoutMs: number,
   done: (result: SpliceResult) => void,
+  onEarlyReset?: () => void,
 ): void {
   let open = 2;
   // One 'close' listener per socket ('close' fires once; on() spares once()'s
   // wrapper): count the side closed, then make sure its peer does not stay
-  // open when this side was destroyed before its data was carried.
-  client.on('close', () => {
+  // open when this side was destroyed before its data was carried (a
+  // destroy() from the proxy itself).
+  const onClientClose = (): void => {
     if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
     closePeer(backend);
-  });
-  backend.on('close', () => {
+  };
+  const onBackendClose = (): void => {
     if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
     closePeer(client);
-  });
-  client.on('error', (err: NodeJS.ErrnoException) => abort(backend, err));
-  backend.on('error', (err: NodeJS.ErrnoException) => abort(client, err));
+  };
+  const onClientError = (err: NodeJS.ErrnoException): void => abort(backend, err);
+  const stopUp = carry(client, backend);
+  const stopDown = carry(backend, client);
+  const onBackendError = (err: NodeJS.ErrnoException): void => {
+    if (onEarlyReset !== undefined && err.code === 'ECONNRESET' && backend.bytesRead === 0 && backend.bytesWritten === 0 && !client.destroyed) {
+      // Nothing reached either side yet: hand the client back untouched. The
+      // error is delivered on the tick after the reset was read, before any
+      // further client data could have been written here.
+      stopUp();
+      stopDown();
+      client.pause();
+      client.off('error', onClientError);
+      client.off('close', onClientClose);
+      backend.off('close', onBackendClose);
+      if (idleTimeoutMs > 0) client.setTimeout(0);
+      onEarlyReset();
+      return;
+    }
+    abort(client, err);
+  };
+  client.on('close', onClientClose);
+  backend.on('close', onBackendClose);
+  client.on('error', onClientError);
+  backend.on('error', onBackendError);
 
   if (idleTimeoutMs > 0) {
     client.setTimeout(idleTimeoutMs, () => {
@@ -50,8 +76,6 @@ export function splice(
     });
   }
 
-  carry(client, backend);
-  carry(backend, client);
   client.resume();
 }
 
@@ -61,14 +85,27 @@ export function splice(
  * dozen listeners per connection and work on every chunk, and splice already
  * handles errors and closes itself. Writes to a destroyed socket are dropped
  * by the stream without an 'error' event, and its peer is closed by splice.
+ * Returns what undoes it (a connection handed back after an early reset).
  */
-function carry(from: Socket, to: Socket): void {
-  from.on('data', (chunk: Buffer) => {
+function carry(from: Socket, to: Socket): () => void {
+  const onData = (chunk: Buffer): void => {
     if (!to.write(chunk)) from.pause();
-  });
-  to.on('drain', () => from.resume());
+  };
+  const onDrain = (): void => {
+    from.resume();
+  };
   // FIN carried as FIN: the other direction keeps flowing (half-close).
-  from.on('end', () => to.end());
+  const onEnd = (): void => {
+    to.end();
+  };
+  from.on('data', onData);
+  to.on('drain', onDrain);
+  from.on('end', onEnd);
+  return () => {
+    from.off('data', onData);
+    to.off('drain', onDrain);
+    from.off('end', onEnd);
+  };
 }
 
 function abort(peer: Socket, err: NodeJS.ErrnoException): void {

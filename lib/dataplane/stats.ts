@@ -22,6 +22,8 @@ export class ListenerStats {
   datagramsDropped = 0;
   /** UDP sessions evicted because the session cap was reached. */
   sessionsEvicted = 0;
-  /** accept() errors such as EMFILE. */
+  /** accept() errors reported by the listening socket. */
   acceptErrors = 0;
+  /** Clients shed (reset, or datagram dropped) because the process was out of file descriptors. */
+  shed = 0;
 }

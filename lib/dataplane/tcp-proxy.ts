@@ -4,6 +4,7 @@ import { normalizeClientIP } from '../core/address.js';
 import type { Balancer } from '../core/balancer/balancer.js';
 import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
+import { isLocalResourceError, type FdBudget } from './fd-budget.js';
 import { splice } from './splice.js';
 import { ListenerStats } from './stats.js';
 
@@ -21,6 +22,8 @@ export interface TcpProxyOptions {
   /** Close a connection after this long with no bytes either way; 0 = never. */
   readonly idleTimeoutMs: number;
   readonly dialTimeoutsMs?: readonly number[];
+  /** Descriptors the data plane may hold; a client beyond it is shed. */
+  readonly budget: FdBudget;
 }
 
 /**
@@ -101,6 +104,13 @@ export class TcpProxy {
       client.resetAndDestroy();
       return;
     }
+    // Two descriptors per connection: the client's and the endpoint's.
+    if (!this.opts.budget.take(2)) {
+      this.stats.shed++;
+      client.on('error', noop);
+      client.resetAndDestroy();
+      return;
+    }
     this.stats.active++;
     this.clients.add(client);
     client.on('error', noop); // until spliced; a reset during the dial only aborts it
@@ -127,28 +137,7 @@ export class TcpProxy {
       clearTimeout(timer);
       client.off('close', onClientGone);
       backend.destroy();
-      ep.active--;
-      this.stats.dialFailures++;
-      this.balancer.reportFailure(ep, clientIP || this.clientIPOf(client));
-      const next = attempt + 1;
-      const log = this.opts.logger;
-      if (log.isLevelEnabled('debug')) {
-        log.debug({ listener: this.opts.name, endpoint: ep.id, attempt: next, err: errorMessage(err) }, 'dial failed');
-      }
-      if (client.destroyed) {
-        this.finish(client, 0, 0);
-        return;
-      }
-      const triedSet = tried ?? new Set<EndpointState>();
-      triedSet.add(ep);
-      const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP || this.clientIPOf(client), triedSet) : undefined;
-      if (nextEp === undefined) {
-        this.stats.exhausted++;
-        client.resetAndDestroy();
-        this.finish(client, 0, 0);
-        return;
-      }
-      this.dial(client, clientIP, nextEp, next, triedSet);
+      this.redial(client, clientIP, ep, attempt, tried, err);
     };
     client.on('close', onClientGone);
     backend.on('error', fail);
@@ -159,20 +148,35 @@ export class TcpProxy {
       client.off('close', onClientGone);
       backend.off('error', fail);
       if (ep.unavailableUntil !== 0) this.balancer.reportSuccess(ep);
-      this.connected(client, backend, ep);
+      this.connected(client, backend, clientIP, ep, attempt, tried);
     });
   }
 
   /**
    * Splices a dialled connection. A method of its own so that what lives as
-   * long as the connection (the done callback) holds the client and the
-   * endpoint only, not the dial's timer and retry closures.
+   * long as the connection (its callbacks) holds what they need, not the
+   * dial's timer and retry closures.
    */
-  private connected(client: Socket, backend: Socket, ep: EndpointState): void {
-    splice(client, backend, this.opts.idleTimeoutMs, (r) => {
-      ep.active--;
-      this.finish(client, r.bytesIn, r.bytesOut);
-    });
+  private connected(
+    client: Socket,
+    backend: Socket,
+    clientIP: string,
+    ep: EndpointState,
+    attempt: number,
+    tried: Set<EndpointState> | null,
+  ): void {
+    splice(
+      client,
+      backend,
+      this.opts.idleTimeoutMs,
+      (r) => {
+        ep.active--;
+        this.finish(client, r.bytesIn, r.bytesOut);
+      },
+      // Reset before a byte went either way: the client has seen nothing, so
+      // it can still be moved to another endpoint, as if the dial had failed.
+      () => this.redial(client, clientIP, ep, attempt, tried, new Error('reset before any byte was exchanged')),
+    );
   }
 
   /**
@@ -184,8 +188,43 @@ export class TcpProxy {
     return this.balancer.usesClientIP ? normalizeClientIP(client.remoteAddress) : '';
   }
 
+  /** A dial to `ep` failed: try the next endpoint, or give the client up. */
+  private redial(client: Socket, clientIP: string, ep: EndpointState, attempt: number, tried: Set<EndpointState> | null, err: Error): void {
+    ep.active--;
+    if (isLocalResourceError(err as NodeJS.ErrnoException)) {
+      // This host is out of descriptors or buffers: not the endpoint's fault, and no other endpoint would do better.
+      this.stats.shed++;
+      this.opts.budget.noteShed();
+      client.resetAndDestroy();
+      this.finish(client, 0, 0);
+      return;
+    }
+    this.stats.dialFailures++;
+    this.balancer.reportFailure(ep, clientIP || this.clientIPOf(client));
+    const next = attempt + 1;
+    const log = this.opts.logger;
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ listener: this.opts.name, endpoint: ep.id, attempt: next, err: errorMessage(err) }, 'dial failed');
+    }
+    if (client.destroyed) {
+      this.finish(client, 0, 0);
+      return;
+    }
+    const triedSet = tried ?? new Set<EndpointState>();
+    triedSet.add(ep);
+    const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP || this.clientIPOf(client), triedSet) : undefined;
+    if (nextEp === undefined) {
+      this.stats.exhausted++;
+      client.resetAndDestroy();
+      this.finish(client, 0, 0);
+      return;
+    }
+    this.dial(client, clientIP, nextEp, next, triedSet);
+  }
+
   private finish(client: Socket, bytesIn: number, bytesOut: number): void {
     if (!this.clients.delete(client)) return;
+    this.opts.budget.give(2);
     this.stats.active--;
     this.stats.bytesIn += bytesIn;
     this.stats.bytesOut += bytesOut;

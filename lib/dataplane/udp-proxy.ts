@@ -5,6 +5,7 @@ import { normalizeClientIP } from '../core/address.js';
 import type { Balancer } from '../core/balancer/balancer.js';
 import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
+import { isLocalResourceError, type FdBudget } from './fd-budget.js';
 import { ListenerStats } from './stats.js';
 
 export interface UdpProxyOptions {
@@ -15,6 +16,8 @@ export interface UdpProxyOptions {
   readonly sessionTimeoutMs: number;
   /** At most this many sessions; the least recently created is evicted for a new one. */
   readonly maxSessions: number;
+  /** Descriptors the data plane may hold; each session's socket is one. */
+  readonly budget: FdBudget;
 }
 
 /** Datagrams queued while a session's backend socket is still connecting. */
@@ -136,6 +139,10 @@ export class UdpProxy {
         this.endSession(oldest);
       }
     }
+    if (!this.opts.budget.take(1)) {
+      this.stats.shed++;
+      return undefined;
+    }
     const { ip, port } = ep.endpoint;
     const sock = dgram.createSocket(isIPv6(ip) ? 'udp6' : 'udp4');
     const s = new Session(key, rinfo.address, rinfo.port, ep, sock, this.now);
@@ -150,8 +157,13 @@ export class UdpProxy {
     });
     sock.on('error', (err) => {
       // ECONNREFUSED here is the endpoint's ICMP port-unreachable for an earlier datagram.
-      this.stats.dialFailures++;
-      this.balancer.reportFailure(ep, normalizeClientIP(s.clientAddress));
+      if (isLocalResourceError(err as NodeJS.ErrnoException)) {
+        this.stats.shed++;
+        this.opts.budget.noteShed();
+      } else {
+        this.stats.dialFailures++;
+        this.balancer.reportFailure(ep, normalizeClientIP(s.clientAddress));
+      }
       if (this.opts.logger.isLevelEnabled('debug')) {
         this.opts.logger.debug({ listener: this.opts.name, endpoint: ep.id, err: errorMessage(err) }, 'UDP session failed');
       }
@@ -168,6 +180,7 @@ export class UdpProxy {
   private endSession(s: Session): void {
     if (this.sessions.get(s.key) !== s) return;
     this.sessions.delete(s.key);
+    this.opts.budget.give(1);
     s.endpoint.active--;
     this.stats.active--;
     try {

@@ -277,10 +277,13 @@ export function renderRules(input: RenderInput): RenderedRules {
       // listener answers from its bound address, so DNAT there.
       const hostTargetArgs = (port: number): string[] => ['-j', 'DNAT', '--to-destination', joinHostPort(hostTarget(family), port)];
 
+      // The node's own traffic to an external address is not external
+      // traffic: as in kube-proxy, it ignores externalTrafficPolicy and goes to
+      // the internal listener.
       const portal = (dst: string, port: number, extra: string[] = []): void => {
         const match = [...extra, '-d', `${dst}/${hostPrefix}`, ...comment, ...portMatch];
         nat(CHAINS.portalsContainer, [...match, ...containerTarget(port)]);
-        nat(CHAINS.portalsHost, [...match, ...hostTargetArgs(port)]);
+        nat(CHAINS.portalsHost, [...match, ...hostTargetArgs(internalPort)]);
       };
 
       let hasRules = false;
@@ -318,7 +321,7 @@ export function renderRules(input: RenderInput): RenderedRules {
         const npMatch = [...comment, '-p', proto, '-m', proto, '--dport', String(sp.nodePort), '-m', 'addrtype', '--dst-type', 'LOCAL'];
         nat(CHAINS.nodePortContainer, [...npMatch, ...containerTarget(externalPort)]);
         // Loopback is not a NodePort address (as in modern kube-proxy).
-        nat(CHAINS.nodePortHost, ['!', '-d', LOOPBACK_NET[family], ...npMatch, ...hostTargetArgs(externalPort)]);
+        nat(CHAINS.nodePortHost, ['!', '-d', LOOPBACK_NET[family], ...npMatch, ...hostTargetArgs(internalPort)]);
       }
 
       if (hasRules) {

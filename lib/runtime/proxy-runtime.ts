@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { Admin } from '../admin/admin.js';
 import { ChangeTracker } from '../core/change-tracker.js';
 import { Proxier } from '../dataplane/proxier.js';
 import type { RunConfig } from '../cli/options.js';
@@ -21,6 +22,8 @@ export interface ProxyRuntime {
   readonly iptables: IptablesApplier | null;
   /** The iptables-restore script(s) now installed, or null when running without rules. */
   installedRules(): string | null;
+  /** Health, metrics, /status and dashboard servers (listening once startProxy resolves). */
+  readonly admin: Admin;
   /** Stops watching, then stops accepting and gives open connections up to the grace period. */
   stop(): Promise<void>;
 }
@@ -37,6 +40,10 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     tcpIdleTimeoutMs: config.tcpIdleTimeoutMs,
     logger,
   });
+  logger.info(
+    { dataPlaneDescriptors: proxier.budget.limit === Number.MAX_SAFE_INTEGER ? 'unlimited' : proxier.budget.limit },
+    'descriptor budget: listeners, two per TCP connection, one per UDP session',
+  );
   const dataplane: SyncTarget = {
     name: 'dataplane',
     sync: (c) => (c.full ? proxier.resync(c.table) : proxier.apply(c.diff)),
@@ -59,10 +66,39 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     logger,
   });
 
+  let stopping: Promise<void> | null = null;
+  const s = syncer;
+  const runtime: ProxyRuntime = {
+    config,
+    logger,
+    source,
+    tracker,
+    proxier,
+    syncer: s,
+    iptables,
+    installedRules: () => iptables?.installedRules() ?? null,
+    get admin() {
+      return admin;
+    },
+    stop() {
+      stopping ??= (async () => {
+        // Health turns 503 first, so load balancers move away while connections drain.
+        admin.beginShutdown();
+        await source.stop();
+        await s.stop();
+        await proxier.close(config.shutdownGracePeriodMs);
+        await iptables?.stop();
+        await admin.stop();
+      })();
+      return stopping;
+    },
+  };
+  // Before the first sync, so that sync is measured too.
+  const admin = new Admin(runtime);
+
   const t0 = performance.now();
   // Serve only once the source delivered its initial state, as kube-proxy waits for its caches.
   await source.start(tracker);
-  const s = syncer;
   let first = true;
   s.onSync(() => {
     if (!first) return;
@@ -92,26 +128,13 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   });
   await s.start();
 
-  let stopping: Promise<void> | null = null;
-  return {
-    config,
-    logger,
-    source,
-    tracker,
-    proxier,
-    syncer: s,
-    iptables,
-    installedRules: () => iptables?.installedRules() ?? null,
-    stop() {
-      stopping ??= (async () => {
-        await source.stop();
-        await s.stop();
-        await proxier.close(config.shutdownGracePeriodMs);
-        await iptables?.stop();
-      })();
-      return stopping;
-    },
-  };
+  try {
+    await admin.start();
+  } catch (err) {
+    await runtime.stop();
+    throw err;
+  }
+  return runtime;
 }
 
 /**

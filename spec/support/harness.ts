@@ -37,8 +37,8 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(opts: Partial<ProxierOptions> & { nodeName?: string } = {}): Promise<Harness> {
-  const log = new LogCapture('info');
+export async function startHarness(opts: Partial<ProxierOptions> & { nodeName?: string; log?: LogCapture } = {}): Promise<Harness> {
+  const log = opts.log ?? new LogCapture('info');
   const tracker = new ChangeTracker({ nodeName: opts.nodeName ?? 'node-a' });
   const proxier = new Proxier({
     bindAddress: '127.0.0.1',

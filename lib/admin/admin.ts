@@ -1,0 +1,141 @@
+import type { HostPort } from '../cli/options.js';
+import type { ProxyRuntime } from '../runtime/proxy-runtime.js';
+import { DashboardFeed } from './dashboard.js';
+import { HealthMonitor, type HealthReport } from './health.js';
+import { HealthServer } from './health-server.js';
+import { MetricsServer } from './metrics-server.js';
+import { ProxyMetrics } from './metrics.js';
+import { ServiceHealthServers } from './service-health.js';
+import { buildStatus, type StatusDocument } from './status.js';
+
+/** What the admin face reads of a running proxy. */
+export type AdminTarget = Pick<ProxyRuntime, 'config' | 'logger' | 'source' | 'tracker' | 'proxier' | 'syncer' | 'installedRules'>;
+
+/**
+ * The admin face of one proxy: health server, metrics server (metrics,
+ * /status, dashboard) and the per-service health checks. It only reads what
+ * the data plane counts; nothing it does runs per connection.
+ *
+ * Constructed before the first sync (so that sync is measured too), started
+ * after it, drained and stopped with the runtime.
+ */
+export class Admin {
+  readonly monitor: HealthMonitor;
+  readonly metrics: ProxyMetrics;
+  private readonly rt: AdminTarget;
+  private readonly serviceHealth: ServiceHealthServers;
+  private readonly feed: DashboardFeed;
+  private healthServer: HealthServer | null = null;
+  private metricsServer: MetricsServer | null = null;
+  private draining = false;
+  private started = false;
+
+  constructor(rt: AdminTarget) {
+    this.rt = rt;
+    this.monitor = new HealthMonitor(rt.config.syncPeriodMs);
+    this.metrics = new ProxyMetrics(rt);
+    this.serviceHealth = new ServiceHealthServers(rt.config.bindAddress, () => this.health().healthy, rt.logger);
+    this.feed = new DashboardFeed({ status: () => this.status(''), rules: () => rt.installedRules() });
+    rt.syncer.onSync((r) => {
+      this.metrics.observeSync(r);
+      this.monitor.observe(rt.source.state());
+      if (this.started) void this.serviceHealth.sync(rt.tracker.current());
+    });
+  }
+
+  /** The bound address of the health server, null when off. */
+  get healthzAddress(): HostPort | null {
+    const b = this.rt.config.healthzBindAddress;
+    return b === null || this.healthServer === null ? null : { host: b.host, port: this.healthServer.port };
+  }
+
+  get metricsAddress(): HostPort | null {
+    const b = this.rt.config.metricsBindAddress;
+    return b === null || this.metricsServer === null ? null : { host: b.host, port: this.metricsServer.port };
+  }
+
+  /** Health check node ports now served. */
+  healthCheckPorts(): number[] {
+    return this.serviceHealth.ports();
+  }
+
+  health(): HealthReport {
+    const r = this.monitor.report(this.rt.syncer.state, this.rt.source.state());
+    return this.draining ? { ...r, healthy: false, reason: 'shutting down' } : r;
+  }
+
+  status(clientIP: string): StatusDocument {
+    const rt = this.rt;
+    return buildStatus({
+      node: rt.config.hostname,
+      bindAddress: rt.config.bindAddress,
+      clientIP,
+      table: rt.tracker.current(),
+      listeners: (sp) => rt.proxier.get(sp.key),
+      listenerError: (sp) => rt.proxier.failures().get(sp.key)?.error ?? null,
+      defaultStrategy: rt.config.lbStrategy,
+      source: rt.source.state(),
+      sync: rt.syncer.state,
+      health: this.health(),
+      iptablesRules: rt.installedRules(),
+      now: Date.now(),
+    });
+  }
+
+  async start(): Promise<void> {
+    const rt = this.rt;
+    try {
+      const hz = rt.config.healthzBindAddress;
+      if (hz !== null) {
+        this.healthServer = new HealthServer({
+          host: hz.host,
+          port: hz.port,
+          health: () => this.health(),
+          live: () => !this.draining,
+          count: (path, code) => (path === 'healthz' ? this.metrics.countHealthz(code) : this.metrics.countLivez(code)),
+        });
+        await this.healthServer.start();
+      }
+      const m = rt.config.metricsBindAddress;
+      if (m !== null) {
+        this.metricsServer = new MetricsServer({
+          host: m.host,
+          port: m.port,
+          metrics: this.metrics,
+          feed: this.feed,
+          status: (client) => this.status(client),
+          rules: () => rt.installedRules(),
+          logger: rt.logger,
+        });
+        await this.metricsServer.start();
+      }
+      this.started = true;
+      await this.serviceHealth.sync(rt.tracker.current());
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    const where: Record<string, string> = {};
+    if (this.healthzAddress !== null) where.healthz = `${hostUrl(this.healthzAddress)}/healthz`;
+    if (this.metricsAddress !== null) where.dashboard = `${hostUrl(this.metricsAddress)}/`;
+    rt.logger.info(where, 'admin servers listening');
+  }
+
+  /** From now on health says 503, so load balancers move away while connections drain. */
+  beginShutdown(): void {
+    this.draining = true;
+  }
+
+  async stop(): Promise<void> {
+    this.draining = true;
+    this.started = false;
+    this.feed.close();
+    await Promise.all([this.healthServer?.close(), this.metricsServer?.close(), this.serviceHealth.close()]);
+  }
+}
+
+/** http://host:port, for people and `kup status --server`; a wildcard host is shown as loopback. */
+export function hostUrl(a: HostPort): string {
+  const host = a.host === '0.0.0.0' ? '127.0.0.1' : a.host === '::' ? '::1' : a.host;
+  return host.includes(':') ? `http://[${host}]:${a.port}` : `http://${host}:${a.port}`;
+}

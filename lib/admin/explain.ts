@@ -1,0 +1,220 @@
+import { ipFamily, isValidPort } from '../core/address.js';
+import { KupError } from '../core/errors.js';
+import type { Protocol } from '../core/types.js';
+import type { EndpointStatus, ServiceStatus, StatusDocument } from './status.js';
+
+/** What `kup explain` is asked about. protocol null: either. */
+export interface Destination {
+  readonly ip: string;
+  readonly port: number;
+  readonly protocol: Protocol | null;
+}
+
+/** Parses IP:PORT[/tcp|udp] (IPv6 as [IP]:PORT). */
+export function parseDestination(text: string): Destination {
+  const m = /^(?:\[([^\]]+)\]|([^:/[\]]+)):(\d{1,5})(?:\/(tcp|udp))?$/i.exec(text.trim());
+  const ip = m?.[1] ?? m?.[2] ?? '';
+  const port = Number(m?.[3]);
+  if (m === null || ipFamily(ip) === 0 || !isValidPort(port)) {
+    throw new KupError('KUP_BAD_FLAG', `"${text}" is not IP:PORT[/tcp|udp] (for example 10.96.0.10:53/udp or [fd00::10]:80)`);
+  }
+  const proto = m[4]?.toUpperCase();
+  return { ip, port, protocol: proto === 'TCP' || proto === 'UDP' ? proto : null };
+}
+
+export type MatchKind = 'ClusterIP' | 'externalIP' | 'LoadBalancer IP' | 'NodePort' | 'proxy port';
+
+export interface PathMatch {
+  readonly kind: MatchKind;
+  readonly service: ServiceStatus;
+  /** The chains that steer it, as the rules are laid out (empty: no rule involved). */
+  readonly chains: readonly string[];
+  /** The match part of the rule, iptables-style. */
+  readonly rule: string;
+  /** Which listener receives it. */
+  readonly scope: 'internal' | 'external';
+  readonly listenerPort: number | null;
+  readonly endpoints: readonly EndpointStatus[];
+  readonly next: string | null;
+  readonly notes: readonly string[];
+}
+
+export interface Explanation {
+  readonly destination: Destination;
+  readonly matches: readonly PathMatch[];
+  /** Why nothing matched, when something came close (right IP, wrong port or protocol). */
+  readonly misses: readonly string[];
+}
+
+function protoOk(d: Destination, s: ServiceStatus): boolean {
+  return d.protocol === null || d.protocol === s.protocol;
+}
+
+function same(a: string, b: string): boolean {
+  // Compare the way the kernel would: one spelling per address.
+  if (ipFamily(a) === 6 && ipFamily(b) === 6) return new URL(`http://[${a}]`).hostname === new URL(`http://[${b}]`).hostname;
+  return a === b;
+}
+
+function dst(ip: string): string {
+  return `-d ${ip}/${ipFamily(ip) === 6 ? 128 : 32}`;
+}
+
+function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[] = []): PathMatch {
+  const external = kind !== 'ClusterIP' && kind !== 'proxy port' ? true : false;
+  const useExternalListener = external && s.externalProxyPort !== null;
+  const proto = s.protocol.toLowerCase();
+  let chains: string[];
+  let rule: string;
+  if (kind === 'NodePort') {
+    chains = ['KUP-NODEPORT-CONTAINER', 'KUP-NODEPORT-HOST'];
+    rule = `-p ${proto} -m ${proto} --dport ${s.nodePort} -m addrtype --dst-type LOCAL`;
+  } else if (kind === 'proxy port') {
+    chains = [];
+    rule = 'none: addressed straight to the listener';
+  } else {
+    chains = ['KUP-PORTALS-CONTAINER', 'KUP-PORTALS-HOST'];
+    rule = `${dst(d.ip)} -p ${proto} -m ${proto} --dport ${s.portNumber}`;
+  }
+  const endpoints = s.endpoints.filter((e) => (external ? e.inUseExternal : e.inUse));
+  if (external && s.externalTrafficPolicy === 'Local') notes.push('externalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
+  if (!external && s.internalTrafficPolicy === 'Local') notes.push('internalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
+  if (endpoints.length === 0) notes.push('no usable endpoint: connections are refused at once (UDP datagrams dropped)');
+  return {
+    kind,
+    service: s,
+    chains,
+    rule,
+    scope: useExternalListener ? 'external' : 'internal',
+    listenerPort: useExternalListener ? s.externalProxyPort : s.proxyPort,
+    endpoints,
+    next: external ? s.externalNextEndpoint : s.nextEndpoint,
+    notes,
+  };
+}
+
+/**
+ * The path a packet to `d` takes, worked out from a status document the way
+ * the rules would match it: the virtual-IP chains (KUP-PORTALS-*) come first,
+ * the node-port chains (KUP-NODEPORT-*, destination type LOCAL) last.
+ * `localAddresses` are this machine's addresses (for NodePorts and direct
+ * proxy-port traffic).
+ */
+export function explain(doc: StatusDocument, d: Destination, localAddresses: ReadonlySet<string>): Explanation {
+  const matches: PathMatch[] = [];
+  const misses: string[] = [];
+  let isVip = false;
+  for (const s of doc.services) {
+    const kinds: [MatchKind, readonly string[]][] = [
+      ['ClusterIP', s.clusterIPs],
+      ['externalIP', s.externalIPs],
+      ['LoadBalancer IP', s.loadBalancerIPs],
+    ];
+    for (const [kind, ips] of kinds) {
+      if (!ips.some((ip) => same(ip, d.ip))) continue;
+      isVip = true;
+      if (s.portNumber === d.port && protoOk(d, s)) matches.push(match(kind, s, d));
+    }
+  }
+  if (isVip && matches.length === 0) {
+    const owners = new Map<string, string[]>();
+    for (const s of doc.services) {
+      if (![...s.clusterIPs, ...s.externalIPs, ...s.loadBalancerIPs].some((ip) => same(ip, d.ip))) continue;
+      const ports = owners.get(s.name) ?? [];
+      ports.push(`${s.portNumber}/${s.protocol}`);
+      owners.set(s.name, ports);
+    }
+    for (const [name, ports] of owners) {
+      misses.push(
+        `${d.ip} belongs to ${name}, which has no port ${d.port}${d.protocol === null ? '' : `/${d.protocol}`} (it has ${ports.join(', ')}): no rule matches, the packet is rejected`,
+      );
+    }
+  }
+  if (!isVip) {
+    const local = localAddresses.has(d.ip);
+    for (const s of doc.services) {
+      if (s.nodePort !== 0 && s.nodePort === d.port && protoOk(d, s)) {
+        const notes = [
+          local
+            ? `${d.ip} is an address of this machine`
+            : `matches only where ${d.ip} is one of the node's own addresses (it is not one of this machine's)`,
+        ];
+        if (d.ip.startsWith('127.') || d.ip === '::1') notes.push('loopback: NodePorts are accepted on local addresses other than loopback');
+        matches.push(match('NodePort', s, d, notes));
+      }
+    }
+    const bind = doc.bindAddress;
+    const wildcard = bind === '0.0.0.0' || bind === '::';
+    if (same(bind, d.ip) || (wildcard && (localAddresses.has(d.ip) || d.ip.startsWith('127.') || d.ip === '::1'))) {
+      for (const s of doc.services) {
+        if (!protoOk(d, s)) continue;
+        if (s.proxyPort === d.port) matches.push(match('proxy port', s, d));
+        else if (s.externalProxyPort === d.port) {
+          const m = match('NodePort', s, d);
+          matches.push({ ...m, kind: 'proxy port', chains: [], rule: 'none: addressed straight to the listener', notes: ['the listener for external traffic'] });
+        }
+      }
+    }
+  }
+  if (matches.length === 0 && misses.length === 0) {
+    misses.push(
+      `no service has ${d.ip}:${d.port}${d.protocol === null ? '' : `/${d.protocol}`} as a ClusterIP, externalIP, LoadBalancer IP or NodePort: no rule matches, kup does not touch this traffic`,
+    );
+  }
+  return { destination: d, matches, misses };
+}
+
+function hp(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+function endpointLine(e: EndpointStatus, next: string | null): string {
+  const id = hp(e.ip, e.port);
+  const state = e.terminating ? (e.serving ? 'terminating (serving)' : 'terminating') : e.ready ? 'ready' : 'not ready';
+  const node = e.nodeName === null ? '' : `node ${e.nodeName}${e.isLocal ? ' (local)' : ''}`;
+  return `${next === id ? '->' : '  '} ${id.padEnd(22)} ${state.padEnd(22)} ${node.padEnd(26)} active ${e.activeConnections}  picks ${e.picks}`.trimEnd();
+}
+
+/** What `kup explain` prints. */
+export function formatExplanation(doc: StatusDocument, x: Explanation): string {
+  const d = x.destination;
+  const head = `${hp(d.ip, d.port)}${d.protocol === null ? '' : `/${d.protocol}`}`;
+  const lines: string[] = [];
+  if (x.matches.length === 0) {
+    lines.push(`${head}: nothing matches`);
+    for (const m of x.misses) lines.push(`  ${m}`);
+    return `${lines.join('\n')}\n`;
+  }
+  const running = doc.health !== null;
+  for (const m of x.matches) {
+    const s = m.service;
+    if (lines.length > 0) lines.push('');
+    lines.push(`${head} -> ${s.key} (${m.kind})`);
+    if (m.chains.length > 0) {
+      lines.push(`  rule      ${m.chains[0]} (packets from pods) and ${m.chains[1]} (packets from this node): ${m.rule}`);
+    } else lines.push(`  rule      ${m.rule}`);
+    const which = m.scope === 'external' ? "the service port's listener for external traffic" : "the service port's listener";
+    const listener = !running
+      ? `not running: kup picks the proxy port when it starts (${which})`
+      : m.listenerPort === null
+        ? `none: the listener could not be opened${s.listenerError === null ? '' : ` (${s.listenerError})`}`
+        : `${hp(doc.bindAddress, m.listenerPort)}/${s.protocol} (${which})`;
+    lines.push(`  listener  ${listener}`);
+    const affinity = s.sessionAffinityTimeoutSeconds > 0 ? `ClientIP session affinity ${s.sessionAffinityTimeoutSeconds}s` : 'no session affinity';
+    const policy =
+      m.scope === 'external' || m.kind === 'NodePort' || m.kind === 'externalIP' || m.kind === 'LoadBalancer IP'
+        ? `externalTrafficPolicy ${s.externalTrafficPolicy}`
+        : `internalTrafficPolicy ${s.internalTrafficPolicy}`;
+    lines.push(`  strategy  ${s.strategy}, ${affinity}, ${policy}`);
+    lines.push(`  endpoints ${m.endpoints.length} in play of ${s.endpoints.length} listed`);
+    for (const e of s.endpoints) {
+      if (m.endpoints.includes(e)) lines.push(`            ${endpointLine(e, m.next)}`);
+    }
+    const unused = s.endpoints.filter((e) => !m.endpoints.includes(e));
+    if (unused.length > 0) lines.push(`            (not in play: ${unused.map((e) => hp(e.ip, e.port)).join(', ')})`);
+    const forWhom = doc.client === '' ? 'a new client' : `client ${doc.client}`;
+    lines.push(`  next      ${m.next === null ? 'none: no endpoint to send it to' : `${m.next} (the next connection from ${forWhom} goes here)`}`);
+    for (const n of m.notes) lines.push(`  note      ${n}`);
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,33 @@
+import type { ServiceStatus, StatusDocument } from './status.js';
+
+function hp(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** Every address a service port answers on: ClusterIPs, externalIPs, LB IPs (ip:port), NodePort (:port). */
+export function vipList(s: ServiceStatus): string {
+  const out = [...s.clusterIPs, ...s.externalIPs, ...s.loadBalancerIPs].map((ip) => hp(ip, s.portNumber));
+  if (s.nodePort !== 0) out.push(`*:${s.nodePort}`);
+  return out.length === 0 ? '-' : out.join(',');
+}
+
+function table(rows: readonly (readonly string[])[]): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n');
+}
+
+/** What `kup status` prints: one summary line, then one row per service port. */
+export function formatStatusTable(doc: StatusDocument): string {
+  const health = doc.health === null ? '' : doc.health.healthy ? ', healthy' : `, UNHEALTHY (${doc.health.reason ?? ''})`;
+  const src = `${doc.source.kind}${doc.source.synced ? ' synced' : ' not synced'}${doc.source.lastError === null ? '' : ` (error: ${doc.source.lastError})`}`;
+  const head = `node ${doc.node}, ${doc.proxyMode} mode, source ${src}${health}; ${doc.totals.servicePorts} service ports, ${doc.totals.readyEndpoints}/${doc.totals.endpoints} endpoints ready, ${doc.totals.activeConnections} active connections`;
+  const rows: string[][] = [['SERVICE', 'TYPE', 'VIPS', 'PROXY PORT', 'ENDPOINTS', 'ACTIVE']];
+  for (const s of doc.services) {
+    const ready = s.endpoints.filter((e) => e.ready).length;
+    const port = s.proxyPort === null ? (s.listenerError === null ? '-' : 'FAILED') : String(s.proxyPort) + (s.externalProxyPort === null ? '' : `,${s.externalProxyPort}`);
+    rows.push([`${s.name}:${s.port}/${s.protocol}`, s.type, vipList(s), port, `${ready}/${s.endpoints.length}`, String(s.stats.active)]);
+  }
+  const failed = doc.services.filter((s) => s.listenerError !== null).map((s) => `  ${s.key}: ${s.listenerError ?? ''}`);
+  return `${head}\n\n${table(rows)}\n${failed.length > 0 ? `\nlisteners that could not be opened:\n${failed.join('\n')}\n` : ''}`;
+}

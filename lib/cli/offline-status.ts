@@ -1,0 +1,55 @@
+import type { Logger } from 'pino';
+import { Balancer, createStrategy } from '../core/balancer/balancer.js';
+import { SessionAffinity } from '../core/balancer/session-affinity.js';
+import type { LbStrategyName } from '../core/balancer/strategy.js';
+import { externalEndpoints, internalEndpoints, needsExternalListener, type ServicePort, type ServicePortKey } from '../core/types.js';
+import { ListenerStats } from '../dataplane/stats.js';
+import { buildStatus, type ListenerView, type PortView, type StatusDocument } from '../admin/status.js';
+import { loadTable } from '../runtime/load-table.js';
+import type { SourceSpec } from './options.js';
+
+export interface OfflineStatusOptions {
+  readonly source: SourceSpec;
+  readonly kubeconfig: string | null;
+  readonly nodeName: string;
+  readonly lbStrategy: LbStrategyName;
+  readonly logger: Logger;
+}
+
+function listener(sp: ServicePort, external: boolean, strategy: LbStrategyName): ListenerView {
+  const b = new Balancer(createStrategy(strategy), sp.affinityTimeoutSeconds > 0 ? new SessionAffinity(sp.affinityTimeoutSeconds) : null);
+  b.update(external ? externalEndpoints(sp) : internalEndpoints(sp));
+  return { port: 0, stats: new ListenerStats(), balancer: b };
+}
+
+/**
+ * The status a proxy would show right after starting over `source`, built
+ * with the core translation and fresh balancers only: no listener is opened,
+ * nothing is installed (for `kup explain --source`).
+ */
+export async function offlineStatus(opts: OfflineStatusOptions): Promise<StatusDocument> {
+  const { table, warnings } = await loadTable({ source: opts.source, kubeconfig: opts.kubeconfig, nodeName: opts.nodeName, logger: opts.logger });
+  for (const w of warnings) opts.logger.warn(w);
+  const loadedAt = Date.now();
+  const views = new Map<ServicePortKey, PortView>();
+  for (const sp of table.values()) {
+    views.set(sp.key, {
+      internal: listener(sp, false, opts.lbStrategy),
+      external: needsExternalListener(sp) ? listener(sp, true, opts.lbStrategy) : null,
+    });
+  }
+  return buildStatus({
+    node: opts.nodeName,
+    bindAddress: '0.0.0.0',
+    clientIP: '',
+    table,
+    listeners: (sp) => views.get(sp.key),
+    listenerError: () => null,
+    defaultStrategy: opts.lbStrategy,
+    source: { kind: opts.source.kind, synced: true, lastEventTime: loadedAt / 1000, lastError: null, detail: {} },
+    sync: null,
+    health: null,
+    iptablesRules: null,
+    now: loadedAt,
+  });
+}

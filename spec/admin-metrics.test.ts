@@ -1,0 +1,121 @@
+import dgram from 'node:dgram';
+import { writeFile } from 'node:fs/promises';
+import t from 'tap';
+import { echoThrough, fixtureYaml, get, LOOPBACK, startCluster, waitFor } from './support/admin-fixture.js';
+
+/** A strict reader of the Prometheus text format (0.0.4): every line must be a comment, blank, or a sample. */
+function parseProm(text: string): { samples: Map<string, number>; types: Map<string, string> } {
+  const samples = new Map<string, number>();
+  const types = new Map<string, string>();
+  const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?(?:[0-9.eE+-]+|NaN|\+Inf|-Inf))$/;
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    if (line.startsWith('# HELP ')) continue;
+    if (line.startsWith('# TYPE ')) {
+      const [, , name, type] = line.split(' ');
+      types.set(name ?? '', type ?? '');
+      continue;
+    }
+    const m = sample.exec(line);
+    if (m === null) throw new Error(`not Prometheus text: ${line}`);
+    samples.set(`${m[1]}${m[2] ?? ''}`, Number(m[3]));
+  }
+  return { samples, types };
+}
+
+const API = 'namespace="shop",service="api",port="http",protocol="TCP"';
+const DNS = 'namespace="shop",service="dns",port="53",protocol="UDP"';
+
+t.test('/metrics is Prometheus text whose counters move by exactly the traffic sent', async (t) => {
+  const c = await startCluster(t.testdir());
+  t.teardown(() => c.close());
+  const scrape = async (): Promise<Map<string, number>> => {
+    const res = await get(`${c.metricsUrl}/metrics`);
+    t.equal(res.status, 200);
+    return parseProm(res.text).samples;
+  };
+  const first = await get(`${c.metricsUrl}/metrics`);
+  t.match(first.headers['content-type'], /^text\/plain; version=0\.0\.4/);
+  const { samples: before, types } = parseProm(first.text);
+  for (const name of [
+    'kubeproxy_sync_proxy_rules_duration_seconds',
+    'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
+    'kubeproxy_network_programming_duration_seconds',
+    'kubeproxy_sync_proxy_rules_endpoint_changes_total',
+    'kubeproxy_sync_proxy_rules_service_changes_total',
+    'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
+  ]) {
+    t.ok(types.has(name), `${name} is exported`);
+  }
+  t.equal(types.get('kubeproxy_sync_proxy_rules_duration_seconds'), 'histogram');
+  t.ok((before.get('kubeproxy_sync_proxy_rules_duration_seconds_count') ?? 0) >= 1, 'the first sync was measured');
+  t.ok(Math.abs((before.get('kubeproxy_sync_proxy_rules_last_timestamp_seconds') ?? 0) - Date.now() / 1000) < 60, 'last sync is now-ish');
+  t.equal(before.get('kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"}'), 0, 'lb-draining falls back to its serving terminating local endpoint, as kube-proxy does');
+  t.equal(before.get(`kup_connections_accepted_total{${API},listener="internal"}`), 0);
+
+  const port = c.runtime.proxier.get('shop/api:http/TCP' as never)?.internal.port ?? 0;
+  const sizes = [1000, 2345, 77];
+  for (const n of sizes) {
+    const back = await echoThrough(port, Buffer.alloc(n, 7));
+    t.equal(back.length, n, `${n} bytes echoed through the proxy`);
+  }
+  const sent = sizes.reduce((a, b) => a + b, 0);
+  let after = await scrape();
+  t.ok(
+    await waitFor(async () => {
+      after = await scrape();
+      return after.get(`kup_bytes_in_total{${API},listener="internal"}`) === sent && after.get(`kup_connections_active{${API},listener="internal"}`) === 0;
+    }),
+    'bytes are counted once the connections close',
+  );
+  t.equal(after.get(`kup_connections_accepted_total{${API},listener="internal"}`), 3, 'accepted moved by exactly 3');
+  t.equal(after.get(`kup_bytes_in_total{${API},listener="internal"}`), sent, 'bytes in = bytes sent');
+  t.equal(after.get(`kup_bytes_out_total{${API},listener="internal"}`), sent, 'bytes out = bytes echoed');
+  t.equal(after.get(`kup_dial_failures_total{${API},listener="internal"}`), 0);
+  let picks = 0;
+  for (const [k, v] of after) if (k.startsWith(`kup_endpoint_picks_total{${API}`)) picks += v;
+  t.equal(picks, 3, 'picks per endpoint add up to the connections');
+  t.equal(after.get(`kup_endpoint_picks_total{${API},endpoint="${LOOPBACK}:${c.ports.dead}"}`), undefined, 'no series for an endpoint not in use');
+
+  // UDP: one session, two datagrams each way.
+  const udpPort = c.runtime.proxier.get('shop/dns:53/UDP' as never)?.internal.port ?? 0;
+  const sock = dgram.createSocket('udp4');
+  t.teardown(() => sock.close());
+  let replies = 0;
+  sock.on('message', () => replies++);
+  await new Promise<void>((r) => sock.bind(0, LOOPBACK, () => r()));
+  sock.send('one', udpPort, LOOPBACK);
+  t.ok(await waitFor(() => replies === 1), 'first reply');
+  sock.send('two', udpPort, LOOPBACK);
+  t.ok(await waitFor(() => replies === 2), 'second reply');
+  after = await scrape();
+  t.equal(after.get(`kup_connections_accepted_total{${DNS},listener="internal"}`), 1, 'one UDP session');
+  t.equal(after.get(`kup_connections_active{${DNS},listener="internal"}`), 1, 'still live');
+  t.equal(after.get(`kup_udp_datagrams_in_total{${DNS},listener="internal"}`), 2);
+  t.equal(after.get(`kup_udp_datagrams_out_total{${DNS},listener="internal"}`), 2);
+});
+
+t.test('series of a service go when the service goes', async (t) => {
+  const c = await startCluster(t.testdir());
+  t.teardown(() => c.close());
+  const has = async (): Promise<boolean> => (await get(`${c.metricsUrl}/metrics`)).text.includes('service="dns"');
+  t.ok(await has(), 'dns is there');
+  const yaml = fixtureYaml(c.ports);
+  // Drop the dns Service (its slice stays, as during a real deletion race).
+  await writeFile(c.file, yaml.replace(/  - apiVersion: v1\n    kind: Service\n    metadata: \{ name: dns[\s\S]*?(?=  - apiVersion: discovery)/, ''));
+  t.ok(await waitFor(async () => !(await has()), 8000), 'no dns series any more');
+  const m = parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
+  t.ok((m.get('kubeproxy_sync_proxy_rules_service_changes_total') ?? 0) >= 5, 'service changes counted');
+  t.ok((m.get('kubeproxy_network_programming_duration_seconds_count') ?? 0) >= 1, 'the change was programmed and measured');
+});
+
+t.test('/proxyMode and the metrics server /healthz', async (t) => {
+  const c = await startCluster(t.testdir());
+  t.teardown(() => c.close());
+  const mode = await get(`${c.metricsUrl}/proxyMode`);
+  t.equal(mode.status, 200);
+  t.equal(mode.text, 'userspace');
+  const ping = await get(`${c.metricsUrl}/healthz`);
+  t.equal(ping.status, 200);
+  t.equal(ping.text, 'ok');
+});

@@ -1,0 +1,50 @@
+import net from 'node:net';
+import { writeFile } from 'node:fs/promises';
+import t from 'tap';
+import { fixtureYaml, get, LOOPBACK, startCluster, waitFor } from './support/admin-fixture.js';
+
+function refused(port: number): Promise<boolean> {
+  return new Promise((r) => {
+    const s = net.connect(port, LOOPBACK);
+    s.on('connect', () => {
+      s.destroy();
+      r(false);
+    });
+    s.on('error', () => r(true));
+  });
+}
+
+t.test('healthCheckNodePort answers as kube-proxy does, and follows the table', async (t) => {
+  const c = await startCluster(t.testdir());
+  t.teardown(() => c.close());
+  t.same(c.runtime.admin.healthCheckPorts(), [c.ports.hcLocal, c.ports.hcDraining].sort((a, b) => a - b));
+
+  const ok = await get(`http://${LOOPBACK}:${c.ports.hcLocal}/any/path?x=1`);
+  t.equal(ok.status, 200);
+  t.equal(ok.headers['content-type'], 'application/json');
+  t.equal(ok.headers['x-content-type-options'], 'nosniff');
+  t.equal(ok.headers['x-load-balancing-endpoint-weight'], '1');
+  t.equal(
+    ok.text,
+    '{\n\t"service": {\n\t\t"namespace": "shop",\n\t\t"name": "lb"\n\t},\n\t"localEndpoints": 1,\n\t"serviceProxyHealthy": true\n}',
+    "kube-proxy's body, byte for byte",
+  );
+
+  const draining = await get(`http://${LOOPBACK}:${c.ports.hcDraining}/`);
+  t.equal(draining.status, 503, 'a terminating local endpoint does not count');
+  t.equal(draining.headers['x-load-balancing-endpoint-weight'], '0');
+  t.same(JSON.parse(draining.text), { service: { namespace: 'shop', name: 'lb-draining' }, localEndpoints: 0, serviceProxyHealthy: true });
+
+  // The local endpoint stops being ready: 503.
+  await writeFile(c.file, fixtureYaml(c.ports, { lbLocalReady: false }));
+  t.ok(await waitFor(async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 503, 8000), '503 once no local endpoint is ready');
+  const none = await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`);
+  t.equal(none.headers['x-load-balancing-endpoint-weight'], '0');
+
+  // lb-draining goes away: its health check port closes.
+  const yaml = fixtureYaml(c.ports).replace(/  - apiVersion: v1\n    kind: Service\n    metadata: \{ name: lb-draining[\s\S]*?(?=  - apiVersion: discovery)/, '');
+  await writeFile(c.file, yaml);
+  t.ok(await waitFor(() => refused(c.ports.hcDraining), 8000), 'its port is closed');
+  t.ok(await waitFor(async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 200, 8000), 'lb is back to 200');
+  t.same(c.runtime.admin.healthCheckPorts(), [c.ports.hcLocal]);
+});

@@ -1,0 +1,103 @@
+/**
+ * iptables-restore failing, with real iptables in namespaces: `kup run` keeps
+ * serving (no crash), logs the failure with the binary's stderr, reports it
+ * in health, and retries until the rules are in. The failure itself is
+ * injected by a wrapper ahead of the real binary on PATH (a transient kernel
+ * or lock failure cannot be produced on demand); everything else is real.
+ */
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import t, { type Test } from 'tap';
+import { createNetns, link, NODE_BIN, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
+
+const SUPPORT = 'dist/spec/support';
+const KUP = resolve('dist/bin/kup.js');
+
+const CLUSTER = `kind: List
+items:
+  - apiVersion: v1
+    kind: Service
+    metadata: { name: web, namespace: default }
+    spec: { clusterIP: 10.96.0.10, ports: [{ name: http, protocol: TCP, port: 80 }] }
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-name: web } }
+    addressType: IPv4
+    ports: [{ name: http, protocol: TCP, port: 8080 }]
+    endpoints: [{ addresses: [127.0.0.1] }]
+`;
+
+async function probe(ns: Netns, host: string, port: number): Promise<{ ok: boolean; reply?: string; error?: string }> {
+  const r = await ns.node(`${SUPPORT}/probe.js`, ['tcp', host, String(port), '1500']);
+  return JSON.parse(r.stdout.trim()) as { ok: boolean; reply?: string; error?: string };
+}
+
+async function healthz(ns: Netns): Promise<number> {
+  const r = await ns.exec(NODE_BIN, ['-e', "require('http').get('http://127.0.0.1:10256/healthz',r=>{console.log(r.statusCode);process.exit(0)}).on('error',()=>{console.log(0);process.exit(0)})"]);
+  return Number(r.stdout.trim());
+}
+
+async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`${what}: still ${JSON.stringify(v)} after ${ms}ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function suite(t: Test): Promise<void> {
+  const client = await createNetns(t, 'client');
+  const node = await createNetns(t, 'node');
+  await link(client, ['10.210.0.2/24'], node, ['10.210.0.1/24']);
+  await client.run('ip', ['route', 'add', 'default', 'via', '10.210.0.1']);
+  const baseline = await node.iptablesSave('ipv4');
+  const pod = node.spawnNode(`${SUPPORT}/echo-server.js`, ['127.0.0.1', 'tcp:8080:pod-1']);
+  await new Promise((r) => createInterface({ input: pod.stdout! }).once('line', r));
+
+  const dir = mkdtempSync(join(tmpdir(), 'kup-ipt-fault-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'cluster.yaml');
+  writeFileSync(file, CLUSTER);
+  const flag = join(dir, 'fail-restore');
+  writeFileSync(flag, '');
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  for (const name of ['iptables-restore', 'iptables-nft-restore', 'iptables-legacy-restore']) {
+    const real = ['/usr/sbin', '/sbin'].map((d) => join(d, name)).find((p) => existsSync(p));
+    if (real === undefined) continue;
+    writeFileSync(join(bin, name), `#!/bin/sh\nif [ -e '${flag}' ]; then echo "${name}: line 4 failed: injected fault" >&2; exit 1; fi\nexec '${real}' "$@"\n`);
+    chmodSync(join(bin, name), 0o755);
+  }
+
+  const kup = spawn('ip', ['netns', 'exec', node.name, 'env', `PATH=${bin}:${process.env['PATH'] ?? ''}`, NODE_BIN, KUP, 'run',
+    '--source', `file:${file}`, '--hostname-override', 'node-a', '--sync-period', '2s', '--min-sync-period', '0', '--metrics-bind-address', ''], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  kup.stderr.on('data', (d: Buffer) => (log += d.toString()));
+  t.teardown(() => void kup.kill('SIGKILL'));
+
+  await until('the failure to be logged', async () => log, (l) => /iptables sync failed/.test(l), 15_000);
+  t.match(log, /injected fault/, "the binary's stderr is in the log");
+  t.equal(kup.exitCode, null, 'still running');
+  t.equal((await probe(client, '10.96.0.10', 80)).ok, false, 'no rules yet, so the ClusterIP is not reachable');
+  t.equal(await until('health to turn 503', () => healthz(node), (c) => c === 503, 15_000), 503, 'health says 503 while syncs fail');
+
+  rmSync(flag);
+  const r = await until('the ClusterIP to work', () => probe(client, '10.96.0.10', 80), (p) => p.ok, 40_000);
+  t.equal(r.reply, 'pod-1', 'retried with backoff until the rules went in: the ClusterIP works');
+  t.equal(await until('health to turn 200', () => healthz(node), (c) => c === 200, 15_000), 200, 'and health is 200 again');
+
+  kup.kill('SIGTERM');
+  const [code] = await new Promise<[number | null]>((res) => kup.once('exit', (c) => res([c])));
+  t.equal(code, 0, 'exit 0');
+  t.equal(await node.iptablesSave('ipv4'), baseline, 'rules removed on SIGTERM');
+}
+
+if (await requireNetns(t)) {
+  await sweepLeftovers();
+  await t.test('iptables-restore failing: keep serving, report, retry', suite);
+}

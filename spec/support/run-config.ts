@@ -1,0 +1,24 @@
+import type { RunConfig } from '../../lib/cli/options.js';
+
+/** A `kup run` configuration for in-process tests: a file source, loopback, no iptables, admin servers off. */
+export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}): RunConfig {
+  return {
+    source: { kind: 'file', path },
+    kubeconfig: null,
+    hostname: 'node-a',
+    bindAddress: '127.0.0.1',
+    portRange: null,
+    udpTimeoutMs: 30_000,
+    udpMaxSessions: 100,
+    tcpIdleTimeoutMs: 0,
+    lbStrategy: 'round-robin',
+    iptables: false,
+    syncPeriodMs: 30_000,
+    minSyncPeriodMs: 0,
+    healthzBindAddress: null,
+    metricsBindAddress: null,
+    shutdownGracePeriodMs: 0,
+    logLevel: 'silent',
+    ...overrides,
+  };
+}
