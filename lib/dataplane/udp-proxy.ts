@@ -51,6 +51,12 @@ export class UdpProxy {
   private socket: DgramSocket | null = null;
   private readonly opts: UdpProxyOptions;
   private readonly sessions = new Map<string, Session>();
+  /**
+   * The session of the last client datagram: a client sending a burst (a DNS
+   * resolver's socket) is found without building its ip|port key string per
+   * datagram. Cleared when that session ends.
+   */
+  private last: Session | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   private boundPort = 0;
   /** Coarse clock: refreshed by the sweeper so the per-datagram path does not call Date.now(). */
@@ -106,15 +112,15 @@ export class UdpProxy {
   }
 
   private onClientDatagram(msg: Buffer, rinfo: RemoteInfo): void {
-    const key = `${rinfo.address}|${rinfo.port}`;
-    let s = this.sessions.get(key);
-    if (s === undefined) {
-      const created = this.openSession(key, rinfo);
-      if (created === undefined) {
+    let s = this.last;
+    if (s === null || s.clientPort !== rinfo.port || s.clientAddress !== rinfo.address) {
+      const key = `${rinfo.address}|${rinfo.port}`;
+      s = this.sessions.get(key) ?? this.openSession(key, rinfo) ?? null;
+      if (s === null) {
         this.stats.datagramsDropped++;
         return;
       }
-      s = created;
+      this.last = s;
     }
     s.lastActive = this.now;
     this.stats.datagramsIn++;
@@ -180,6 +186,7 @@ export class UdpProxy {
   private endSession(s: Session): void {
     if (this.sessions.get(s.key) !== s) return;
     this.sessions.delete(s.key);
+    if (this.last === s) this.last = null;
     this.opts.budget.give(1);
     s.endpoint.active--;
     this.stats.active--;
