@@ -39,6 +39,8 @@ export interface ControlPlaneResult {
     readonly p50ms: number;
     readonly p99ms: number;
     readonly maxms: number;
+    /** Changes that took longer than 100 ms (the target for p99). */
+    readonly over100ms: number;
     readonly failed: number;
   } | null;
   readonly flags: string;
@@ -260,7 +262,7 @@ async function changes(
   }
   const sorted = [...lat].sort((a, b) => a - b);
   const pct = (q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
-  return { count: lat.length, servicesPresent: services, p50ms: median(lat), p99ms: pct(0.99), maxms: sorted[sorted.length - 1] ?? NaN, failed };
+  return { count: lat.length, servicesPresent: services, p50ms: median(lat), p99ms: pct(0.99), maxms: sorted[sorted.length - 1] ?? NaN, over100ms: lat.filter((x) => x > 100).length, failed };
 }
 
 export async function runControlPlane(opts: ControlPlaneOptions): Promise<ControlPlaneResult> {
@@ -301,7 +303,7 @@ export function renderControlPlane(r: ControlPlaneResult): string {
     const c = r.changes;
     lines.push(
       '',
-      `EndpointSlice change -> first new connection at the new endpoint, ${c.count} changes with ${c.servicesPresent.toLocaleString('en-US')} services present: p50 ${c.p50ms.toFixed(1)} ms, p99 ${c.p99ms.toFixed(1)} ms, max ${c.maxms.toFixed(1)} ms${c.failed > 0 ? `, ${c.failed} never reached` : ''}`,
+      `EndpointSlice change -> first new connection at the new endpoint, ${c.count} changes with ${c.servicesPresent.toLocaleString('en-US')} services present: p50 ${c.p50ms.toFixed(1)} ms, p99 ${c.p99ms.toFixed(1)} ms, max ${c.maxms.toFixed(1)} ms, ${c.over100ms} over 100 ms${c.failed > 0 ? `, ${c.failed} never reached` : ''}`,
     );
   }
   return lines.join('\n');
