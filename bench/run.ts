@@ -80,7 +80,7 @@ async function main(): Promise<void> {
   const quick = values.quick === true;
   const plan: Plan = {
     rounds: values.rounds !== undefined ? Number(values.rounds) : quick ? 1 : 3,
-    seconds: values.seconds !== undefined ? Number(values.seconds) : quick ? 2 : 5,
+    seconds: values.seconds !== undefined ? Number(values.seconds) : quick ? 1 : 5,
     idleConnections: quick ? 1000 : 5000,
     controlPlane: values['no-control-plane']
       ? null
