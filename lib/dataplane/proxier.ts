@@ -120,7 +120,9 @@ export class Proxier {
     for (const sp of table.values()) {
       const p = this.ports.get(sp.key);
       if (p === undefined) await this.add(sp);
-      else await this.update(p, sp);
+      // The tracker keeps the same object for an unchanged port: nothing to redo
+      // (at 10,000 ports, redoing them all would stall the event loop each period).
+      else if (p.sp !== sp) await this.update(p, sp);
     }
     this.ensureSweeper();
   }

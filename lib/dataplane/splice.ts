@@ -100,7 +100,9 @@ function carry(from: Socket, to: Socket): () => void {
   };
   from.on('data', onData);
   to.on('drain', onDrain);
-  from.on('end', onEnd);
+  // A client handed back after an early reset may have sent its FIN already.
+  if (from.readableEnded) to.end();
+  else from.on('end', onEnd);
   return () => {
     from.off('data', onData);
     to.off('drain', onDrain);

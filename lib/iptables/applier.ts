@@ -46,6 +46,8 @@ export interface IptablesStatus {
 interface Desired {
   readonly table: ServiceTable;
   readonly proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>;
+  /** Restore even when the rules rendered are those installed (full syncs repair rules removed by others). */
+  readonly force: boolean;
 }
 
 const WAIT_LOCK = ['-w', '5'];
@@ -116,7 +118,9 @@ export class IptablesApplier {
     if (cleaned !== null) throw new KupError('KUP_IPTABLES', `cannot remove an earlier run's rules: ${cleaned}`);
     if (this.resyncPeriodMs > 0) {
       this.resyncTimer = setInterval(() => {
-        if (this.desired !== null) void this.request();
+        if (this.desired === null) return;
+        this.desired = { ...this.desired, force: true };
+        void this.request();
       }, this.resyncPeriodMs);
       this.resyncTimer.unref();
     }
@@ -127,9 +131,9 @@ export class IptablesApplier {
    * state succeeded, false when it failed (then it is retried with backoff;
    * status() tells health). Never rejects.
    */
-  sync(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>): Promise<boolean> {
+  sync(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>, force = true): Promise<boolean> {
     if (this.stopped || this.backend === null) return Promise.resolve(false);
-    this.desired = { table, proxyPorts };
+    this.desired = { table, proxyPorts, force: force || (this.desired?.force ?? false) };
     return this.request();
   }
 
@@ -200,6 +204,14 @@ export class IptablesApplier {
       for (const w of warnings) this.log.warn(w);
     }
     this.warnings = warnings;
+    if (this.desired === desired) this.desired = { ...desired, force: false };
+    const installedNow = { ipv4: rendered.ipv4, ipv6: this.families.includes('ipv6') ? rendered.ipv6 : '' };
+    if (!desired.force && this.consecutiveFailures === 0 && this.installed !== null &&
+        this.installed.ipv4 === installedNow.ipv4 && this.installed.ipv6 === installedNow.ipv6) {
+      // Endpoint churn changes no rule (balancing is the proxy's job): no restore needed.
+      this.lastSuccessTime = Date.now();
+      return true;
+    }
     const started = Date.now();
     let error: string | null = null;
     for (const family of this.families) {
@@ -211,7 +223,7 @@ export class IptablesApplier {
       this.consecutiveFailures = 0;
       this.lastError = null;
       this.ruleCount = { ...rendered.ruleCount };
-      this.installed = { ipv4: rendered.ipv4, ipv6: this.families.includes('ipv6') ? rendered.ipv6 : '' };
+      this.installed = installedNow;
       if (this.retryTimer !== null) clearTimeout(this.retryTimer);
       this.retryTimer = null;
       this.log.debug({ ms: Date.now() - started, rules: rendered.ruleCount }, 'iptables synced');

@@ -11,8 +11,8 @@ export function iptablesSyncTarget(applier: IptablesApplier, proxyPorts: () => R
   return {
     name: 'iptables',
     async sync(change) {
-      // Every sync rewrites the KUP- chains whole, so a diff sync and a full one are the same call.
-      const ok = await applier.sync(change.table, proxyPorts());
+      // A diff sync whose rules are those installed costs no restore; a full one always restores.
+      const ok = await applier.sync(change.table, proxyPorts(), change.full);
       // Thrown so the syncer's health and retry see it; the stderr is in the message.
       if (!ok) throw new KupError('KUP_IPTABLES', applier.status().lastError ?? 'iptables sync failed');
     },

@@ -86,7 +86,9 @@ export class Syncer {
     this.opts = opts;
     this.queue =
       opts.minSyncPeriodMs > 0
-        ? new PQueue({ concurrency: 1, intervalCap: 1, interval: opts.minSyncPeriodMs, strict: true })
+        ? // A burst of two, as kube-proxy's BoundedFrequencyRunner: a change
+          // right after a periodic full sync does not wait out the period.
+          new PQueue({ concurrency: 1, intervalCap: 2, interval: opts.minSyncPeriodMs, strict: true })
         : new PQueue({ concurrency: 1 });
   }
 
