@@ -190,3 +190,24 @@ t.test('change tracker: only changed services are retranslated and diffed', asyn
   t.same(named.diff.added[0]!.endpoints, [], 'no endpoints for the unmatched port');
   t.equal(tr.counters.serviceChangesTotal - 1, 4, 'a, b, the deletion of b, c: the identical reload is not a change');
 });
+
+t.test('change tracker: objects from an API server are compared by resourceVersion', async (t) => {
+  const tr = new ChangeTracker({ nodeName: 'node-a', sameObjectBy: 'resourceVersion' });
+  const v = (rv: string, port: number) => {
+    const s = service('a', [{ name: 'http', port }]);
+    (s.metadata as { resourceVersion?: string }).resourceVersion = rv;
+    return s;
+  };
+  tr.applyService(v('10', 80));
+  tr.flush();
+  tr.applyService(v('10', 80));
+  t.equal(tr.hasPending(), false, 'the same resourceVersion is the same object');
+  tr.applyService(v('11', 81));
+  t.equal(tr.hasPending(), true, 'a new resourceVersion is a change');
+  t.same(tr.flush().diff.removed.map((s) => s.port), [80]);
+  const byContent = new ChangeTracker({ nodeName: 'node-a' });
+  byContent.applyService(v('10', 80));
+  byContent.flush();
+  byContent.applyService(v('10', 82));
+  t.equal(byContent.hasPending(), true, 'a file edited without touching resourceVersion still counts (content mode)');
+});

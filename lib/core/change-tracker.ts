@@ -9,6 +9,13 @@ export interface ChangeTrackerOptions {
   readonly nodeName: string;
   /** Called (synchronously, cheaply) whenever something became pending; the syncer schedules a flush. */
   readonly onChange?: () => void;
+  /**
+   * How an unchanged object is recognised: by its whole content (a file, where
+   * people edit objects without touching resourceVersion), or by
+   * metadata.resourceVersion (an API server bumps it on every change; keeping
+   * a serialised copy of 10,000 objects would cost tens of MB).
+   */
+  readonly sameObjectBy?: 'content' | 'resourceVersion';
 }
 
 export interface FlushResult {
@@ -23,7 +30,7 @@ export interface FlushResult {
 interface SliceEntry {
   readonly slice: V1EndpointSlice;
   readonly service: ServiceName | null;
-  readonly json: string;
+  readonly fingerprint: string;
 }
 
 /**
@@ -33,7 +40,7 @@ interface SliceEntry {
  * EndpointsChangeTracker play the same role (servicechangetracker.go).
  */
 export class ChangeTracker implements ObjectStore {
-  private readonly services = new Map<ServiceName, { svc: V1Service; json: string }>();
+  private readonly services = new Map<ServiceName, { svc: V1Service; fingerprint: string }>();
   private readonly slices = new Map<string, SliceEntry>();
   private readonly slicesByService = new Map<ServiceName, Set<string>>();
   private readonly portsByService = new Map<ServiceName, readonly ServicePortKey[]>();
@@ -43,6 +50,7 @@ export class ChangeTracker implements ObjectStore {
   private readonly table = new Map<ServicePortKey, ServicePort>();
   private readonly ctx: { nodeName: string; nodeZone: string | null };
   private readonly onChange: () => void;
+  private readonly byVersion: boolean;
   private firstPendingTime: number | null = null;
   /** kube-proxy's sync_proxy_rules_{service,endpoint}_changes_{pending,total}. */
   readonly counters = { serviceChangesPending: 0, endpointChangesPending: 0, serviceChangesTotal: 0, endpointChangesTotal: 0 };
@@ -52,6 +60,15 @@ export class ChangeTracker implements ObjectStore {
   constructor(opts: ChangeTrackerOptions) {
     this.ctx = { nodeName: opts.nodeName, nodeZone: null };
     this.onChange = opts.onChange ?? (() => {});
+    this.byVersion = opts.sameObjectBy === 'resourceVersion';
+  }
+
+  private fingerprint(obj: unknown): string {
+    if (this.byVersion) {
+      const rv = asString(field(obj, 'metadata', 'resourceVersion'));
+      if (rv !== undefined && rv !== '') return `rv:${rv}`;
+    }
+    return JSON.stringify(obj);
   }
 
   get nodeZone(): string | null {
@@ -74,9 +91,9 @@ export class ChangeTracker implements ObjectStore {
       return;
     }
     const name = `${ref.namespace}/${ref.name}`;
-    const json = JSON.stringify(svc);
-    if (this.services.get(name)?.json === json) return;
-    this.services.set(name, { svc, json });
+    const fingerprint = this.fingerprint(svc);
+    if (this.services.get(name)?.fingerprint === fingerprint) return;
+    this.services.set(name, { svc, fingerprint });
     this.markService(name);
   }
 
@@ -93,15 +110,15 @@ export class ChangeTracker implements ObjectStore {
       return;
     }
     const key = `${ref.namespace}/${ref.name}`;
-    const json = JSON.stringify(slice);
+    const fingerprint = this.fingerprint(slice);
     const prev = this.slices.get(key);
-    if (prev?.json === json) return;
+    if (prev?.fingerprint === fingerprint) return;
     const service = sliceServiceName(slice);
     if (service === null && prev === undefined) {
       this.refuse(`EndpointSlice ${key}: no valid kubernetes.io/service-name label; skipped`);
     }
     if (prev !== undefined && prev.service !== service) this.unlinkSlice(key, prev.service);
-    this.slices.set(key, { slice, service, json });
+    this.slices.set(key, { slice, service, fingerprint });
     if (service !== null) {
       let set = this.slicesByService.get(service);
       if (set === undefined) this.slicesByService.set(service, (set = new Set()));

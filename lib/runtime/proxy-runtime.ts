@@ -30,7 +30,11 @@ export interface ProxyRuntime {
 
 export async function startProxy(config: RunConfig, logger: Logger): Promise<ProxyRuntime> {
   let syncer: Syncer | null = null;
-  const tracker = new ChangeTracker({ nodeName: config.hostname, onChange: () => syncer?.request() });
+  const tracker = new ChangeTracker({
+    nodeName: config.hostname,
+    onChange: () => syncer?.request(),
+    sameObjectBy: config.source.kind === 'kubernetes' ? 'resourceVersion' : 'content',
+  });
   const proxier = new Proxier({
     bindAddress: config.bindAddress,
     portRange: config.portRange,
