@@ -204,7 +204,7 @@ t.test('change tracker: objects from an API server are compared by resourceVersi
   t.equal(tr.hasPending(), false, 'the same resourceVersion is the same object');
   tr.applyService(v('11', 81));
   t.equal(tr.hasPending(), true, 'a new resourceVersion is a change');
-  t.same(tr.flush().diff.removed.map((s) => s.port), [80]);
+  t.same(tr.flush().diff.updated.map((u) => [u.prev.port, u.next.port]), [[80, 81]]);
   const byContent = new ChangeTracker({ nodeName: 'node-a' });
   byContent.applyService(v('10', 80));
   byContent.flush();
