@@ -1,7 +1,7 @@
 import type { Balancer } from '../core/balancer/balancer.js';
 import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { endpointId, portLabel, type Protocol, type ServicePort, type ServiceTable, type ServiceType, type TrafficPolicy } from '../core/types.js';
-import type { ListenerStats } from '../dataplane/stats.js';
+import { ListenerStats } from '../dataplane/stats.js';
 import type { SourceKind, SourceState } from '../sources/source.js';
 import type { SyncState } from '../sync/syncer.js';
 import type { HealthReport } from './health.js';
@@ -51,21 +51,8 @@ export interface SyncStatus {
   readonly lastError: string | null;
 }
 
-export interface TrafficStats {
-  readonly accepted: number;
-  readonly active: number;
-  readonly dialFailures: number;
-  readonly noEndpoints: number;
-  readonly exhausted: number;
-  readonly bytesIn: number;
-  readonly bytesOut: number;
-  readonly datagramsIn: number;
-  readonly datagramsOut: number;
-  readonly datagramsDropped: number;
-  readonly sessionsEvicted: number;
-  readonly acceptErrors: number;
-  readonly shed: number;
-}
+/** A listener's counters as plain data: the /status contract names them as ListenerStats does. */
+export type TrafficStats = { readonly [K in keyof ListenerStats]: number };
 
 export interface EndpointStatus {
   readonly ip: string;
@@ -153,21 +140,7 @@ export interface StatusInput {
   readonly now: number;
 }
 
-const ZERO_STATS: TrafficStats = {
-  accepted: 0,
-  active: 0,
-  dialFailures: 0,
-  noEndpoints: 0,
-  exhausted: 0,
-  bytesIn: 0,
-  bytesOut: 0,
-  datagramsIn: 0,
-  datagramsOut: 0,
-  datagramsDropped: 0,
-  sessionsEvicted: 0,
-  acceptErrors: 0,
-  shed: 0,
-};
+const STAT_NAMES = Object.keys(new ListenerStats()) as (keyof ListenerStats)[];
 
 /** Source details whose names suggest credentials are never shown, whatever a source puts there. */
 const SECRET_NAME = /token|secret|password|passw|auth|cert|private|bearer|kubeconfig|credential/i;
@@ -186,22 +159,11 @@ function iso(ms: number): string | null {
   return ms === 0 ? null : new Date(ms).toISOString();
 }
 
-function addStats(a: TrafficStats, b: ListenerStats): TrafficStats {
-  return {
-    accepted: a.accepted + b.accepted,
-    active: a.active + b.active,
-    dialFailures: a.dialFailures + b.dialFailures,
-    noEndpoints: a.noEndpoints + b.noEndpoints,
-    exhausted: a.exhausted + b.exhausted,
-    bytesIn: a.bytesIn + b.bytesIn,
-    bytesOut: a.bytesOut + b.bytesOut,
-    datagramsIn: a.datagramsIn + b.datagramsIn,
-    datagramsOut: a.datagramsOut + b.datagramsOut,
-    datagramsDropped: a.datagramsDropped + b.datagramsDropped,
-    sessionsEvicted: a.sessionsEvicted + b.sessionsEvicted,
-    acceptErrors: a.acceptErrors + b.acceptErrors,
-    shed: a.shed + b.shed,
-  };
+/** The counters of a port's listeners, summed. */
+function sumStats(listeners: readonly ListenerStats[]): TrafficStats {
+  const out = {} as Record<keyof ListenerStats, number>;
+  for (const k of STAT_NAMES) out[k] = listeners.reduce((n, l) => n + l[k], 0);
+  return out;
 }
 
 function serviceStatus(sp: ServicePort, view: PortView | undefined, input: StatusInput): ServiceStatus {
@@ -230,11 +192,7 @@ function serviceStatus(sp: ServicePort, view: PortView | undefined, input: Statu
       failures: (i?.failures ?? 0) + (x?.failures ?? 0),
     };
   });
-  let stats = ZERO_STATS;
-  if (view !== undefined) {
-    stats = addStats(stats, view.internal.stats);
-    if (view.external !== null) stats = addStats(stats, view.external.stats);
-  }
+  const stats = sumStats(view === undefined ? [] : view.external === null ? [view.internal.stats] : [view.internal.stats, view.external.stats]);
   const next = view?.internal.balancer.peek(input.clientIP)?.id ?? null;
   const nextExternal = view === undefined ? null : view.external === null ? next : (view.external.balancer.peek(input.clientIP)?.id ?? null);
   return {
