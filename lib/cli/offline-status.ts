@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { Balancer, createStrategy } from '../core/balancer/balancer.js';
 import { SessionAffinity } from '../core/balancer/session-affinity.js';
 import type { LbStrategyName } from '../core/balancer/strategy.js';
-import { externalEndpoints, internalEndpoints, needsExternalListener, type ServicePort, type ServicePortKey } from '../core/types.js';
+import { needsExternalListener, type ServicePort, type ServicePortKey } from '../core/types.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import { buildStatus, type ListenerView, type PortView, type StatusDocument } from '../admin/status.js';
 import { loadTable } from '../runtime/load-table.js';
@@ -17,8 +17,8 @@ export interface OfflineStatusOptions {
 }
 
 function listener(sp: ServicePort, external: boolean, strategy: LbStrategyName): ListenerView {
-  const b = new Balancer(createStrategy(strategy), sp.affinityTimeoutSeconds > 0 ? new SessionAffinity(sp.affinityTimeoutSeconds) : null);
-  b.update(external ? externalEndpoints(sp) : internalEndpoints(sp));
+  const b = new Balancer(createStrategy(strategy));
+  b.follow(sp, external ? 'external' : 'internal', new SessionAffinity(sp.affinityTimeoutSeconds));
   return { port: 0, stats: new ListenerStats(), balancer: b };
 }
 

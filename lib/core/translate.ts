@@ -4,7 +4,6 @@ import { asArray, asBool, asInt, asObject, asString, asStringArray, field, quote
 import {
   servicePortKey,
   type Endpoint,
-  type Protocol,
   type ServicePort,
   type ServiceType,
   type TrafficPolicy,

@@ -6,8 +6,6 @@ import { errorMessage } from '../core/errors.js';
 import type { PortRange } from '../core/port-range.js';
 import type { TableDiff } from '../core/table-diff.js';
 import {
-  externalEndpoints,
-  internalEndpoints,
   needsExternalListener,
   type ListenerScope,
   type ProxyPorts,
@@ -186,8 +184,7 @@ export class Proxier {
     p.sp = sp;
     const affinityOn = sp.affinityTimeoutSeconds > 0;
     p.affinity.setTimeout(sp.affinityTimeoutSeconds);
-    p.internal.balancer.setAffinity(affinityOn ? p.affinity : null);
-    p.internal.balancer.update(internalEndpoints(sp));
+    p.internal.balancer.follow(sp, 'internal', p.affinity);
     if (needsExternalListener(sp)) {
       if (p.external === null) {
         try {
@@ -196,8 +193,7 @@ export class Proxier {
           this.log.error({ servicePort: sp.key, err: errorMessage(err) }, 'cannot open external proxy port');
         }
       } else {
-        p.external.balancer.setAffinity(affinityOn ? p.affinity : null);
-        p.external.balancer.update(externalEndpoints(sp));
+        p.external.balancer.follow(sp, 'external', p.affinity);
       }
     } else if (p.external !== null) {
       const ext = p.external;
@@ -222,8 +218,8 @@ export class Proxier {
   }
 
   private async open(sp: ServicePort, scope: ListenerScope, affinity: SessionAffinity): Promise<ProxyListener> {
-    const balancer = new Balancer(createStrategy(this.opts.lbStrategy), sp.affinityTimeoutSeconds > 0 ? affinity : null);
-    balancer.update(scope === 'internal' ? internalEndpoints(sp) : externalEndpoints(sp));
+    const balancer = new Balancer(createStrategy(this.opts.lbStrategy));
+    balancer.follow(sp, scope, affinity);
     const name = scope === 'internal' ? sp.key : `${sp.key} (external)`;
     const budget = this.budget;
     const listener: ProxyListener =

@@ -1,4 +1,3 @@
-import type { Logger } from 'pino';
 import { ChangeTracker } from '../core/change-tracker.js';
 import type { ServiceTable } from '../core/types.js';
 import { createSource, type SourceOptions } from '../sources/create-source.js';

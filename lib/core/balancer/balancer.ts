@@ -1,4 +1,4 @@
-import { endpointId, type Endpoint } from '../types.js';
+import { endpointId, externalEndpoints, internalEndpoints, type Endpoint, type ListenerScope, type ServicePort } from '../types.js';
 import { EndpointState } from './endpoint-state.js';
 import { LeastConnections } from './least-connections.js';
 import { RoundRobin } from './round-robin.js';
@@ -48,6 +48,15 @@ export class Balancer {
 
   setAffinity(affinity: SessionAffinity | null): void {
     this.affinity = affinity;
+  }
+
+  /**
+   * Follows a service port: the endpoints its listener of `scope` may use,
+   * under the port's ClientIP affinity when it has one.
+   */
+  follow(sp: ServicePort, scope: ListenerScope, affinity: SessionAffinity): void {
+    this.setAffinity(sp.affinityTimeoutSeconds > 0 ? affinity : null);
+    this.update(scope === 'internal' ? internalEndpoints(sp) : externalEndpoints(sp));
   }
 
   /** Replaces the endpoint set, keeping the state (counters) of endpoints that stay. */
