@@ -31,8 +31,8 @@ export const direct: Contender = {
   name: 'direct',
   settings: 'load tool straight to the backend (the physical limit)',
   unavailable: () => null,
-  async start(b) {
-    return { httpPort: b.httpPort, iperfPort: b.iperfPort, dnsPort: b.dnsPort, pid: null, stop: async () => {} };
+  start(b) {
+    return Promise.resolve({ httpPort: b.httpPort, iperfPort: b.iperfPort, dnsPort: b.dnsPort, pid: null, stop: async () => {} });
   },
 };
 
@@ -206,7 +206,7 @@ ${udp}}
       await waitForPort(p.http);
     } catch (err) {
       await proc.stop();
-      throw new Error(`${(err as Error).message}: ${proc.output()}`);
+      throw new Error(`${(err as Error).message}: ${proc.output()}`, { cause: err });
     }
     return { httpPort: p.http, iperfPort: p.iperf, dnsPort: p.dns, pid: proc.pid, stop: () => proc.stop() };
   },

@@ -143,7 +143,7 @@ export function processTree(pid: number): number[] {
   const out: number[] = [pid];
   for (let i = 0; i < out.length; i++) {
     const p = out[i]!;
-    let tasks: string[] = [];
+    let tasks: string[];
     try {
       tasks = readdirSync(`/proc/${p}/task`);
     } catch {

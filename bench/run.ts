@@ -240,7 +240,7 @@ async function main(): Promise<void> {
     medians[`${metric.workload}.${metric.field}`] = row;
   }
   await writeFile(
-    values.out!,
+    values.out,
     `${JSON.stringify({ date, machine: m, command, plan, settings, skipped, medians, samples, targets, controlPlane, text }, null, 2)}\n`,
   );
   log(`written ${values.out}`);

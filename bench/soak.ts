@@ -148,7 +148,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
           const s = net.connect(ports.get('conn')!, '127.0.0.1');
           let data = '';
           const timer = setTimeout(() => s.destroy(new Error('timeout')), 5000);
-          s.on('data', (d) => (data += d));
+          s.on('data', (d: Buffer) => (data += d.toString()));
           s.on('close', () => {
             clearTimeout(timer);
             inflight--;
@@ -159,7 +159,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
           s.on('error', (e) => void e);
         });
         pending.push(p);
-        if (pending.length > 1000) pending.splice(0, 500);
+        if (pending.length > 1000) void pending.splice(0, 500);
       }
       await Promise.all(pending);
     };
@@ -203,7 +203,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
               resolve(m.toString());
             };
             sock.on('message', on);
-            sock.send(q, ports.get('dns')!, '127.0.0.1');
+            sock.send(q, ports.get('dns'), '127.0.0.1');
           });
           requests.udp++;
           if (reply === null || !reply.endsWith(`:${q}`)) fail('udp', reply ?? 'no reply within 1s');

@@ -56,7 +56,7 @@ export async function iperf(port: number, seconds: number, streams: number): Pro
       return { gbps: bps / 1e9 };
     } catch (err) {
       // The iperf3 server runs one test at a time and is briefly busy after one.
-      if (attempt >= 3) throw new Error(`iperf3 failed: ${(err as Error).message} ${r.stderr}`);
+      if (attempt >= 3) throw new Error(`iperf3 failed: ${(err as Error).message} ${r.stderr}`, { cause: err });
       await sleep(500);
     }
   }

@@ -9,6 +9,12 @@ import { createLogger } from '../lib/log.js';
 import { freePort, LOOPBACK, waitFor } from './support/admin-fixture.js';
 import { chromiumMissing, launchChromium } from './support/browser.js';
 
+/** What the page's elements offer to $$eval callbacks (the DOM library is not in this project's types). */
+interface DomElement {
+  getAttribute(name: string): string | null;
+  readonly textContent: string | null;
+}
+
 /** The demo file with its fixed backend ports (380xx) moved to free ones, so parallel tests and a running demo don't collide. */
 async function demoCopy(dir: string): Promise<string> {
   let yaml = await readFile(DEMO_FILE, 'utf8');
@@ -93,7 +99,7 @@ if (missing !== null && process.env.CI === 'true') {
     });
     await page.goto(`http://${LOOPBACK}:${port}/`, { timeout: 15_000 });
     await page.waitForSelector('[data-key="demo/web:http/TCP"]', { timeout: 10_000 });
-    const keys = await page.$$eval('[data-key]', (els) => els.map((e) => e.getAttribute('data-key')));
+    const keys = await page.$$eval('[data-key]', (els: readonly DomElement[]) => els.map((e) => e.getAttribute('data-key')));
     t.same([...keys].sort(), DEMO_KEYS, 'every service port of the demo has a card');
     t.match(await page.textContent('[data-key="demo/web:http/TCP"]'), /ClusterIP 10\.96\.100\.10:80/);
     t.match(await page.textContent('[data-key="demo/web:http/TCP"]'), new RegExp(`listener 127\\.0\\.0\\.1:${web}`));
@@ -108,7 +114,7 @@ if (missing !== null && process.env.CI === 'true') {
     t.same([...answers].sort(), ['web-1', 'web-2', 'web-3'], 'the traffic went through the proxy to every pod');
     // Polled from here: the page's CSP forbids the eval that waitForFunction would need.
     t.ok(await waitFor(async () => (await accepted()) === '6', 5000), 'the connection count moved by the 6 connections sent');
-    const picks = await page.$$eval('[data-key="demo/web:http/TCP"] td.picks', (els) => els.map((e) => e.textContent ?? ''));
+    const picks = await page.$$eval('[data-key="demo/web:http/TCP"] td.picks', (els: readonly DomElement[]) => els.map((e) => e.textContent ?? ''));
     t.same(picks.map((p) => p.split(' ')[0]), ['2', '2', '2'], 'picks per endpoint');
     t.same(external, [], 'the page loads nothing from anywhere else');
     await page.screenshot({ path: join(dir, 'dashboard.png'), fullPage: true });

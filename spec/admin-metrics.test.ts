@@ -102,7 +102,7 @@ t.test('series of a service go when the service goes', async (t) => {
   t.ok(await has(), 'dns is there');
   const yaml = fixtureYaml(c.ports);
   // Drop the dns Service (its slice stays, as during a real deletion race).
-  await writeFile(c.file, yaml.replace(/  - apiVersion: v1\n    kind: Service\n    metadata: \{ name: dns[\s\S]*?(?=  - apiVersion: discovery)/, ''));
+  await writeFile(c.file, yaml.replace(/ {2}- apiVersion: v1\n {4}kind: Service\n {4}metadata: \{ name: dns[\s\S]*?(?= {2}- apiVersion: discovery)/, ''));
   t.ok(await waitFor(async () => !(await has()), 8000), 'no dns series any more');
   const m = parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
   t.ok((m.get('kubeproxy_sync_proxy_rules_service_changes_total') ?? 0) >= 5, 'service changes counted');

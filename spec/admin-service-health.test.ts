@@ -42,7 +42,7 @@ t.test('healthCheckNodePort answers as kube-proxy does, and follows the table', 
   t.equal(none.headers['x-load-balancing-endpoint-weight'], '0');
 
   // lb-draining goes away: its health check port closes.
-  const yaml = fixtureYaml(c.ports).replace(/  - apiVersion: v1\n    kind: Service\n    metadata: \{ name: lb-draining[\s\S]*?(?=  - apiVersion: discovery)/, '');
+  const yaml = fixtureYaml(c.ports).replace(/ {2}- apiVersion: v1\n {4}kind: Service\n {4}metadata: \{ name: lb-draining[\s\S]*?(?= {2}- apiVersion: discovery)/, '');
   await writeFile(c.file, yaml);
   t.ok(await waitFor(() => refused(c.ports.hcDraining), 8000), 'its port is closed');
   t.ok(await waitFor(async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 200, 8000), 'lb is back to 200');

@@ -30,7 +30,7 @@ t.test('kup status and kup explain against a running proxy', async (t) => {
   t.match(cip.stdout, /^10\.96\.0\.10:80 -> shop\/api:http\/TCP \(ClusterIP\)$/m);
   t.match(cip.stdout, /rule {6}KUP-PORTALS-CONTAINER \(packets from pods\) and KUP-PORTALS-HOST \(packets from this node\): -d 10\.96\.0\.10\/32 -p tcp -m tcp --dport 80/);
   t.match(cip.stdout, new RegExp(`listener  127\\.0\\.0\\.1:${port('shop/api:http/TCP')}/TCP`));
-  t.match(cip.stdout, /strategy  round-robin, no session affinity, internalTrafficPolicy Cluster/);
+  t.match(cip.stdout, /strategy {2}round-robin, no session affinity, internalTrafficPolicy Cluster/);
   t.match(cip.stdout, /endpoints 2 in play of 3 listed/);
   t.match(cip.stdout, new RegExp(`not in play: 127\\.0\\.0\\.1:${c.ports.dead}`));
   const next = c.runtime.proxier.get('shop/api:http/TCP' as never)?.internal.balancer.peek('')?.id;
@@ -73,10 +73,10 @@ t.test('kup explain --source works without a running proxy', async (t) => {
   const r = await runKup(['explain', '10.96.0.53:53/udp', '--source', `file:${c.file}`, '--hostname-override', 'node-a']);
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, /-> shop\/dns:53\/UDP \(ClusterIP\)/);
-  t.match(r.stdout, /listener  not running: kup picks the proxy port when it starts/);
+  t.match(r.stdout, /listener {2}not running: kup picks the proxy port when it starts/);
   t.match(r.stdout, new RegExp(`next      127\\.0\\.0\\.1:${c.ports.udp} `));
   const lc = await runKup(['explain', '10.96.0.10:80', '--source', `file:${c.file}`, '--hostname-override', 'node-a', '--lb-strategy', 'least-connections']);
-  t.match(lc.stdout, /strategy  least-connections/);
+  t.match(lc.stdout, /strategy {2}least-connections/);
   const missing = await runKup(['explain', '10.96.0.10:80', '--source', 'file:/nonexistent/cluster.yaml']);
   t.equal(missing.code, 1);
   t.match(missing.stderr, /^kup: cannot read \/nonexistent\/cluster\.yaml/);

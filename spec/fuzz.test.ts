@@ -153,8 +153,8 @@ t.test('a slice with 10,000 endpoints is applied whole', async (t) => {
   const tracker = new ChangeTracker({ nodeName: 'node-a' });
   const endpoints = Array.from({ length: 10_000 }, (_, i) => ({ addresses: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`] }));
   tracker.replaceAll({
-    services: [{ metadata: { name: 'big', namespace: 'default' }, spec: { clusterIP: '10.96.0.1', ports: [{ name: 'http', port: 80 }] } } as never],
-    slices: [{ metadata: { name: 'big-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'big' } }, addressType: 'IPv4', ports: [{ name: 'http', port: 8080 }], endpoints } as never],
+    services: [{ metadata: { name: 'big', namespace: 'default' }, spec: { clusterIP: '10.96.0.1', ports: [{ name: 'http', port: 80 }] } }],
+    slices: [{ metadata: { name: 'big-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'big' } }, addressType: 'IPv4', ports: [{ name: 'http', port: 8080 }], endpoints }],
   });
   const { warnings } = tracker.flush();
   t.same(warnings, []);

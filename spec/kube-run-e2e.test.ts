@@ -160,7 +160,7 @@ t.test('kup run follows the API server double and proxies to what it says', asyn
     const held = connect(proxyPort('default/hold:tcp/TCP')!, '127.0.0.1');
     const heldReply = new Promise<string>((r) => {
       let d = '';
-      held.on('data', (x) => (d += x));
+      held.on('data', (x: Buffer) => (d += x.toString()));
       held.on('close', () => r(d));
       held.on('error', () => {});
     });

@@ -16,7 +16,7 @@ async function slowServer(delayMs: number) {
     s.on('close', () => open.delete(s));
     s.on('error', () => {});
     let text = '';
-    s.on('data', (d) => (text += d));
+    s.on('data', (d: Buffer) => (text += d.toString()));
     s.on('end', () => {
       if (!text.includes('stuck')) setTimeout(() => s.end('done'), delayMs);
     });

@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import { hostname } from 'node:os';
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { explain, formatExplanation, parseDestination } from '../admin/explain.js';
 import { formatStatusTable } from '../admin/status-table.js';
 import { isValidIP } from '../core/address.js';

@@ -112,7 +112,7 @@ export function buildProgram(): Command {
     .option('--bind-address <ip>', 'address the proxy listeners bind to', RUN_DEFAULTS.bindAddress)
     .option('--proxy-port-range <range>', 'number listeners from this range', RUN_DEFAULTS.proxyPortRange)
     .action(async (flags: Partial<RunFlags>) => {
-      const config = parseRunFlags({ ...RUN_DEFAULTS, iptables: true, ...flags } as RunFlags);
+      const config = parseRunFlags({ ...RUN_DEFAULTS, iptables: true, ...flags });
       const log = createLogger('warn');
       const { table, warnings } = await loadTable({
         source: config.source,

@@ -10,7 +10,11 @@ export function ipFamily(value: unknown): IPFamily | 0 {
   return isIP(value) as IPFamily | 0;
 }
 
-export function isValidIP(value: unknown): value is string {
+// A string is only checked (no narrowing, so a failed check leaves it a string);
+// an unknown field value that passes is known to be a string.
+export function isValidIP(value: string): boolean;
+export function isValidIP(value: unknown): value is string;
+export function isValidIP(value: unknown): boolean {
   return ipFamily(value) !== 0;
 }
 

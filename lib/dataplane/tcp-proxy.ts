@@ -191,7 +191,7 @@ export class TcpProxy {
   /** A dial to `ep` failed: try the next endpoint, or give the client up. */
   private redial(client: Socket, clientIP: string, ep: EndpointState, attempt: number, tried: Set<EndpointState> | null, err: Error): void {
     ep.active--;
-    if (isLocalResourceError(err as NodeJS.ErrnoException)) {
+    if (isLocalResourceError(err)) {
       // This host is out of descriptors or buffers: not the endpoint's fault, and no other endpoint would do better.
       this.stats.shed++;
       this.opts.budget.noteShed();

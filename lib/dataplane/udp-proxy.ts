@@ -163,7 +163,7 @@ export class UdpProxy {
     });
     sock.on('error', (err) => {
       // ECONNREFUSED here is the endpoint's ICMP port-unreachable for an earlier datagram.
-      if (isLocalResourceError(err as NodeJS.ErrnoException)) {
+      if (isLocalResourceError(err)) {
         this.stats.shed++;
         this.opts.budget.noteShed();
       } else {

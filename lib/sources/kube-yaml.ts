@@ -60,7 +60,7 @@ function collect(value: unknown, where: string, out: ParsedObjects, depth: numbe
     case 'Service':
       if (apiVersion !== undefined && apiVersion !== 'v1') {
         out.warnings.push(`${where}: Service of apiVersion ${printable(apiVersion)} is not v1; skipped`);
-      } else out.services.push(obj as unknown as V1Service);
+      } else out.services.push(obj);
       return;
     case 'EndpointSlice':
       if (apiVersion !== undefined && apiVersion !== 'discovery.k8s.io/v1') {
@@ -68,7 +68,7 @@ function collect(value: unknown, where: string, out: ParsedObjects, depth: numbe
       } else out.slices.push(obj as unknown as V1EndpointSlice);
       return;
     case 'Node':
-      out.nodes.push(obj as unknown as V1Node);
+      out.nodes.push(obj);
       return;
     case undefined:
       out.warnings.push(`${where}: object has no kind; skipped`);

@@ -11,7 +11,6 @@ import {
   parseLabelSelector,
   SelectorSyntaxError,
   type FieldRequirement,
-  type Labels,
 } from './label-selector.js';
 import { tlsMaterial, type TlsMaterial } from './tls-material.js';
 
@@ -341,7 +340,7 @@ export class ApiServerDouble {
         (prevSpec.clusterIP as string | undefined) ??
         `10.96.${Math.floor(this.nextClusterIP / 250)}.${(this.nextClusterIP++ % 250) + 1}`;
       spec.clusterIP = ip;
-      spec.clusterIPs = (prevSpec.clusterIPs as string[] | undefined) ?? [ip];
+      spec.clusterIPs = (prevSpec.clusterIPs) ?? [ip];
       spec.ipFamilies ??= ['IPv4'];
       spec.ipFamilyPolicy ??= 'SingleStack';
     }
@@ -362,7 +361,7 @@ export class ApiServerDouble {
   private matches(w: Watcher, obj: StoredObject | null): boolean {
     if (!obj) return false;
     if (w.namespace !== null && obj.metadata.namespace !== w.namespace) return false;
-    return labelsMatch(w.labels, (obj.metadata.labels ?? {}) as Labels) && fieldsMatch(w.fields, obj);
+    return labelsMatch(w.labels, (obj.metadata.labels ?? {})) && fieldsMatch(w.fields, obj);
   }
 
   /** Sends an event as this watcher sees it: an object that starts or stops matching its selectors is ADDED or DELETED. */

@@ -96,7 +96,7 @@ export function fieldValue(obj: unknown, path: string): string {
     cur = (cur as Record<string, unknown>)[part];
   }
   if (cur === undefined || cur === null) return '';
-  return typeof cur === 'string' ? cur : String(cur);
+  return typeof cur === 'string' || typeof cur === 'number' || typeof cur === 'boolean' ? String(cur) : JSON.stringify(cur);
 }
 
 export function fieldsMatch(requirements: readonly FieldRequirement[], obj: unknown): boolean {

@@ -25,7 +25,7 @@ export function service(
       ports: ports.map((p) => ({ protocol: 'TCP', targetPort: p.port, ...p })),
       ...extra.spec,
     },
-  } as V1Service;
+  };
 }
 
 export interface EndpointSpec {
@@ -66,7 +66,7 @@ export function slice(
       ...(e.zone ? { zone: e.zone } : {}),
       ...(e.hints ? { hints: { forZones: e.hints.map((z) => ({ name: z })) } } : {}),
     })),
-  } as V1EndpointSlice;
+  };
 }
 
 /** One slice per backend port: loopback backends differ by port, not by address. */
