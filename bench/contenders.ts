@@ -79,6 +79,8 @@ export function proxyPortsFromLog(log: string): Map<string, number> {
 }
 
 export const kupRunArgs = (source: string, entry = 'dist/bin/kup.js'): string[] => [
+  // As the shebang and the image start it: no inspector on SIGUSR1.
+  '--disable-sigusr1',
   entry,
   'run',
   '--source',

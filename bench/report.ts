@@ -27,6 +27,7 @@ export const METRICS: readonly Metric[] = [
   { workload: 'tcp8', field: 'gbps', label: 'TCP 8 streams', unit: 'Gbit/s', higherIsBetter: true, digits: 2 },
   { workload: 'dns', field: 'qps', label: 'UDP DNS', unit: 'q/s', higherIsBetter: true, digits: 0 },
   { workload: 'dns', field: 'lossPct', label: 'UDP DNS loss', unit: '%', higherIsBetter: false, digits: 2 },
+  { workload: 'dnsburst', field: 'burstAnsweredPct', label: 'UDP burst: 8,000 DNS queries at once, answered', unit: '%', higherIsBetter: true, digits: 1 },
   { workload: 'keepalive', field: 'cpuUsPerReq', label: 'proxy CPU, keep-alive', unit: 'µs/req', higherIsBetter: false, digits: 1 },
   { workload: 'newconn', field: 'cpuUsPerReq', label: 'proxy CPU, new connection', unit: 'µs/conn', higherIsBetter: false, digits: 1 },
   { workload: 'tcp1', field: 'cpuSecPerGB', label: 'proxy CPU, 1 stream', unit: 's/GB', higherIsBetter: false, digits: 3 },

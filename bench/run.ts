@@ -16,7 +16,7 @@ import { CONTENDERS, kupContender, type Contender, type Front } from './contende
 import { runControlPlane, type ControlPlaneResult, renderControlPlane } from './control-plane.js';
 import { commandExists, stopAll, treeCpuSeconds, treeMemoryKiB } from './procs.js';
 import { checkTargets, medianOf, METRICS, renderTable, renderTargets, type Samples } from './report.js';
-import { dnsperf, idleMemory, iperf, wrk, type Sample } from './workloads.js';
+import { dnsBurst, dnsperf, idleMemory, iperf, wrk, type Sample } from './workloads.js';
 
 const FD_LIMIT = 20_000;
 
@@ -154,6 +154,10 @@ async function main(): Promise<void> {
         {
           name: 'dns',
           run: (f) => (f.dnsPort === null || backends === null ? Promise.resolve(null) : dnsperf(f.dnsPort, s, backends.dnsQueryFile)),
+        },
+        {
+          name: 'dnsburst',
+          run: (f) => (f.dnsPort === null || backends === null ? Promise.resolve(null) : dnsBurst(f.dnsPort, backends.dnsQueryFile)),
         },
       ];
       for (let round = 1; round <= plan.rounds; round++) {

@@ -102,7 +102,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       svc('dns', 'UDP', '10.96.0.12'), ...slices('dns', 'UDP', udpPorts),
     ] }));
 
-    const child: ChildProcessWithoutNullStreams = spawn(process.execPath, [KUP, 'run', '--no-iptables', '--bind-address', '127.0.0.1',
+    const child: ChildProcessWithoutNullStreams = spawn(process.execPath, ['--disable-sigusr1', KUP, 'run', '--no-iptables', '--bind-address', '127.0.0.1',
       '--source', `file:${file}`, '--healthz-bind-address', '', '--metrics-bind-address', '', '--udp-timeout', '5s', '--log-level', 'info'], { stdio: 'pipe' });
     cleanups.push(() => child.kill('SIGKILL'));
     let stderr = '';

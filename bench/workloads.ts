@@ -79,6 +79,24 @@ export async function dnsperf(port: number, seconds: number, queryFile: string):
 }
 
 /**
+ * UDP loss under a burst: `queries` DNS queries sent at once from one socket
+ * (dnsperf with every query outstanding), answered or not within 2s. What a
+ * resolver's retry storm does to a proxy whose receive buffer is small.
+ */
+export async function dnsBurst(port: number, queryFile: string, queries = 8000): Promise<Sample> {
+  // The query file holds one query: -n repeats it `queries` times, -q keeps them all in flight.
+  const r = await runCommand(
+    'dnsperf',
+    ['-s', '127.0.0.1', '-p', String(port), '-d', queryFile, '-n', String(queries), '-c', '1', '-T', '1', '-t', '2', '-q', String(queries)],
+    60_000,
+  );
+  const text = r.stdout + r.stderr;
+  const sent = num(/Queries sent:\s+(\d+)/, text, 'Queries sent');
+  const completed = num(/Queries completed:\s+(\d+)/, text, 'Queries completed');
+  return { burstQueries: sent, burstAnsweredPct: sent === 0 ? 0 : (100 * completed) / sent };
+}
+
+/**
  * Memory per idle proxied connection: PSS growth of the proxy's process tree
  * while `count` client connections stay open and silent (after a settle
  * time), divided by `count`.

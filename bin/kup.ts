@@ -1,5 +1,15 @@
-#!/usr/bin/env node
-import { main } from '../lib/cli/main.js';
+#!/usr/bin/env -S node --disable-sigusr1
+// --disable-sigusr1: SIGUSR1 would otherwise open Node's inspector on 127.0.0.1:9229,
+// unauthenticated, letting anyone who can signal kup run code as root inside it.
+
+// A second guard for `node dist/bin/kup.js` started without the flag: a SIGUSR1
+// listener takes the signal from the handler that would start the inspector.
+// Installed before the rest of kup loads, to leave the shortest window.
+process.on('SIGUSR1', () => {
+  const line = { level: 'warn', time: new Date().toISOString(), component: 'kup', msg: 'SIGUSR1 ignored: kup opens no debugger' };
+  process.stderr.write(`${JSON.stringify(line)}\n`);
+});
+const { main } = await import('../lib/cli/main.js');
 
 const code = await main(process.argv);
 // Let pending writes drain; anything still open (a leaked timer) must not keep us alive.

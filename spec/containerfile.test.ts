@@ -43,7 +43,7 @@ t.test('the Containerfile builds unprivileged and ships only the compiled packag
   t.notOk(fromBuild.some((p) => /spec|\.ts$|tsconfig/.test(p!)), 'no tests or sources in the image');
   const fromContext = copies.filter((c) => !c[0]!.startsWith('--from=')).map((c) => c[0]);
   for (const p of fromContext) t.ok(existsSync(new URL(`../../${p}`, import.meta.url)), `${p} exists in the build context`);
-  t.match(final.lines.find((l) => l.startsWith('ENTRYPOINT')), /^ENTRYPOINT \["kup",\s*"run"\]$/, 'entrypoint is kup run');
+  t.match(final.lines.find((l) => l.startsWith('ENTRYPOINT')), /^ENTRYPOINT \["node",\s*"--disable-sigusr1",\s*"\/app\/dist\/bin\/kup\.js",\s*"run"\]$/, 'entrypoint is kup run, with no inspector on SIGUSR1');
   t.match(final.lines.join('\n'), /ln -s \/app\/dist\/bin\/kup\.js \/usr\/local\/bin\/kup/, 'kup is on PATH (the DaemonSet runs `kup run ...`)');
   t.notOk(final.lines.some((l) => /^USER\s+root/.test(l)), 'no explicit root switch');
 

@@ -75,7 +75,9 @@ async function suite(t: Test): Promise<void> {
   }
 
   const kup = spawn('ip', ['netns', 'exec', node.name, 'env', `PATH=${bin}:${process.env['PATH'] ?? ''}`, NODE_BIN, KUP, 'run',
-    '--source', `file:${file}`, '--hostname-override', 'node-a', '--sync-period', '2s', '--min-sync-period', '0', '--metrics-bind-address', ''], { stdio: ['ignore', 'pipe', 'pipe'] });
+    '--source', `file:${file}`, '--hostname-override', 'node-a', '--sync-period', '2s', '--min-sync-period', '0', '--metrics-bind-address', '',
+    // Its own lock: another test's kup in another namespace must not look like a second kup on this node.
+    '--state-dir', join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   kup.stderr.on('data', (d: Buffer) => (log += d.toString()));
   t.teardown(() => void kup.kill('SIGKILL'));

@@ -35,7 +35,14 @@ export class Admin {
     this.monitor = new HealthMonitor(rt.config.syncPeriodMs);
     this.metrics = new ProxyMetrics(rt);
     this.serviceHealth = new ServiceHealthServers(rt.config.bindAddress, () => this.health().healthy, rt.logger);
-    this.feed = new DashboardFeed({ status: () => this.status(''), rules: () => rt.installedRules() });
+    this.feed = new DashboardFeed({
+      status: () => {
+        // The kernel's UDP drop counts land in the next update (the feed ticks every 500ms).
+        void rt.proxier.refreshUdpDrops();
+        return this.status('');
+      },
+      rules: () => rt.installedRules(),
+    });
     rt.syncer.onSync((r) => {
       this.metrics.observeSync(r);
       this.monitor.observe(rt.source.state());
@@ -103,7 +110,10 @@ export class Admin {
           port: m.port,
           metrics: this.metrics,
           feed: this.feed,
-          status: (client) => this.status(client),
+          status: async (client) => {
+            await rt.proxier.refreshUdpDrops();
+            return this.status(client);
+          },
           rules: () => rt.installedRules(),
           logger: rt.logger,
         });

@@ -126,7 +126,8 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
         '<div class="stat"><div class="v">' + fmtBytes(s.stats.bytesOut) + '</div><div class="l">bytes out</div></div>';
     } else {
       statsHtml += '<div class="stat"><div class="v">' + fmtNum(s.stats.datagramsIn) + ' / ' + fmtNum(s.stats.datagramsOut) + '</div><div class="l">datagrams in / out</div></div>' +
-        '<div class="stat"><div class="v">' + fmtNum(s.stats.datagramsDropped) + '</div><div class="l">dropped</div></div>';
+        '<div class="stat"><div class="v">' + fmtNum(s.stats.datagramsDropped) + '</div><div class="l">dropped</div></div>' +
+        '<div class="stat"><div class="v' + (s.stats.receiveDrops ? ' bad' : '') + '">' + fmtNum(s.stats.receiveDrops) + '</div><div class="l">kernel drops</div></div>';
     }
     statsHtml += '<div class="stat"><div class="v' + (s.stats.dialFailures ? ' bad' : '') + '">' + fmtNum(s.stats.dialFailures) + '</div><div class="l">failed dials</div></div>' +
       '<div class="stat"><div class="v' + (s.stats.noEndpoints ? ' warn' : '') + '">' + fmtNum(s.stats.noEndpoints) + '</div><div class="l">refused</div></div>';

@@ -14,7 +14,7 @@ export interface MetricsServerOptions {
   readonly metrics: ProxyMetrics;
   readonly feed: DashboardFeed;
   /** clientIP: whose session affinity `nextEndpoint` follows ("" = a new client). */
-  readonly status: (clientIP: string) => StatusDocument;
+  readonly status: (clientIP: string) => Promise<StatusDocument>;
   readonly rules: () => string | null;
   readonly logger: Logger;
 }
@@ -94,7 +94,7 @@ export class MetricsServer {
           text(400, JSON.stringify({ error: `client: "${client}" is not an IP address` }), 'application/json');
           return;
         }
-        text(200, `${JSON.stringify(this.opts.status(client), null, 2)}\n`, 'application/json');
+        text(200, `${JSON.stringify(await this.opts.status(client), null, 2)}\n`, 'application/json');
         return;
       }
       case '/rules': {

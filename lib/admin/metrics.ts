@@ -9,7 +9,7 @@ import type { ListenerView } from './status.js';
 /** What the metrics read; a ProxyRuntime provides all of it. */
 export interface MetricsSource {
   readonly tracker: Pick<ChangeTracker, 'counters' | 'current'>;
-  readonly proxier: { entries(): Iterable<PortProxy>; failures(): ReadonlyMap<string, unknown> };
+  readonly proxier: { entries(): Iterable<PortProxy>; failures(): ReadonlyMap<string, unknown>; refreshUdpDrops(): Promise<void> };
   readonly syncer: { readonly state: Readonly<SyncState> };
   installedRules(): string | null;
 }
@@ -55,8 +55,10 @@ export class ProxyMetrics {
   private readonly programming: Histogram;
   private readonly healthz: Counter<'code'>;
   private readonly livez: Counter<'code'>;
+  private readonly src: MetricsSource;
 
   constructor(src: MetricsSource) {
+    this.src = src;
     const registers = [this.registry];
     this.syncDuration = new Histogram({
       name: 'kubeproxy_sync_proxy_rules_duration_seconds',
@@ -182,6 +184,13 @@ export class ProxyMetrics {
     perListener('kup_udp_datagrams_in_total', 'UDP datagrams relayed from clients to endpoints', (s) => s.datagramsIn, 'counter', 'UDP');
     perListener('kup_udp_datagrams_out_total', 'UDP datagrams relayed from endpoints to clients', (s) => s.datagramsOut, 'counter', 'UDP');
     perListener('kup_udp_datagrams_dropped_total', 'UDP datagrams dropped (no endpoint, queue full, send error)', (s) => s.datagramsDropped, 'counter', 'UDP');
+    perListener(
+      'kup_udp_receive_drops_total',
+      "UDP datagrams the kernel dropped on the listener's socket before kup read them (receive buffer full; /proc/net/udp drops)",
+      (s) => s.receiveDrops,
+      'counter',
+      'UDP',
+    );
     perListener('kup_udp_sessions_evicted_total', 'UDP sessions evicted because the session cap was reached', (s) => s.sessionsEvicted, 'counter', 'UDP');
     perListener('kup_accept_errors_total', 'accept() errors reported by the listening socket', (s) => s.acceptErrors, 'counter', 'TCP');
     perListener('kup_connections_shed_total', 'Clients shed because the process was out of file descriptors', (s) => s.shed, 'counter');
@@ -239,6 +248,8 @@ export class ProxyMetrics {
   }
 
   async text(): Promise<string> {
+    // The kernel's UDP drop counts are read now, at scrape time, not kept up per datagram.
+    await this.src.proxier.refreshUdpDrops();
     return this.registry.metrics();
   }
 

@@ -4,7 +4,7 @@ import { createLogger, type LogLevel } from '../log.js';
 import { cleanupIptables } from '../iptables/applier.js';
 import { detectHostIPs } from '../iptables/host-ips.js';
 import { loadTable } from '../runtime/load-table.js';
-import { startProxy } from '../runtime/proxy-runtime.js';
+import { startProxy, type ProxyRuntime } from '../runtime/proxy-runtime.js';
 import { addAdminCommands } from './admin-commands.js';
 import { CommandExit } from './command-exit.js';
 import { rulesScript } from './rules.js';
@@ -26,6 +26,7 @@ function addRunFlags(cmd: Command): Command {
     .option('--udp-timeout <duration>', 'idle time after which a UDP session is closed', RUN_DEFAULTS.udpTimeout)
     .option('--udp-max-sessions <n>', 'most UDP sessions per service port (oldest evicted)', RUN_DEFAULTS.udpMaxSessions)
     .option('--tcp-idle-timeout <duration>', 'close a TCP connection idle this long both ways (0: never)', RUN_DEFAULTS.tcpIdleTimeout)
+    .option('--udp-buffer-size <bytes>', "receive and send buffer asked for each UDP socket (0: the kernel's default)", RUN_DEFAULTS.udpBufferSize)
     .addOption(
       new Option('--lb-strategy <strategy>', 'how endpoints are chosen')
         .choices(['round-robin', 'least-connections'])
@@ -38,6 +39,7 @@ function addRunFlags(cmd: Command): Command {
     .option('--healthz-bind-address <ip:port>', 'health server address (empty: off)', RUN_DEFAULTS.healthzBindAddress)
     .option('--metrics-bind-address <ip:port>', 'metrics, /status and dashboard address (empty: off)', RUN_DEFAULTS.metricsBindAddress)
     .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
+    .option('--state-dir <dir>', 'state directory; holds the lock allowing one kup with iptables per directory', RUN_DEFAULTS.stateDir)
     .addOption(
       new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(RUN_DEFAULTS.logLevel),
     );
@@ -72,7 +74,21 @@ export function buildProgram(): Command {
     const config = parseRunFlags(flags);
     const log = createLogger(config.logLevel);
     log.info({ source: config.source, node: config.hostname, lbStrategy: config.lbStrategy }, 'starting');
-    const runtime = await startProxy(config, log);
+    // From the start: SIGHUP's default action would kill kup and leave its rules behind.
+    let runtime: ProxyRuntime | null = null;
+    const onHup = (): void => {
+      if (runtime === null) {
+        log.info({ signal: 'SIGHUP' }, 'SIGHUP while starting: the first sync reads the source anyway');
+        return;
+      }
+      runtime.reload().then(
+        (done) => log.info({ signal: 'SIGHUP' }, `SIGHUP: ${done}`),
+        (err: unknown) => log.error({ signal: 'SIGHUP', err: errorMessage(err) }, 'SIGHUP: re-read failed; still serving the last good state'),
+      );
+    };
+    // Left installed until the process exits: a SIGHUP while stopping must not kill it half-way.
+    process.on('SIGHUP', onHup);
+    runtime = await startProxy(config, log);
     const sig = await waitForSignal();
     log.info({ signal: sig }, 'stopping');
     await runtime.stop();

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { isValidIP } from '../core/address.js';
 import { LB_STRATEGIES, type LbStrategyName } from '../core/balancer/strategy.js';
 import { parseDuration } from '../core/duration.js';
@@ -23,6 +24,8 @@ export interface RunConfig {
   readonly udpTimeoutMs: number;
   readonly udpMaxSessions: number;
   readonly tcpIdleTimeoutMs: number;
+  /** SO_RCVBUF/SO_SNDBUF asked for each UDP socket, in bytes (0: the kernel's default). */
+  readonly udpBufferSize: number;
   readonly lbStrategy: LbStrategyName;
   readonly iptables: boolean;
   readonly syncPeriodMs: number;
@@ -31,6 +34,8 @@ export interface RunConfig {
   readonly healthzBindAddress: HostPort | null;
   readonly metricsBindAddress: HostPort | null;
   readonly shutdownGracePeriodMs: number;
+  /** Where kup keeps its state; holds the lock that allows one kup with iptables per directory. */
+  readonly stateDir: string;
   readonly logLevel: LogLevel;
 }
 
@@ -44,6 +49,7 @@ export interface RunFlags {
   udpTimeout: string;
   udpMaxSessions: string;
   tcpIdleTimeout: string;
+  udpBufferSize: string;
   lbStrategy: string;
   iptables: boolean;
   syncPeriod: string;
@@ -51,6 +57,7 @@ export interface RunFlags {
   healthzBindAddress: string;
   metricsBindAddress: string;
   shutdownGracePeriod: string;
+  stateDir: string;
   logLevel: string;
 }
 
@@ -62,12 +69,16 @@ export const RUN_DEFAULTS = {
   udpTimeout: '30s',
   udpMaxSessions: '4096',
   tcpIdleTimeout: '0',
+  // The kernel defaults (~208 KiB) overflow under a burst of small datagrams
+  // (DNS) while Node's event loop is busy elsewhere; capped at net.core.rmem_max.
+  udpBufferSize: '4Mi',
   lbStrategy: 'round-robin',
   syncPeriod: '30s',
   minSyncPeriod: '1s',
   healthzBindAddress: '0.0.0.0:10256',
   metricsBindAddress: '127.0.0.1:10249',
   shutdownGracePeriod: '5s',
+  stateDir: '/var/lib/kup',
   logLevel: 'info',
 } as const;
 
@@ -97,9 +108,24 @@ export function parseHostPort(flag: string, value: string): HostPort | null {
   return { host, port };
 }
 
+function parseStateDir(value: string): string {
+  if (value.trim() === '') throw bad('--state-dir: empty; give a directory, as in --state-dir /var/lib/kup');
+  return resolve(value);
+}
+
 function parseCount(flag: string, value: string, min: number, max: number): number {
   const n = Number(value);
   if (!/^\d+$/.test(value.trim()) || n < min || n > max) throw bad(`${flag}: "${value}" is not a whole number from ${min} to ${max}`);
+  return n;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1000, ki: 1024, m: 1000 ** 2, mi: 1024 ** 2 };
+
+/** A byte count: 4194304, 4Mi, 512Ki, 4M. */
+export function parseSize(flag: string, value: string): number {
+  const m = /^(\d+)\s*([kKmM]i?)?$/.exec(value.trim());
+  const n = m === null ? NaN : Number(m[1]) * (SIZE_UNITS[(m[2] ?? '').toLowerCase()] ?? NaN);
+  if (!Number.isSafeInteger(n) || n > 1024 ** 3) throw bad(`${flag}: "${value}" is not a size in bytes up to 1Gi (for example 4Mi, 512Ki or 0 for the kernel's default)`);
   return n;
 }
 
@@ -127,6 +153,7 @@ export function parseRunFlags(f: RunFlags): RunConfig {
     udpTimeoutMs,
     udpMaxSessions: parseCount('--udp-max-sessions', f.udpMaxSessions, 1, 1_000_000),
     tcpIdleTimeoutMs: parseDuration('--tcp-idle-timeout', f.tcpIdleTimeout),
+    udpBufferSize: parseSize('--udp-buffer-size', f.udpBufferSize),
     lbStrategy: f.lbStrategy as LbStrategyName,
     iptables: f.iptables,
     syncPeriodMs,
@@ -134,6 +161,7 @@ export function parseRunFlags(f: RunFlags): RunConfig {
     healthzBindAddress: parseHostPort('--healthz-bind-address', f.healthzBindAddress),
     metricsBindAddress: parseHostPort('--metrics-bind-address', f.metricsBindAddress),
     shutdownGracePeriodMs: parseDuration('--shutdown-grace-period', f.shutdownGracePeriod),
+    stateDir: parseStateDir(f.stateDir),
     logLevel: f.logLevel as LogLevel,
   };
 }

@@ -11,7 +11,9 @@ export type KupErrorCode =
   | 'KUP_LISTEN_FAILED'
   | 'KUP_PORT_RANGE_EXHAUSTED'
   | 'KUP_IPTABLES'
-  | 'KUP_SERVER';
+  | 'KUP_SERVER'
+  | 'KUP_STATE_DIR'
+  | 'KUP_ALREADY_RUNNING';
 
 export class KupError extends Error {
   readonly code: KupErrorCode;

@@ -16,7 +16,8 @@ import {
 import { dataPlaneBudget, type FdBudget } from './fd-budget.js';
 import { PortAllocator } from './port-allocator.js';
 import { TcpProxy } from './tcp-proxy.js';
-import { UdpProxy } from './udp-proxy.js';
+import { readUdpDrops } from './udp-drops.js';
+import { DEFAULT_UDP_BUFFER_SIZE, UdpProxy, type UdpBufferSizes } from './udp-proxy.js';
 
 export interface ProxierOptions {
   /** --bind-address; 0.0.0.0 listens dual-stack where the host has IPv6. */
@@ -29,6 +30,8 @@ export interface ProxierOptions {
   readonly logger: Logger;
   /** Descriptors the data plane may use; default: the open-files limit less a reserve. */
   readonly budget?: FdBudget;
+  /** --udp-buffer-size in bytes (0: the kernel's default); default DEFAULT_UDP_BUFFER_SIZE. */
+  readonly udpBufferSize?: number;
 }
 
 export type ProxyListener = TcpProxy | UdpProxy;
@@ -56,6 +59,8 @@ export class Proxier {
   private readonly allocator: PortAllocator;
   /** Listeners closed by a diff that still carry connections, until those end. */
   private readonly draining = new Set<ProxyListener>();
+  private dropsRead: Promise<void> | null = null;
+  private udpBuffersReported = false;
   private listenHost: { host: string; ipv6Only: boolean } | null = null;
   private affinitySweeper: NodeJS.Timeout | null = null;
   readonly budget: FdBudget;
@@ -73,6 +78,40 @@ export class Proxier {
 
   get(key: ServicePortKey): PortProxy | undefined {
     return this.ports.get(key);
+  }
+
+  /**
+   * Copies the kernel's drop count of every UDP listener into its stats.
+   * Called when metrics or /status are read; concurrent callers share one read.
+   */
+  refreshUdpDrops(): Promise<void> {
+    this.dropsRead ??= (async () => {
+      try {
+        const udp: UdpProxy[] = [];
+        for (const p of this.ports.values()) {
+          for (const l of [p.internal, p.external]) if (l instanceof UdpProxy) udp.push(l);
+        }
+        for (const l of this.draining) if (l instanceof UdpProxy) udp.push(l);
+        if (udp.length === 0) return;
+        const table = await readUdpDrops();
+        for (const l of udp) l.updateKernelDrops(table);
+      } finally {
+        this.dropsRead = null;
+      }
+    })();
+    return this.dropsRead;
+  }
+
+  /** Says once if the kernel gave UDP sockets less buffer than --udp-buffer-size asked for. */
+  private noteUdpBuffers(b: UdpBufferSizes): void {
+    if (this.udpBuffersReported) return;
+    this.udpBuffersReported = true;
+    // Linux doubles the request (bookkeeping overhead) and caps it at net.core.rmem_max / wmem_max.
+    if (b.receive >= 2 * b.asked && b.send >= 2 * b.asked) return;
+    this.log.warn(
+      { asked: b.asked, receiveBuffer: b.receive, sendBuffer: b.send },
+      `UDP socket buffers capped by the kernel at ${b.receive} bytes receive / ${b.send} send (asked ${b.asked}); raise net.core.rmem_max and net.core.wmem_max to get more`,
+    );
   }
 
   entries(): IterableIterator<PortProxy> {
@@ -232,6 +271,8 @@ export class Proxier {
             sessionTimeoutMs: this.opts.udpTimeoutMs,
             maxSessions: this.opts.udpMaxSessions,
             budget,
+            bufferSize: this.opts.udpBufferSize ?? DEFAULT_UDP_BUFFER_SIZE,
+            onBuffers: (b) => this.noteUdpBuffers(b),
           });
     if (!budget.take(1)) {
       throw new Error(`out of file descriptors (${budget.inUse} of the data plane's ${budget.limit} in use); raise the open-files limit`);

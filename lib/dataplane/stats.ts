@@ -20,6 +20,12 @@ export class ListenerStats {
   datagramsIn = 0;
   datagramsOut = 0;
   datagramsDropped = 0;
+  /**
+   * UDP datagrams the kernel dropped before kup read them (the listener's
+   * receive buffer was full): /proc/net/udp's "drops", refreshed when metrics
+   * or /status are read, not counted by kup.
+   */
+  receiveDrops = 0;
   /** UDP sessions evicted because the session cap was reached. */
   sessionsEvicted = 0;
   /** accept() errors reported by the listening socket. */

@@ -7,6 +7,17 @@ import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
 import { isLocalResourceError, type FdBudget } from './fd-budget.js';
 import { ListenerStats } from './stats.js';
+import { udpSocketKey, type UdpDropTable } from './udp-drops.js';
+
+/** 4 MiB: a few thousand small datagrams (a DNS burst) wait while the event loop is busy elsewhere. */
+export const DEFAULT_UDP_BUFFER_SIZE = 4 * 1024 * 1024;
+
+/** The buffer sizes the kernel gave a listener (it doubles the request and caps it at net.core.[rw]mem_max). */
+export interface UdpBufferSizes {
+  readonly asked: number;
+  readonly receive: number;
+  readonly send: number;
+}
 
 export interface UdpProxyOptions {
   readonly name: string;
@@ -18,6 +29,10 @@ export interface UdpProxyOptions {
   readonly maxSessions: number;
   /** Descriptors the data plane may hold; each session's socket is one. */
   readonly budget: FdBudget;
+  /** SO_RCVBUF/SO_SNDBUF asked for every socket (listener and sessions); 0 keeps the kernel's default. */
+  readonly bufferSize: number;
+  /** Told the sizes the kernel gave the listener, once it is bound. */
+  readonly onBuffers?: (sizes: UdpBufferSizes) => void;
 }
 
 /** Datagrams queued while a session's backend socket is still connecting. */
@@ -59,6 +74,8 @@ export class UdpProxy {
   private last: Session | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   private boundPort = 0;
+  /** How /proc/net/udp* names the listener, for its drop count. */
+  private procKey = '';
   /** Coarse clock: refreshed by the sweeper so the per-datagram path does not call Date.now(). */
   private now = Date.now();
 
@@ -87,13 +104,34 @@ export class UdpProxy {
         });
         sock.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
         this.socket = sock;
-        this.boundPort = sock.address().port;
+        const local = sock.address();
+        this.boundPort = local.port;
+        this.procKey = udpSocketKey(local.address, local.port);
+        this.sizeBuffers(sock);
         const every = Math.max(50, Math.min(1000, Math.floor(this.opts.sessionTimeoutMs / 4)));
         this.sweeper = setInterval(() => this.sweep(), every);
         this.sweeper.unref();
         resolve(this.boundPort);
       });
     });
+  }
+
+  /** The listener's drop count as the kernel reports it; called at scrape time, never per datagram. */
+  updateKernelDrops(table: UdpDropTable): void {
+    const drops = table.get(this.procKey);
+    if (drops !== undefined) this.stats.receiveDrops = drops;
+  }
+
+  private sizeBuffers(sock: DgramSocket): void {
+    const asked = this.opts.bufferSize;
+    if (asked <= 0) return;
+    try {
+      sock.setRecvBufferSize(asked);
+      sock.setSendBufferSize(asked);
+      this.opts.onBuffers?.({ asked, receive: sock.getRecvBufferSize(), send: sock.getSendBufferSize() });
+    } catch (err) {
+      this.opts.logger.warn({ listener: this.opts.name, err: errorMessage(err) }, 'cannot size the UDP socket buffers; using the defaults');
+    }
   }
 
   close(): Promise<void> {
@@ -150,7 +188,11 @@ export class UdpProxy {
       return undefined;
     }
     const { ip, port } = ep.endpoint;
-    const sock = dgram.createSocket(isIPv6(ip) ? 'udp6' : 'udp4');
+    const size = this.opts.bufferSize;
+    // Replies queue here while the loop is busy: as large a buffer as the listener's (set when connect binds it).
+    const sock = dgram.createSocket(
+      size > 0 ? { type: isIPv6(ip) ? 'udp6' : 'udp4', recvBufferSize: size, sendBufferSize: size } : { type: isIPv6(ip) ? 'udp6' : 'udp4' },
+    );
     const s = new Session(key, rinfo.address, rinfo.port, ep, sock, this.now);
     this.sessions.set(key, s);
     ep.active++;

@@ -9,6 +9,7 @@ import { Syncer, type SyncTarget } from '../sync/syncer.js';
 import { IptablesApplier } from '../iptables/applier.js';
 import { iptablesUnavailableReason } from '../iptables/backend.js';
 import { iptablesSyncTarget } from '../iptables/sync-target.js';
+import { InstanceLock } from './instance-lock.js';
 
 /** A running proxy: source -> tracker -> syncer -> (data plane, rules). */
 export interface ProxyRuntime {
@@ -24,6 +25,11 @@ export interface ProxyRuntime {
   installedRules(): string | null;
   /** Health, metrics, /status and dashboard servers (listening once startProxy resolves). */
   readonly admin: Admin;
+  /**
+   * SIGHUP: re-reads the source now and runs a full resync of the data plane
+   * and rules; never stops anything. Resolves with what was done, for the log.
+   */
+  reload(): Promise<string>;
   /** Stops watching, then stops accepting and gives open connections up to the grace period. */
   stop(): Promise<void>;
 }
@@ -42,6 +48,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     udpTimeoutMs: config.udpTimeoutMs,
     udpMaxSessions: config.udpMaxSessions,
     tcpIdleTimeoutMs: config.tcpIdleTimeoutMs,
+    udpBufferSize: config.udpBufferSize,
     logger,
   });
   logger.info(
@@ -52,7 +59,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     name: 'dataplane',
     sync: (c) => (c.full ? proxier.resync(c.table) : proxier.apply(c.diff)),
   };
-  const iptables = config.iptables ? await startIptables(config, logger) : null;
+  const rules = config.iptables ? await startIptables(config, logger) : null;
+  const iptables = rules?.applier ?? null;
   const targets: SyncTarget[] = [dataplane];
   // After the data plane: the rules point at the proxy ports it just opened.
   if (iptables !== null) targets.push(iptablesSyncTarget(iptables, () => proxier.proxyPorts()));
@@ -84,6 +92,12 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     get admin() {
       return admin;
     },
+    async reload() {
+      if (stopping !== null) return 'stopping; nothing re-read';
+      const done = await source.reread();
+      s.request(true);
+      return `${done}; full resync of listeners${iptables === null ? '' : ' and rules'} requested`;
+    },
     stop() {
       stopping ??= (async () => {
         // Health turns 503 first, so load balancers move away while connections drain.
@@ -92,6 +106,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
         await s.stop();
         await proxier.close(config.shutdownGracePeriodMs);
         await iptables?.stop();
+        await rules?.lock.release();
         await admin.stop();
       })();
       return stopping;
@@ -146,14 +161,22 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
  * (reach services at their proxy ports), saying so in one line, and never
  * leaves half-applied rules.
  */
-async function startIptables(config: RunConfig, logger: Logger): Promise<IptablesApplier | null> {
+async function startIptables(config: RunConfig, logger: Logger): Promise<{ applier: IptablesApplier; lock: InstanceLock } | null> {
   const reason = await iptablesUnavailableReason();
   if (reason !== null) {
     logger.warn(reason);
     return null;
   }
+  // Before the first rule is touched: a second kup started by mistake exits
+  // here, leaving the running one's chains alone.
+  const lock = await InstanceLock.acquire(config.stateDir);
   // The syncer runs the full resyncs (every --sync-period) that repair rules removed by others.
   const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress, resyncPeriodMs: 0 });
-  await applier.start();
-  return applier;
+  try {
+    await applier.start();
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  return { applier, lock };
 }

@@ -62,6 +62,12 @@ export class FileSource implements Source {
     this.poller.unref();
   }
 
+  async reread(): Promise<string> {
+    this.reading = this.reading.then(() => this.read(false));
+    await this.reading;
+    return this.lastError === null ? `re-read ${this.path}` : `re-read ${this.path} failed (${this.lastError}); kept the last good state`;
+  }
+
   async stop(): Promise<void> {
     this.watcher?.close();
     this.watcher = null;

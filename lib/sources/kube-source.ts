@@ -215,6 +215,15 @@ export class KubeSource implements Source {
     );
   }
 
+  /**
+   * Nothing to re-read: the watches keep the caches current, and a relist of
+   * every Service and EndpointSlice on a signal would load the API server for
+   * no gain. The full resync that follows re-asserts listeners and rules.
+   */
+  reread(): Promise<string> {
+    return Promise.resolve(`${this.server}: watches are current`);
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;

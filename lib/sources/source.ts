@@ -46,6 +46,13 @@ export interface Source {
   readonly kind: SourceKind;
   /** Starts delivering into `store`; resolves once the initial state has been delivered. */
   start(store: ObjectStore): Promise<void>;
+  /**
+   * Re-reads now (SIGHUP): the file source reads its file at once; the live
+   * source has nothing to re-read (its watches keep it current), the full
+   * resync that follows repairs the data plane and rules. Resolves with what
+   * was done, for the one log line.
+   */
+  reread(): Promise<string>;
   /** Stops watching; safe to call twice. */
   stop(): Promise<void>;
   state(): SourceState;

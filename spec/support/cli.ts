@@ -15,8 +15,11 @@ export function runKup(args: string[], timeoutMs = 20_000): Promise<Finished> {
   return finished(startKup(args), timeoutMs);
 }
 
+/** Node flags kup is started with everywhere (its shebang, the image, npm scripts). */
+export const KUP_NODE_FLAGS = ['--disable-sigusr1'] as const;
+
 export function startKup(args: string[]): ChildProcessWithoutNullStreams {
-  return spawn(process.execPath, [KUP, ...args], { stdio: 'pipe', env: { ...process.env, KUBECONFIG: '/nonexistent' } });
+  return spawn(process.execPath, [...KUP_NODE_FLAGS, KUP, ...args], { stdio: 'pipe', env: { ...process.env, KUBECONFIG: '/nonexistent' } });
 }
 
 export function finished(child: ChildProcessWithoutNullStreams, timeoutMs = 20_000): Promise<Finished> {

@@ -64,12 +64,12 @@ export class Netns {
 
   /** Runs a compiled script (path relative to the repo) with the pinned Node inside the namespace, to completion. */
   node(script: string, args: readonly string[], timeoutMs = 30_000): Promise<CommandResult> {
-    return runCommand('ip', ['netns', 'exec', this.name, NODE_BIN, resolve(script), ...args], { timeoutMs });
+    return runCommand('ip', ['netns', 'exec', this.name, NODE_BIN, '--disable-sigusr1', resolve(script), ...args], { timeoutMs });
   }
 
   /** Starts a long-running script inside the namespace; killed on teardown. */
   spawnNode(script: string, args: readonly string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', this.name, NODE_BIN, resolve(script), ...args], {
+    const child = spawn('ip', ['netns', 'exec', this.name, NODE_BIN, '--disable-sigusr1', resolve(script), ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.children.add(child);

@@ -11,6 +11,7 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
     udpTimeoutMs: 30_000,
     udpMaxSessions: 100,
     tcpIdleTimeoutMs: 0,
+    udpBufferSize: 4 * 1024 * 1024,
     lbStrategy: 'round-robin',
     iptables: false,
     syncPeriodMs: 30_000,
@@ -18,6 +19,7 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
     healthzBindAddress: null,
     metricsBindAddress: null,
     shutdownGracePeriodMs: 0,
+    stateDir: '/nonexistent/kup-state',
     logLevel: 'silent',
     ...overrides,
   };

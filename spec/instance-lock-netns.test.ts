@@ -1,0 +1,108 @@
+/**
+ * A second `kup run` started by mistake next to a running one, with real
+ * iptables in a network namespace: it must say who is running and exit 1
+ * before touching a single rule, and the first must go on serving. A kup
+ * killed with SIGKILL leaves a stale lock that the next one takes over.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import t, { type Test } from 'tap';
+import { finished, waitForOutput } from './support/cli.js';
+import { createNetns, link, NODE_BIN, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
+
+const SUPPORT = 'dist/spec/support';
+const KUP = resolve('dist/bin/kup.js');
+
+const CLUSTER = `kind: List
+items:
+  - apiVersion: v1
+    kind: Service
+    metadata: { name: web, namespace: default }
+    spec: { clusterIP: 10.96.0.10, ports: [{ name: http, protocol: TCP, port: 80 }] }
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-name: web } }
+    addressType: IPv4
+    ports: [{ name: http, protocol: TCP, port: 8080 }]
+    endpoints: [{ addresses: [127.0.0.1] }]
+`;
+
+async function probe(ns: Netns): Promise<string> {
+  const r = await ns.node(`${SUPPORT}/probe.js`, ['tcp', '10.96.0.10', '80', '1500']);
+  const p = JSON.parse(r.stdout.trim()) as { ok: boolean; reply?: string; error?: string };
+  return p.ok ? (p.reply ?? '').trim() : `error: ${p.error ?? '?'}`;
+}
+
+function startKup(node: Netns, args: string[]): ChildProcessWithoutNullStreams {
+  return spawn('ip', ['netns', 'exec', node.name, NODE_BIN, '--disable-sigusr1', KUP, 'run', ...args], { stdio: 'pipe' });
+}
+
+async function suite(t: Test): Promise<void> {
+  const client = await createNetns(t, 'client');
+  const node = await createNetns(t, 'node');
+  await link(client, ['10.211.0.2/24'], node, ['10.211.0.1/24']);
+  await client.run('ip', ['route', 'add', 'default', 'via', '10.211.0.1']);
+  const baseline = await node.iptablesSave();
+  const pod = node.spawnNode(`${SUPPORT}/echo-server.js`, ['127.0.0.1', 'tcp:8080:pod-1']);
+  await new Promise((r) => createInterface({ input: pod.stdout! }).once('line', r));
+
+  const dir = mkdtempSync(join(tmpdir(), 'kup-lock-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'cluster.yaml');
+  writeFileSync(file, CLUSTER);
+  const stateDir = join(dir, 'state');
+  const args = ['--source', `file:${file}`, '--hostname-override', 'node-a', '--min-sync-period', '0', '--metrics-bind-address', '',
+    '--state-dir', stateDir];
+
+  const first = startKup(node, args);
+  t.teardown(() => void first.kill('SIGKILL'));
+  const firstDone = finished(first, 60_000);
+  await waitForOutput(first, /admin servers listening/, 20_000);
+  t.equal(await probe(client), 'pod-1', 'the first kup serves the cluster IP through its rules');
+  const rules = await node.iptablesSave();
+  t.not(rules, baseline, 'the first kup installed rules');
+
+  // The second one, as typed by mistake: same node, same flags.
+  const second = startKup(node, args);
+  const secondDone = finished(second, 30_000);
+  const seen = new Set<string>();
+  let running = true;
+  void secondDone.then(() => (running = false));
+  while (running) {
+    seen.add(await node.iptablesSave());
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const r = await secondDone;
+  t.equal(r.code, 1, 'the second kup exits 1');
+  const lines = r.stderr.trim().split('\n');
+  t.match(lines.at(-1), new RegExp(`^kup: another kup \\(pid ${first.pid}\\) is running with --state-dir ${stateDir}; not touching iptables`), 'one line naming the running kup');
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  t.same([...seen], [rules], `the rules never changed while the second kup ran (${seen.size} snapshot(s) taken)`);
+  t.equal(await node.iptablesSave(), rules, 'nor after it exited');
+  t.equal(await probe(client), 'pod-1', 'the first kup still serves');
+  t.equal(first.exitCode, null, 'the first kup is still running');
+
+  // A kup that died without cleaning up leaves its socket file: the next one takes over.
+  first.kill('SIGKILL');
+  await firstDone;
+  t.ok(existsSync(join(stateDir, 'kup.sock')), 'SIGKILL left the lock file behind');
+  const third = startKup(node, args);
+  t.teardown(() => void third.kill('SIGKILL'));
+  const thirdDone = finished(third, 60_000);
+  await waitForOutput(third, /admin servers listening/, 20_000);
+  t.equal(await probe(client), 'pod-1', 'a kup started after a SIGKILLed one takes the stale lock and serves');
+  third.kill('SIGTERM');
+  const r3 = await thirdDone;
+  t.equal(r3.code, 0, 'and exits 0 on SIGTERM');
+  t.equal(await node.iptablesSave(), baseline, 'its rules are gone');
+  t.notOk(existsSync(join(stateDir, 'kup.sock')), 'and so is its lock');
+}
+
+t.test('a second kup on the same node exits 1 without touching the running one\'s rules', async (t) => {
+  if (!(await requireNetns(t))) return;
+  await sweepLeftovers();
+  await suite(t);
+});
