@@ -152,8 +152,8 @@ async function startIptables(config: RunConfig, logger: Logger): Promise<Iptable
     logger.warn(reason);
     return null;
   }
-  // The syncer runs the full resyncs (every --sync-period) that repair rules removed by others.
-  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress, resyncPeriodMs: 0 });
+  // The syncer owns the full resyncs (every --sync-period) that repair rules removed by others, and the retries.
+  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress });
   await applier.start();
   return applier;
 }
