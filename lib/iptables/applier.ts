@@ -6,12 +6,13 @@
  * belong to the syncer (one retry loop, as kube-proxy's syncRunner).
  */
 import type { Logger } from 'pino';
+import type { FamilyName } from '../core/address.js';
 import { errorMessage, KupError } from '../core/errors.js';
 import type { ProxyPorts, ServicePortKey, ServiceTable } from '../core/types.js';
 import { detectBackend, detectCommentSupport, familyUsable, type Backend, type FamilyBinaries } from './backend.js';
 import { describeFailure, runCommand } from './command.js';
 import { detectHostIPs } from './host-ips.js';
-import { jumpRules, renderCleanup, renderRules, type HostIPs, type IpFamily, type JumpRule } from './render.js';
+import { jumpRules, renderCleanup, renderRules, type HostIPs, type JumpRule } from './render.js';
 
 export interface IptablesApplierOptions {
   readonly logger: Logger;
@@ -50,7 +51,7 @@ export class IptablesApplier {
   private readonly explicitHostIPs: boolean;
   private backend: Backend | null = null;
   private commentSupported = true;
-  private families: IpFamily[] = ['ipv4'];
+  private families: FamilyName[] = ['ipv4'];
   /** Every apply runs after the previous one: never two restores at once, and stop() waits for the last. */
   private tail: Promise<unknown> = Promise.resolve();
   private stopped = false;
