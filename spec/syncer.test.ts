@@ -4,14 +4,13 @@
  * most, and a success ends the retrying. The target is a stand-in that fails
  * on command (what IptablesApplier.apply does when iptables-restore fails).
  */
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import t from 'tap';
 import { KupError } from '../lib/core/errors.js';
 import { isEmptyDiff, type TableDiff } from '../lib/core/table-diff.js';
 import type { ServiceTable } from '../lib/core/types.js';
 import { Syncer, type SyncChange, type SyncRecord } from '../lib/sync/syncer.js';
 import { FakeClock } from './support/fake-clock.js';
+import { LogCapture } from './support/harness.js';
 import { servicePort, tableOf } from './support/service-fixtures.js';
 import { sleep, waitFor } from './support/wait.js';
 
@@ -19,16 +18,8 @@ const EMPTY: TableDiff = { added: [], updated: [], removed: [] };
 
 function harness(failures: number) {
   const clock = new FakeClock();
-  const lines: { msg: string; retryMs?: number; target?: string; err?: string }[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]);
-        done();
-      },
-    }),
-  );
+  const log = new LogCapture();
+  const logger = log.logger;
   let pending: TableDiff = EMPTY;
   let table: ServiceTable = new Map();
   const tracker = {
@@ -58,7 +49,7 @@ function harness(failures: number) {
     syncer.request();
   };
   const syncs = (n: number): Promise<void> => waitFor(`sync #${n}`, () => records.length >= n, 5000);
-  return { clock, lines, calls, target, syncer, records, change, syncs };
+  return { clock, log, calls, target, syncer, records, change, syncs };
 }
 
 t.test('fails twice, then succeeds: retried with backoff as full syncs, by one loop', async (t) => {
@@ -97,16 +88,16 @@ t.test('fails twice, then succeeds: retried with backoff as full syncs, by one l
   await h.syncs(4);
   t.same(h.calls[3], { full: false, at: h.clock.now(), diffEmpty: false }, 'the next change is a diff sync again');
 
-  const failed = h.lines.filter((l) => /sync failed/.test(l.msg));
+  const failed = h.log.lines.filter((l) => /sync failed/.test(String(l['msg'])));
   t.same(
-    failed.map((l) => [l.msg, l.retryMs]),
+    failed.map((l) => [l['msg'], l['retryMs'], l['code']]),
     [
-      ['iptables sync failed; retrying', 1000],
-      ['iptables sync failed; retrying', 2000],
+      ['iptables sync failed; retrying', 1000, 'KUP_IPTABLES'],
+      ['iptables sync failed; retrying', 2000, 'KUP_IPTABLES'],
     ],
-    'one log line per failure, naming the target and the retry delay',
+    'one log line per failure, naming the target, the retry delay and the error code',
   );
-  t.match(failed[0]!.err, /injected fault/, "the failure's stderr is in the log line");
+  t.match(failed[0]!['err'], /injected fault/, "the failure's stderr is in the log line");
 });
 
 t.test('a change during backoff syncs in full; its failure keeps the one pending retry', async (t) => {

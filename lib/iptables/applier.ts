@@ -74,13 +74,13 @@ export class IptablesApplier {
   /**
    * Detects the backend and its features, then removes whatever an earlier
    * run left (its proxy ports are meaningless now); the first apply rebuilds.
-   * Throws KupError KUP_IPTABLES when no iptables works.
+   * Throws KupError KUP_IPTABLES_UNAVAILABLE when no iptables works, KUP_IPTABLES when old rules cannot be removed.
    */
   async start(): Promise<void> {
     const backend = await detectBackend();
-    if (backend === null) throw new KupError('KUP_IPTABLES', 'no iptables binary found');
+    if (backend === null) throw new KupError('KUP_IPTABLES_UNAVAILABLE', 'no iptables binary found');
     if (!(await familyUsable(backend.ipv4))) {
-      throw new KupError('KUP_IPTABLES', `${backend.ipv4.iptables} cannot read the nat table (not root, or no kernel support)`);
+      throw new KupError('KUP_IPTABLES_UNAVAILABLE', `${backend.ipv4.iptables} cannot read the nat table (not root, or no kernel support)`);
     }
     this.backend = backend;
     this.families = (await familyUsable(backend.ipv6)) ? ['ipv4', 'ipv6'] : ['ipv4'];

@@ -1,7 +1,7 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { ChangeTracker } from '../core/change-tracker.js';
-import { errorMessage } from '../core/errors.js';
+import { errorCode, errorMessage } from '../core/errors.js';
 import { isEmptyDiff, type TableDiff } from '../core/table-diff.js';
 import type { ServiceTable } from '../core/types.js';
 import { systemClock, type Clock } from './clock.js';
@@ -148,13 +148,13 @@ export class Syncer {
     const { diff, warnings, servicesChanged, oldestChangeTime } = this.opts.tracker.flush();
     for (const w of warnings) this.opts.logger.warn(w);
     const change: SyncChange = { diff, table: this.opts.tracker.current(), full };
-    const failed: { target: string; err: string }[] = [];
+    const failed: { target: string; err: string; code: string | undefined }[] = [];
     if (full || !isEmptyDiff(diff)) {
       for (const target of this.opts.targets) {
         try {
           await target.sync(change);
         } catch (err) {
-          failed.push({ target: target.name, err: errorMessage(err) });
+          failed.push({ target: target.name, err: errorMessage(err), code: errorCode(err) });
         }
       }
     }
