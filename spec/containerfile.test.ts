@@ -1,30 +1,13 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import t from 'tap';
+import { parseStages as stages, type Stage } from './support/containerfile.js';
 
 /**
  * No container engine runs here, so the Containerfile is checked by reading
  * it: two stages, the build one unprivileged, the final one Node 24 slim with
  * iptables, copying only the compiled package and its runtime dependencies.
  */
-interface Stage {
-  from: string;
-  name: string | null;
-  lines: string[];
-}
-
-function stages(text: string): Stage[] {
-  const out: Stage[] = [];
-  // Join continuation lines, drop comments.
-  const lines = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
-  for (const line of lines) {
-    const m = /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/i.exec(line);
-    if (m !== null) out.push({ from: m[1]!, name: m[2] ?? null, lines: [] });
-    else out.at(-1)?.lines.push(line);
-  }
-  return out;
-}
-
 t.test('the Containerfile builds unprivileged and ships only the compiled package', async (t) => {
   const all = stages(await readFile(new URL('../../Containerfile', import.meta.url), 'utf8'));
   t.equal(all.length, 2, 'two stages');

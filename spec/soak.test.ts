@@ -1,5 +1,5 @@
 import t from 'tap';
-import { formatSoak, runSoak } from '../bench/soak.js';
+import { formatSoak, runSoak } from './support/soak.js';
 
 t.test('a 30 s soak: no request fails, memory and descriptors level off', async (t) => {
   const r = await runSoak({ seconds: 30, connectRate: 150 });

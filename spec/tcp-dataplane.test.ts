@@ -298,6 +298,11 @@ t.test('--proxy-port-range: ports come from the range, skipping ones in use', as
   t.equal(h.proxier.get('default/third:http/TCP' as never), undefined, 'no port left for a third listener');
   t.match(h.log.messages('error'), [/cannot open proxy port; will retry at the next sync/]);
   t.match(String(h.proxier.failures().get('default/third:http/TCP' as never)?.error), /no free port left in --proxy-port-range/);
+  t.match(
+    h.log.lines.find((l) => /cannot open proxy port/.test(String(l['msg']))),
+    { code: 'KUP_PORT_RANGE_EXHAUSTED' },
+    'the log line carries the error code README explains',
+  );
 });
 
 t.test('bind address 0.0.0.0 listens on every address, IPv4 and IPv6', async (t) => {

@@ -1,4 +1,5 @@
 import type { HostPort } from '../cli/options.js';
+import { joinHostPort } from '../core/address.js';
 import type { ProxyRuntime } from '../runtime/proxy-runtime.js';
 import { DashboardFeed } from './dashboard.js';
 import { HealthMonitor, type HealthReport } from './health.js';
@@ -147,5 +148,5 @@ export class Admin {
 /** http://host:port, for people and `kup status --server`; a wildcard host is shown as loopback. */
 export function hostUrl(a: HostPort): string {
   const host = a.host === '0.0.0.0' ? '127.0.0.1' : a.host === '::' ? '::1' : a.host;
-  return host.includes(':') ? `http://[${host}]:${a.port}` : `http://${host}:${a.port}`;
+  return `http://${joinHostPort(host, a.port)}`;
 }

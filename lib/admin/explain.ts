@@ -1,4 +1,4 @@
-import { ipFamily, isValidPort } from '../core/address.js';
+import { familyName, HOST_PREFIX, isValidPort, joinHostPort, sameIP, splitHostPort } from '../core/address.js';
 import { KupError } from '../core/errors.js';
 import type { Protocol } from '../core/types.js';
 import type { EndpointStatus, ServiceStatus, StatusDocument } from './status.js';
@@ -12,14 +12,13 @@ export interface Destination {
 
 /** Parses IP:PORT[/tcp|udp] (IPv6 as [IP]:PORT). */
 export function parseDestination(text: string): Destination {
-  const m = /^(?:\[([^\]]+)\]|([^:/[\]]+)):(\d{1,5})(?:\/(tcp|udp))?$/i.exec(text.trim());
-  const ip = m?.[1] ?? m?.[2] ?? '';
-  const port = Number(m?.[3]);
-  if (m === null || ipFamily(ip) === 0 || !isValidPort(port)) {
+  const m = /^(.*?)(?:\/(tcp|udp))?$/i.exec(text.trim());
+  const hp = m === null ? null : splitHostPort(m[1] ?? '');
+  if (m === null || hp === null || !isValidPort(hp.port)) {
     throw new KupError('KUP_BAD_FLAG', `"${text}" is not IP:PORT[/tcp|udp] (for example 10.96.0.10:53/udp or [fd00::10]:80)`);
   }
-  const proto = m[4]?.toUpperCase();
-  return { ip, port, protocol: proto === 'TCP' || proto === 'UDP' ? proto : null };
+  const proto = m[2]?.toUpperCase();
+  return { ip: hp.host, port: hp.port, protocol: proto === 'TCP' || proto === 'UDP' ? proto : null };
 }
 
 export type MatchKind = 'ClusterIP' | 'externalIP' | 'LoadBalancer IP' | 'NodePort' | 'proxy port';
@@ -50,14 +49,8 @@ function protoOk(d: Destination, s: ServiceStatus): boolean {
   return d.protocol === null || d.protocol === s.protocol;
 }
 
-function same(a: string, b: string): boolean {
-  // Compare the way the kernel would: one spelling per address.
-  if (ipFamily(a) === 6 && ipFamily(b) === 6) return new URL(`http://[${a}]`).hostname === new URL(`http://[${b}]`).hostname;
-  return a === b;
-}
-
 function dst(ip: string): string {
-  return `-d ${ip}/${ipFamily(ip) === 6 ? 128 : 32}`;
+  return `-d ${ip}/${HOST_PREFIX[familyName(ip) ?? 'ipv4']}`;
 }
 
 function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[] = []): PathMatch {
@@ -111,7 +104,7 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
       ['LoadBalancer IP', s.loadBalancerIPs],
     ];
     for (const [kind, ips] of kinds) {
-      if (!ips.some((ip) => same(ip, d.ip))) continue;
+      if (!ips.some((ip) => sameIP(ip, d.ip))) continue;
       isVip = true;
       if (s.portNumber === d.port && protoOk(d, s)) matches.push(match(kind, s, d));
     }
@@ -119,7 +112,7 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
   if (isVip && matches.length === 0) {
     const owners = new Map<string, string[]>();
     for (const s of doc.services) {
-      if (![...s.clusterIPs, ...s.externalIPs, ...s.loadBalancerIPs].some((ip) => same(ip, d.ip))) continue;
+      if (![...s.clusterIPs, ...s.externalIPs, ...s.loadBalancerIPs].some((ip) => sameIP(ip, d.ip))) continue;
       const ports = owners.get(s.name) ?? [];
       ports.push(`${s.portNumber}/${s.protocol}`);
       owners.set(s.name, ports);
@@ -145,7 +138,7 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
     }
     const bind = doc.bindAddress;
     const wildcard = bind === '0.0.0.0' || bind === '::';
-    if (same(bind, d.ip) || (wildcard && (localAddresses.has(d.ip) || d.ip.startsWith('127.') || d.ip === '::1'))) {
+    if (sameIP(bind, d.ip) || (wildcard && (localAddresses.has(d.ip) || d.ip.startsWith('127.') || d.ip === '::1'))) {
       for (const s of doc.services) {
         if (!protoOk(d, s)) continue;
         if (s.proxyPort === d.port) matches.push(match('proxy port', s, d));
@@ -164,12 +157,8 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
   return { destination: d, matches, misses };
 }
 
-function hp(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
 function endpointLine(e: EndpointStatus, next: string | null): string {
-  const id = hp(e.ip, e.port);
+  const id = joinHostPort(e.ip, e.port);
   const state = e.terminating ? (e.serving ? 'terminating (serving)' : 'terminating') : e.ready ? 'ready' : 'not ready';
   const node = e.nodeName === null ? '' : `node ${e.nodeName}${e.isLocal ? ' (local)' : ''}`;
   return `${next === id ? '->' : '  '} ${id.padEnd(22)} ${state.padEnd(22)} ${node.padEnd(26)} active ${e.activeConnections}  picks ${e.picks}`.trimEnd();
@@ -178,7 +167,7 @@ function endpointLine(e: EndpointStatus, next: string | null): string {
 /** What `kup explain` prints. */
 export function formatExplanation(doc: StatusDocument, x: Explanation): string {
   const d = x.destination;
-  const head = `${hp(d.ip, d.port)}${d.protocol === null ? '' : `/${d.protocol}`}`;
+  const head = `${joinHostPort(d.ip, d.port)}${d.protocol === null ? '' : `/${d.protocol}`}`;
   const lines: string[] = [];
   if (x.matches.length === 0) {
     lines.push(`${head}: nothing matches`);
@@ -198,7 +187,7 @@ export function formatExplanation(doc: StatusDocument, x: Explanation): string {
       ? `not running: kup picks the proxy port when it starts (${which})`
       : m.listenerPort === null
         ? `none: the listener could not be opened${s.listenerError === null ? '' : ` (${s.listenerError})`}`
-        : `${hp(doc.bindAddress, m.listenerPort)}/${s.protocol} (${which})`;
+        : `${joinHostPort(doc.bindAddress, m.listenerPort)}/${s.protocol} (${which})`;
     lines.push(`  listener  ${listener}`);
     const affinity = s.sessionAffinityTimeoutSeconds > 0 ? `ClientIP session affinity ${s.sessionAffinityTimeoutSeconds}s` : 'no session affinity';
     const policy =
@@ -211,7 +200,7 @@ export function formatExplanation(doc: StatusDocument, x: Explanation): string {
       if (m.endpoints.includes(e)) lines.push(`            ${endpointLine(e, m.next)}`);
     }
     const unused = s.endpoints.filter((e) => !m.endpoints.includes(e));
-    if (unused.length > 0) lines.push(`            (not in play: ${unused.map((e) => hp(e.ip, e.port)).join(', ')})`);
+    if (unused.length > 0) lines.push(`            (not in play: ${unused.map((e) => joinHostPort(e.ip, e.port)).join(', ')})`);
     const forWhom = doc.client === '' ? 'a new client' : `client ${doc.client}`;
     lines.push(`  next      ${m.next === null ? 'none: no endpoint to send it to' : `${m.next} (the next connection from ${forWhom} goes here)`}`);
     for (const n of m.notes) lines.push(`  note      ${n}`);

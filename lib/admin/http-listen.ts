@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { joinHostPort } from '../core/address.js';
 import { KupError } from '../core/errors.js';
 
 /** Starts `server` on host:port (0: any free port) and resolves to the bound port; a port in use is the user's to fix. */
@@ -7,7 +8,7 @@ export function listenHttp(server: Server, host: string, port: number, what: str
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       const why = err.code === 'EADDRINUSE' ? 'the port is in use (is another kup or kube-proxy running?)' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.message;
-      reject(new KupError('KUP_LISTEN_FAILED', `cannot start the ${what} on ${hostPort(host, port)}: ${why}`));
+      reject(new KupError('KUP_LISTEN_FAILED', `cannot start the ${what} on ${joinHostPort(host, port)}: ${why}`));
     };
     server.once('error', onError);
     server.listen({ host, port, exclusive: true }, () => {
@@ -24,8 +25,4 @@ export function closeHttp(server: Server): Promise<void> {
     server.close(() => resolve());
     server.closeIdleConnections();
   });
-}
-
-export function hostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }

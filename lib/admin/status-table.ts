@@ -1,12 +1,9 @@
+import { joinHostPort } from '../core/address.js';
 import type { ServiceStatus, StatusDocument } from './status.js';
-
-function hp(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
 
 /** Every address a service port answers on: ClusterIPs, externalIPs, LB IPs (ip:port), NodePort (:port). */
 export function vipList(s: ServiceStatus): string {
-  const out = [...s.clusterIPs, ...s.externalIPs, ...s.loadBalancerIPs].map((ip) => hp(ip, s.portNumber));
+  const out = [...s.clusterIPs, ...s.externalIPs, ...s.loadBalancerIPs].map((ip) => joinHostPort(ip, s.portNumber));
   if (s.nodePort !== 0) out.push(`*:${s.nodePort}`);
   return out.length === 0 ? '-' : out.join(',');
 }

@@ -3,6 +3,7 @@
  * what the data plane, the rule renderer and the admin face read. It is plain
  * data (no sockets, no timers) so it can be diffed, printed and tested directly.
  */
+import { joinHostPort } from './address.js';
 
 export type Protocol = 'TCP' | 'UDP';
 
@@ -100,7 +101,7 @@ export function needsExternalListener(sp: ServicePort): boolean {
 }
 
 export function endpointId(ep: Pick<Endpoint, 'ip' | 'port'>): string {
-  return ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
+  return joinHostPort(ep.ip, ep.port);
 }
 
 /** Which traffic a listener serves: ClusterIP traffic, or (see needsExternalListener) external traffic. */

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { Balancer, createStrategy } from '../core/balancer/balancer.js';
 import { SessionAffinity } from '../core/balancer/session-affinity.js';
 import type { LbStrategyName } from '../core/balancer/strategy.js';
-import { errorMessage } from '../core/errors.js';
+import { errorCode, errorMessage, KupError } from '../core/errors.js';
 import type { PortRange } from '../core/port-range.js';
 import type { TableDiff } from '../core/table-diff.js';
 import {
@@ -213,7 +213,7 @@ export class Proxier {
       if (internal !== null) await this.closeListener(internal);
       const error = errorMessage(err);
       if (this.failed.get(sp.key)?.error !== error) {
-        this.log.error({ servicePort: sp.key, err: error }, 'cannot open proxy port; will retry at the next sync');
+        this.log.error({ servicePort: sp.key, err: error, code: errorCode(err) }, 'cannot open proxy port; will retry at the next sync');
       }
       this.failed.set(sp.key, { sp, error });
     }
@@ -229,7 +229,7 @@ export class Proxier {
         try {
           p.external = await this.open(sp, 'external', p.affinity);
         } catch (err) {
-          this.log.error({ servicePort: sp.key, err: errorMessage(err) }, 'cannot open external proxy port');
+          this.log.error({ servicePort: sp.key, err: errorMessage(err), code: errorCode(err) }, 'cannot open external proxy port');
         }
       } else {
         p.external.balancer.follow(sp, 'external', p.affinity);
@@ -275,14 +275,14 @@ export class Proxier {
             onBuffers: (b) => this.noteUdpBuffers(b),
           });
     if (!budget.take(1)) {
-      throw new Error(`out of file descriptors (${budget.inUse} of the data plane's ${budget.limit} in use); raise the open-files limit`);
+      throw new KupError('KUP_FD_EXHAUSTED', `out of file descriptors (${budget.inUse} of the data plane's ${budget.limit} in use); raise the open-files limit`);
     }
     const refused = new Set<number>();
     try {
       for (;;) {
         const port = this.allocator.allocate(refused);
         if (port === undefined) {
-          throw new Error(`no free port left in --proxy-port-range (${refused.size} in use by other processes)`);
+          throw new KupError('KUP_PORT_RANGE_EXHAUSTED', `no free port left in --proxy-port-range (${refused.size} in use by other processes)`);
         }
         try {
           await this.listenOn(listener, port);

@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { ipFamily } from '../core/address.js';
 
 /** A backend of the demo (and of tests): it answers with its own name so picks are visible. */
 export interface DemoBackend {
@@ -41,7 +42,7 @@ export function startHttpBackend(name: string, host: string, port: number): Prom
 
 /** UDP server replying to each datagram with "NAME: " followed by the datagram. */
 export function startUdpEchoBackend(name: string, host: string, port: number): Promise<DemoBackend> {
-  const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  const sock = dgram.createSocket(ipFamily(host) === 6 ? 'udp6' : 'udp4');
   const prefix = Buffer.from(`${name}: `);
   sock.on('message', (msg, rinfo) => sock.send(Buffer.concat([prefix, msg]), rinfo.port, rinfo.address));
   return new Promise((resolve, reject) => {

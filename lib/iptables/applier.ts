@@ -1,17 +1,18 @@
 /**
  * The shell around render.ts: applies the rendered scripts with
  * `iptables-restore --noflush` (touching only KUP- chains), keeps the jump
- * rules present exactly once, retries failures with backoff, resyncs
- * periodically (which repairs rules someone else removed) and removes every
- * trace on stop or cleanup.
+ * rules present exactly once, and removes every trace on stop or cleanup.
+ * It applies a table now or throws; retrying, backoff and periodic resyncs
+ * belong to the syncer (one retry loop, as kube-proxy's syncRunner).
  */
 import type { Logger } from 'pino';
-import { KupError } from '../core/errors.js';
+import type { FamilyName } from '../core/address.js';
+import { errorMessage, KupError } from '../core/errors.js';
 import type { ProxyPorts, ServicePortKey, ServiceTable } from '../core/types.js';
 import { detectBackend, detectCommentSupport, familyUsable, type Backend, type FamilyBinaries } from './backend.js';
 import { describeFailure, runCommand } from './command.js';
 import { detectHostIPs } from './host-ips.js';
-import { jumpRules, renderCleanup, renderRules, type HostIPs, type IpFamily, type JumpRule } from './render.js';
+import { jumpRules, renderCleanup, renderRules, type HostIPs, type JumpRule } from './render.js';
 
 export interface IptablesApplierOptions {
   readonly logger: Logger;
@@ -19,12 +20,8 @@ export interface IptablesApplierOptions {
   readonly bindAddress: string;
   /** Override the detected node addresses (host-originated traffic is DNATed there). */
   readonly hostIPs?: HostIPs;
-  /** Full resync period; 0 disables it. Default 30 s (kube-proxy's syncPeriod). */
-  readonly resyncPeriodMs?: number;
   /** Per-binary timeout. Default 10 s. */
   readonly commandTimeoutMs?: number;
-  /** Retry backoff after a failed sync: doubles from initialMs up to maxMs. Default 1 s .. 30 s. */
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
 }
 
 export interface IptablesStatus {
@@ -34,20 +31,14 @@ export interface IptablesStatus {
   readonly ipv6: boolean;
   /** Where host-originated traffic is DNATed when listeners are bound to a wildcard. */
   readonly hostIPs: HostIPs;
-  /** Epoch milliseconds of the last successful sync; null before any. */
+  /** Epoch milliseconds of the last successful apply; null before any. */
   readonly lastSuccessTime: number | null;
+  /** Failed applies since the last successful one. */
   readonly consecutiveFailures: number;
-  /** The last failure (the binary's stderr included); null once a sync succeeds. */
+  /** The last failure (the binary's stderr included); null once an apply succeeds. */
   readonly lastError: string | null;
   readonly ruleCount: { readonly ipv4: number; readonly ipv6: number };
   readonly warnings: readonly string[];
-}
-
-interface Desired {
-  readonly table: ServiceTable;
-  readonly proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>;
-  /** Restore even when the rules rendered are those installed (full syncs repair rules removed by others). */
-  readonly force: boolean;
 }
 
 const WAIT_LOCK = ['-w', '5'];
@@ -55,50 +46,41 @@ const WAIT_LOCK = ['-w', '5'];
 export class IptablesApplier {
   private readonly log: Logger;
   private readonly bindAddress: string;
-  private readonly resyncPeriodMs: number;
   private readonly timeoutMs: number;
-  private readonly backoff: { initialMs: number; maxMs: number };
   private hostIPs: HostIPs;
   private readonly explicitHostIPs: boolean;
   private backend: Backend | null = null;
   private commentSupported = true;
-  private families: IpFamily[] = ['ipv4'];
-  private desired: Desired | null = null;
-  /** Every apply runs after the previous one: never two restores at once. */
+  private families: FamilyName[] = ['ipv4'];
+  /** Every apply runs after the previous one: never two restores at once, and stop() waits for the last. */
   private tail: Promise<unknown> = Promise.resolve();
-  /** A queued run that has not started yet; later syncs join it (it reads the newest desired state). */
-  private queued: Promise<boolean> | null = null;
-  private retryTimer: NodeJS.Timeout | null = null;
-  private resyncTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private lastSuccessTime: number | null = null;
   private consecutiveFailures = 0;
   private lastError: string | null = null;
   private ruleCount = { ipv4: 0, ipv6: 0 };
   private warnings: readonly string[] = [];
-  /** The scripts of the last successful sync (what `kup rules` would print for this table). */
+  /** The scripts of the last successful apply (what `kup rules` would print for this table). */
   private installed: { ipv4: string; ipv6: string } | null = null;
 
   constructor(options: IptablesApplierOptions) {
     this.log = options.logger.child({ component: 'iptables' });
     this.bindAddress = options.bindAddress;
     this.hostIPs = options.hostIPs ?? {};
-    this.resyncPeriodMs = options.resyncPeriodMs ?? 30_000;
     this.timeoutMs = options.commandTimeoutMs ?? 10_000;
-    this.backoff = { initialMs: 1_000, maxMs: 30_000, ...options.backoff };
     this.explicitHostIPs = options.hostIPs !== undefined;
   }
 
   /**
    * Detects the backend and its features, then removes whatever an earlier
-   * run left (its proxy ports are meaningless now); the first sync rebuilds.
-   * Throws KupError KUP_IPTABLES when no iptables works.
+   * run left (its proxy ports are meaningless now); the first apply rebuilds.
+   * Throws KupError KUP_IPTABLES_UNAVAILABLE when no iptables works, KUP_IPTABLES when old rules cannot be removed.
    */
   async start(): Promise<void> {
     const backend = await detectBackend();
-    if (backend === null) throw new KupError('KUP_IPTABLES', 'no iptables binary found');
+    if (backend === null) throw new KupError('KUP_IPTABLES_UNAVAILABLE', 'no iptables binary found');
     if (!(await familyUsable(backend.ipv4))) {
-      throw new KupError('KUP_IPTABLES', `${backend.ipv4.iptables} cannot read the nat table (not root, or no kernel support)`);
+      throw new KupError('KUP_IPTABLES_UNAVAILABLE', `${backend.ipv4.iptables} cannot read the nat table (not root, or no kernel support)`);
     }
     this.backend = backend;
     this.families = (await familyUsable(backend.ipv6)) ? ['ipv4', 'ipv6'] : ['ipv4'];
@@ -114,42 +96,42 @@ export class IptablesApplier {
     );
     if (!this.commentSupported) this.log.warn('iptables comment match missing: rules are written without comments');
     if (!this.families.includes('ipv6')) this.log.info('ip6tables unusable: IPv6 service addresses get no rules');
-    const cleaned = await this.removeAll();
-    if (cleaned !== null) throw new KupError('KUP_IPTABLES', `cannot remove an earlier run's rules: ${cleaned}`);
-    if (this.resyncPeriodMs > 0) {
-      this.resyncTimer = setInterval(() => {
-        if (this.desired === null) return;
-        this.desired = { ...this.desired, force: true };
-        void this.request();
-      }, this.resyncPeriodMs);
-      this.resyncTimer.unref();
-    }
+    await this.removeAll().catch((err: unknown) => {
+      throw new KupError('KUP_IPTABLES', `cannot remove an earlier run's rules: ${errorMessage(err)}`, { cause: err });
+    });
   }
 
   /**
-   * Makes the rules match `table`. Resolves true once a sync containing this
-   * state succeeded, false when it failed (then it is retried with backoff;
-   * status() tells health). Never rejects.
+   * Makes the rules match `table` now. `full` restores even when the rules
+   * rendered are those installed (repairing rules someone else removed); a
+   * diff apply whose rules are unchanged costs no restore. Throws KupError
+   * KUP_IPTABLES (the binary's stderr in the message) when a command fails;
+   * the caller decides when to try again.
    */
-  sync(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>, force = true): Promise<boolean> {
-    if (this.stopped || this.backend === null) return Promise.resolve(false);
-    this.desired = { table, proxyPorts, force: force || (this.desired?.force ?? false) };
-    return this.request();
+  apply(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>, full: boolean): Promise<void> {
+    if (this.stopped || this.backend === null) {
+      return Promise.reject(new KupError('KUP_IPTABLES', 'the iptables applier is not running'));
+    }
+    const run = this.tail.then(() => this.applyNow(table, proxyPorts, full));
+    this.tail = run.catch(() => undefined);
+    return run;
   }
 
-  /** Stops timers, waits for a running sync, then removes the project's chains and jumps. Safe to call twice. */
+  /** Waits for a running apply, then removes the project's chains and jumps. Safe to call twice. */
   async stop(): Promise<void> {
     const first = !this.stopped;
     this.stopped = true;
-    this.clearTimers();
     await this.tail;
     if (!first || this.backend === null) return;
-    const err = await this.removeAll();
-    if (err === null) this.log.info('iptables rules removed');
-    else this.log.error({ err }, 'iptables rules could not all be removed');
+    try {
+      await this.removeAll();
+      this.log.info('iptables rules removed');
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'iptables rules could not all be removed');
+    }
   }
 
-  /** The restore scripts now installed (IPv4, then IPv6 when used); null before the first successful sync. */
+  /** The restore scripts now installed (IPv4, then IPv6 when used); null before the first successful apply. */
   installedRules(): string | null {
     if (this.installed === null) return null;
     const { ipv4, ipv6 } = this.installed;
@@ -171,26 +153,14 @@ export class IptablesApplier {
     };
   }
 
-  private request(): Promise<boolean> {
-    if (this.queued !== null) return this.queued;
-    const run = this.tail.then(() => {
-      this.queued = null;
-      return this.applyDesired();
-    });
-    this.queued = run;
-    this.tail = run;
-    return run;
-  }
-
-  private async applyDesired(): Promise<boolean> {
-    const desired = this.desired;
+  private async applyNow(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>, full: boolean): Promise<void> {
     const backend = this.backend;
-    if (this.stopped || desired === null || backend === null) return false;
-    // Re-read each sync: an address acquired (or changed) after start must not leave host traffic pointed at a stale one.
+    if (this.stopped || backend === null) throw new KupError('KUP_IPTABLES', 'the iptables applier is not running');
+    // Re-read each apply: an address acquired (or changed) after start must not leave host traffic pointed at a stale one.
     if (!this.explicitHostIPs) this.hostIPs = await detectHostIPs();
     const rendered = renderRules({
-      table: desired.table,
-      proxyPorts: desired.proxyPorts,
+      table,
+      proxyPorts,
       bindAddress: this.bindAddress,
       hostIPs: this.hostIPs,
       commentSupported: this.commentSupported,
@@ -204,98 +174,73 @@ export class IptablesApplier {
       for (const w of warnings) this.log.warn(w);
     }
     this.warnings = warnings;
-    if (this.desired === desired) this.desired = { ...desired, force: false };
     const installedNow = { ipv4: rendered.ipv4, ipv6: this.families.includes('ipv6') ? rendered.ipv6 : '' };
-    if (!desired.force && this.consecutiveFailures === 0 && this.installed !== null &&
+    if (!full && this.consecutiveFailures === 0 && this.installed !== null &&
         this.installed.ipv4 === installedNow.ipv4 && this.installed.ipv6 === installedNow.ipv6) {
       // Endpoint churn changes no rule (balancing is the proxy's job): no restore needed.
       this.lastSuccessTime = Date.now();
-      return true;
+      return;
     }
     const started = Date.now();
-    let error: string | null = null;
-    for (const family of this.families) {
-      error = (await this.restore(backend[family], rendered[family])) ?? (await this.ensureJumps(backend[family]));
-      if (error !== null) break;
+    try {
+      for (const family of this.families) {
+        await this.restore(backend[family], rendered[family]);
+        await this.ensureJumps(backend[family]);
+      }
+    } catch (err) {
+      this.consecutiveFailures++;
+      this.lastError = errorMessage(err);
+      throw err;
     }
-    if (error === null) {
-      this.lastSuccessTime = Date.now();
-      this.consecutiveFailures = 0;
-      this.lastError = null;
-      this.ruleCount = { ...rendered.ruleCount };
-      this.installed = installedNow;
-      if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-      this.log.debug({ ms: Date.now() - started, rules: rendered.ruleCount }, 'iptables synced');
-      return true;
-    }
-    this.consecutiveFailures++;
-    this.lastError = error;
-    const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** (this.consecutiveFailures - 1));
-    this.log.error({ err: error, failures: this.consecutiveFailures, retryMs: delay }, 'iptables sync failed');
-    if (!this.stopped) {
-      if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-      this.retryTimer = setTimeout(() => {
-        this.retryTimer = null;
-        void this.request();
-      }, delay);
-      this.retryTimer.unref();
-    }
-    return false;
+    this.lastSuccessTime = Date.now();
+    this.consecutiveFailures = 0;
+    this.lastError = null;
+    this.ruleCount = { ...rendered.ruleCount };
+    this.installed = installedNow;
+    this.log.debug({ ms: Date.now() - started, rules: rendered.ruleCount }, 'iptables synced');
   }
 
-  /** Null on success, else the failure with stderr. */
-  private async restore(bins: FamilyBinaries, script: string): Promise<string | null> {
-    const args = [...WAIT_LOCK, '--noflush'];
-    const r = await runCommand(bins.restore, args, { input: script, timeoutMs: this.timeoutMs });
-    return r.code === 0 ? null : describeFailure(bins.restore, args, r);
+  private async restore(bins: FamilyBinaries, script: string): Promise<void> {
+    await runChecked(bins.restore, [...WAIT_LOCK, '--noflush'], { input: script, timeoutMs: this.timeoutMs });
   }
 
-  private async ensureJumps(bins: FamilyBinaries): Promise<string | null> {
-    for (const j of jumpRules(this.commentSupported)) {
-      const err = await this.ensureJump(bins, j);
-      if (err !== null) return err;
-    }
-    return null;
+  private async ensureJumps(bins: FamilyBinaries): Promise<void> {
+    for (const j of jumpRules(this.commentSupported)) await this.ensureJump(bins, j);
   }
 
-  private async ensureJump(bins: FamilyBinaries, j: JumpRule): Promise<string | null> {
+  private async ensureJump(bins: FamilyBinaries, j: JumpRule): Promise<void> {
     const check = [...WAIT_LOCK, '-t', j.table, '-C', j.chain, ...j.args];
     const c = await runCommand(bins.iptables, check, { timeoutMs: this.timeoutMs });
-    if (c.code === 0) return null;
-    if (c.code !== 1) return describeFailure(bins.iptables, check, c);
-    const add = [...WAIT_LOCK, '-t', j.table, j.position === 'prepend' ? '-I' : '-A', j.chain, ...j.args];
-    const a = await runCommand(bins.iptables, add, { timeoutMs: this.timeoutMs });
-    return a.code === 0 ? null : describeFailure(bins.iptables, add, a);
+    if (c.code === 0) return;
+    // Exit 1 is "no such rule": add it. Anything else is a failure of its own.
+    if (c.code !== 1) throw new KupError('KUP_IPTABLES', describeFailure(bins.iptables, check, c));
+    await runChecked(bins.iptables, [...WAIT_LOCK, '-t', j.table, j.position === 'prepend' ? '-I' : '-A', j.chain, ...j.args], {
+      timeoutMs: this.timeoutMs,
+    });
   }
 
-  /** Removes jumps and chains in every usable family; null on success, else what failed. */
-  private async removeAll(): Promise<string | null> {
-    if (this.backend === null) return null;
+  /** Removes jumps and chains in every usable family; throws what failed. */
+  private async removeAll(): Promise<void> {
+    if (this.backend === null) return;
     const errors: string[] = [];
     for (const family of this.families) {
-      const err = await removeFamily(this.backend[family], this.timeoutMs);
-      if (err !== null) errors.push(err);
+      await removeFamily(this.backend[family], this.timeoutMs).catch((err: unknown) => errors.push(errorMessage(err)));
     }
-    return errors.length === 0 ? null : errors.join('; ');
-  }
-
-  private clearTimers(): void {
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    if (this.resyncTimer !== null) clearInterval(this.resyncTimer);
-    this.retryTimer = null;
-    this.resyncTimer = null;
+    if (errors.length > 0) throw new KupError('KUP_IPTABLES', errors.join('; '));
   }
 }
 
-async function removeFamily(bins: FamilyBinaries, timeoutMs: number): Promise<string | null> {
-  const saved = await runCommand(bins.save, [], { timeoutMs });
-  if (saved.code !== 0) return describeFailure(bins.save, [], saved);
-  const script = renderCleanup(saved.stdout);
-  if (script === '') return null;
-  const args = [...WAIT_LOCK, '--noflush'];
-  const r = await runCommand(bins.restore, args, { input: script, timeoutMs });
-  return r.code === 0 ? null : describeFailure(bins.restore, args, r);
+/** Runs a binary; throws KupError KUP_IPTABLES (command and stderr in the message) unless it exits 0. */
+async function runChecked(file: string, args: readonly string[], options: { input?: string; timeoutMs: number }): Promise<string> {
+  const r = await runCommand(file, args, options);
+  if (r.code !== 0) throw new KupError('KUP_IPTABLES', describeFailure(file, args, r));
+  return r.stdout;
+}
+
+async function removeFamily(bins: FamilyBinaries, timeoutMs: number): Promise<void> {
+  const script = renderCleanup(await runChecked(bins.save, [], { timeoutMs }));
+  if (script === '') return;
+  await runChecked(bins.restore, [...WAIT_LOCK, '--noflush'], { input: script, timeoutMs });
 }
 
 /**
@@ -312,8 +257,7 @@ export async function cleanupIptables(logger: Logger, timeoutMs = 10_000): Promi
   const errors: string[] = [];
   for (const family of ['ipv4', 'ipv6'] as const) {
     if (!(await familyUsable(backend[family]))) continue;
-    const err = await removeFamily(backend[family], timeoutMs);
-    if (err !== null) errors.push(err);
+    await removeFamily(backend[family], timeoutMs).catch((err: unknown) => errors.push(errorMessage(err)));
   }
   if (errors.length > 0) throw new KupError('KUP_IPTABLES', `iptables cleanup failed: ${errors.join('; ')}`);
   logger.info({ backend: backend.mode }, 'no kup iptables rules remain');

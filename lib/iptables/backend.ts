@@ -7,7 +7,7 @@
 import { access, constants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { runCommand } from './command.js';
-import type { IpFamily } from './render.js';
+import type { FamilyName } from '../core/address.js';
 
 export type BackendMode = 'nft' | 'legacy';
 
@@ -50,7 +50,7 @@ async function binaries(suffix: '' | '-nft' | '-legacy'): Promise<{ ipv4: Family
     ipv4: { iptables: `iptables${suffix}`, save: `iptables${suffix}-save`, restore: `iptables${suffix}-restore` },
     ipv6: { iptables: `ip6tables${suffix}`, save: `ip6tables${suffix}-save`, restore: `ip6tables${suffix}-restore` },
   };
-  const out: Record<IpFamily, Record<keyof FamilyBinaries, string>> = {
+  const out: Record<FamilyName, Record<keyof FamilyBinaries, string>> = {
     ipv4: { iptables: '', save: '', restore: '' },
     ipv6: { iptables: '', save: '', restore: '' },
   };

@@ -7,9 +7,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
-import type { HostIPs, IpFamily } from './render.js';
+import type { FamilyName } from '../core/address.js';
+import type { HostIPs } from './render.js';
 
-async function defaultRouteInterface(family: IpFamily): Promise<string | null> {
+async function defaultRouteInterface(family: FamilyName): Promise<string | null> {
   try {
     if (family === 'ipv4') {
       // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
@@ -32,7 +33,7 @@ async function defaultRouteInterface(family: IpFamily): Promise<string | null> {
   return null;
 }
 
-function usable(family: IpFamily, address: string, internal: boolean): boolean {
+function usable(family: FamilyName, address: string, internal: boolean): boolean {
   if (internal) return false;
   if (family === 'ipv6') return !/^fe80:/i.test(address);
   return !address.startsWith('169.254.');
@@ -40,7 +41,7 @@ function usable(family: IpFamily, address: string, internal: boolean): boolean {
 
 export async function detectHostIPs(): Promise<HostIPs> {
   const ifaces = networkInterfaces();
-  const pick = async (family: IpFamily): Promise<string | null> => {
+  const pick = async (family: FamilyName): Promise<string | null> => {
     const wanted = family === 'ipv4' ? 'IPv4' : 'IPv6';
     const preferred = await defaultRouteInterface(family);
     const order = preferred !== null ? [preferred, ...Object.keys(ifaces).filter((n) => n !== preferred)] : Object.keys(ifaces);

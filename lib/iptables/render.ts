@@ -17,7 +17,7 @@
  * node:net, ports as integers in range); anything else is left out and
  * reported in `warnings`, so a malformed object can never inject a rule.
  */
-import { isIPv4, isIPv6 } from 'node:net';
+import { familyName, HOST_PREFIX, isValidPort, joinHostPort, parseCidr, type FamilyName } from '../core/address.js';
 import {
   portLabel,
   type ProxyPorts,
@@ -26,7 +26,6 @@ import {
   type ServiceTable,
 } from '../core/types.js';
 
-export type IpFamily = 'ipv4' | 'ipv6';
 export type RuleTable = 'nat' | 'filter';
 
 export const CHAIN_PREFIX = 'KUP-';
@@ -90,34 +89,9 @@ export interface JumpRule {
 
 export const WILDCARD_ADDRESSES: ReadonlySet<string> = new Set(['', '0.0.0.0', '::', '[::]']);
 
-const LOOPBACK: Record<IpFamily, string> = { ipv4: '127.0.0.1', ipv6: '::1' };
-const LOOPBACK_NET: Record<IpFamily, string> = { ipv4: '127.0.0.0/8', ipv6: '::1/128' };
-const HOST_PREFIX: Record<IpFamily, number> = { ipv4: 32, ipv6: 128 };
+const LOOPBACK: Record<FamilyName, string> = { ipv4: '127.0.0.1', ipv6: '::1' };
+const LOOPBACK_NET: Record<FamilyName, string> = { ipv4: '127.0.0.0/8', ipv6: '::1/128' };
 const MAX_COMMENT = 200;
-
-export function familyOf(address: string): IpFamily | null {
-  if (address.includes('%')) return null; // zone ids have no place in a rule
-  if (isIPv4(address)) return 'ipv4';
-  if (isIPv6(address)) return 'ipv6';
-  return null;
-}
-
-/** "a.b.c.d/n" or "x::/n" validated for its family; null when malformed. */
-export function parseCidr(text: string): { family: IpFamily; cidr: string } | null {
-  const slash = text.indexOf('/');
-  if (slash < 0) return null;
-  const addr = text.slice(0, slash);
-  const lenText = text.slice(slash + 1);
-  const family = familyOf(addr);
-  if (family === null || !/^\d{1,3}$/.test(lenText)) return null;
-  const len = Number(lenText);
-  if (len > HOST_PREFIX[family]) return null;
-  return { family, cidr: `${addr}/${len}` };
-}
-
-function validPort(n: number): boolean {
-  return Number.isInteger(n) && n >= 1 && n <= 65535;
-}
 
 /**
  * Names may hold quotes, spaces, `$(...)` or newlines (a file source does not
@@ -190,20 +164,20 @@ function emptyFamilyRules(): FamilyRules {
 
 export function renderRules(input: RenderInput): RenderedRules {
   const warnings: string[] = [];
-  const rules: Record<IpFamily, FamilyRules> = { ipv4: emptyFamilyRules(), ipv6: emptyFamilyRules() };
+  const rules: Record<FamilyName, FamilyRules> = { ipv4: emptyFamilyRules(), ipv6: emptyFamilyRules() };
 
   const bind = input.bindAddress.trim();
   const wildcard = WILDCARD_ADDRESSES.has(bind);
-  const bindFamily = wildcard ? null : familyOf(bind);
+  const bindFamily = wildcard ? null : familyName(bind);
   if (!wildcard && bindFamily === null) {
     warnings.push(`bind address ${JSON.stringify(bind)} is not an IP address; no rules rendered`);
     return serialize(rules, warnings);
   }
 
-  const hostTarget = (family: IpFamily): string => {
+  const hostTarget = (family: FamilyName): string => {
     if (!wildcard) return bind;
     const configured = input.hostIPs?.[family] ?? null;
-    return configured !== null && familyOf(configured) === family ? configured : LOOPBACK[family];
+    return configured !== null && familyName(configured) === family ? configured : LOOPBACK[family];
   };
 
   const keys = [...input.table.keys()].sort();
@@ -215,11 +189,11 @@ export function renderRules(input: RenderInput): RenderedRules {
       warnings.push(`${key}: no listener, no rules`);
       continue;
     }
-    if (!validPort(pp.internal) || (pp.external !== undefined && !validPort(pp.external)) || !validPort(sp.port)) {
+    if (!isValidPort(pp.internal) || (pp.external !== undefined && !isValidPort(pp.external)) || !isValidPort(sp.port)) {
       warnings.push(`${key}: invalid port number, no rules`);
       continue;
     }
-    if (sp.nodePort !== 0 && !validPort(sp.nodePort)) {
+    if (sp.nodePort !== 0 && !isValidPort(sp.nodePort)) {
       warnings.push(`${key}: invalid nodePort ${sp.nodePort} ignored`);
     }
     const internalPort = pp.internal;
@@ -228,10 +202,10 @@ export function renderRules(input: RenderInput): RenderedRules {
     const comment = commentArgs(input.commentSupported, `${sp.namespace}/${sp.name}:${portLabel(sp)}`);
     const portMatch = ['-p', proto, '-m', proto, '--dport', String(sp.port)];
 
-    const byFamily = (addrs: readonly string[], what: string): Record<IpFamily, string[]> => {
-      const out: Record<IpFamily, string[]> = { ipv4: [], ipv6: [] };
+    const byFamily = (addrs: readonly string[], what: string): Record<FamilyName, string[]> => {
+      const out: Record<FamilyName, string[]> = { ipv4: [], ipv6: [] };
       for (const a of addrs) {
-        const f = familyOf(a);
+        const f = familyName(a);
         if (f === null) warnings.push(`${key}: invalid ${what} ${JSON.stringify(a)} ignored`);
         else out[f].push(a);
       }
@@ -240,7 +214,7 @@ export function renderRules(input: RenderInput): RenderedRules {
     const clusterIPs = byFamily(sp.clusterIPs, 'clusterIP');
     const externalIPs = byFamily(sp.externalIPs, 'externalIP');
     const lbIPs = byFamily(sp.loadBalancerIPs, 'load balancer IP');
-    const sourceRanges: Record<IpFamily, string[]> = { ipv4: [], ipv6: [] };
+    const sourceRanges: Record<FamilyName, string[]> = { ipv4: [], ipv6: [] };
     for (const r of sp.loadBalancerSourceRanges) {
       const parsed = parseCidr(r.trim());
       if (parsed === null) warnings.push(`${key}: invalid loadBalancerSourceRange ${JSON.stringify(r)} ignored`);
@@ -316,7 +290,7 @@ export function renderRules(input: RenderInput): RenderedRules {
           ...rejectArgs(sp.protocol, family),
         ]);
       }
-      if (validPort(sp.nodePort)) {
+      if (isValidPort(sp.nodePort)) {
         hasRules = true;
         const npMatch = [...comment, '-p', proto, '-m', proto, '--dport', String(sp.nodePort), '-m', 'addrtype', '--dst-type', 'LOCAL'];
         nat(CHAINS.nodePortContainer, [...npMatch, ...containerTarget(externalPort)]);
@@ -347,16 +321,12 @@ export function renderRules(input: RenderInput): RenderedRules {
   return serialize(rules, warnings);
 }
 
-function rejectArgs(protocol: ServicePort['protocol'], family: IpFamily): string[] {
+function rejectArgs(protocol: ServicePort['protocol'], family: FamilyName): string[] {
   if (protocol === 'TCP') return ['-j', 'REJECT', '--reject-with', 'tcp-reset'];
   return ['-j', 'REJECT', '--reject-with', family === 'ipv4' ? 'icmp-port-unreachable' : 'icmp6-port-unreachable'];
 }
 
-export function joinHostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
-function serialize(rules: Record<IpFamily, FamilyRules>, warnings: string[]): RenderedRules {
+function serialize(rules: Record<FamilyName, FamilyRules>, warnings: string[]): RenderedRules {
   const one = (fr: FamilyRules): { text: string; count: number } => {
     const lines: string[] = [];
     let count = 0;

@@ -170,8 +170,8 @@ async function startIptables(config: RunConfig, logger: Logger): Promise<{ appli
   // Before the first rule is touched: a second kup started by mistake exits
   // here, leaving the running one's chains alone.
   const lock = await InstanceLock.acquire(config.stateDir);
-  // The syncer runs the full resyncs (every --sync-period) that repair rules removed by others.
-  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress, resyncPeriodMs: 0 });
+  // The syncer owns the full resyncs (every --sync-period) that repair rules removed by others, and the retries.
+  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress });
   try {
     await applier.start();
   } catch (err) {

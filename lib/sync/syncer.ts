@@ -1,9 +1,10 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { ChangeTracker } from '../core/change-tracker.js';
-import { errorMessage } from '../core/errors.js';
+import { errorCode, errorMessage } from '../core/errors.js';
 import { isEmptyDiff, type TableDiff } from '../core/table-diff.js';
 import type { ServiceTable } from '../core/types.js';
+import { systemClock, type Clock } from './clock.js';
 
 /** What one sync hands each target. */
 export interface SyncChange {
@@ -20,13 +21,18 @@ export interface SyncTarget {
 }
 
 export interface SyncerOptions {
-  readonly tracker: ChangeTracker;
+  /** Where the changes come from: only flushing and reading the table are needed. */
+  readonly tracker: Pick<ChangeTracker, 'flush' | 'current'>;
   readonly targets: readonly SyncTarget[];
   /** Changes are applied at most once per this many ms (0: as they come, still one at a time). */
   readonly minSyncPeriodMs: number;
   /** A full sync runs at least this often. */
   readonly syncPeriodMs: number;
   readonly logger: Logger;
+  /** Retry delay after a failed sync: doubles from initialMs up to maxMs. Default 1 s .. 30 s. */
+  readonly retryBackoff?: { readonly initialMs: number; readonly maxMs: number };
+  /** Default: the system clock. */
+  readonly clock?: Clock;
 }
 
 export interface SyncRecord {
@@ -52,15 +58,17 @@ export interface SyncState {
   lastError: string | null;
 }
 
-const RETRY_MIN_MS = 1000;
-const RETRY_MAX_MS = 30_000;
-
 /**
  * Applies the tracker's changes to the targets, one sync at a time, no more
  * often than min-sync-period, with a full sync every sync-period (kube-proxy's
  * BoundedFrequencyRunner). p-queue serialises the syncs and rate-limits their
  * start; at most one sync waits behind the running one, since a sync applies
  * everything pending when it starts.
+ *
+ * The syncer is the one owner of retries: a target only applies or throws.
+ * A failed sync makes the next sync full (its diff was already flushed) and
+ * schedules one retry with backoff (kube-proxy's needFullSync and
+ * syncRunner.RetryAfter); a success cancels a pending retry.
  */
 export class Syncer {
   readonly state: SyncState = {
@@ -79,11 +87,16 @@ export class Syncer {
   private stopped = false;
   private waiting = false;
   private needFull = true;
-  private periodic: NodeJS.Timeout | null = null;
-  private retry: NodeJS.Timeout | null = null;
+  private readonly clock: Clock;
+  private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
+  private stopPeriodic: (() => void) | null = null;
+  private cancelRetry: (() => void) | null = null;
+  private retryDelay = 0;
 
   constructor(opts: SyncerOptions) {
     this.opts = opts;
+    this.clock = opts.clock ?? systemClock;
+    this.backoff = opts.retryBackoff ?? { initialMs: 1000, maxMs: 30_000 };
     this.queue =
       opts.minSyncPeriodMs > 0
         ? // A burst of two, as kube-proxy's BoundedFrequencyRunner: a change
@@ -95,8 +108,7 @@ export class Syncer {
   /** Runs the first (full) sync and starts following changes. */
   async start(): Promise<void> {
     this.started = true;
-    this.periodic = setInterval(() => this.request(true), this.opts.syncPeriodMs);
-    this.periodic.unref();
+    this.stopPeriodic = this.clock.every(this.opts.syncPeriodMs, () => this.request(true));
     this.needFull = true;
     this.waiting = true;
     await this.queue.add(() => this.run());
@@ -105,7 +117,7 @@ export class Syncer {
   /** A change is pending; a sync will run within min-sync-period. */
   request(full = false): void {
     if (full) this.needFull = true;
-    if (this.state.lastQueuedTime === 0) this.state.lastQueuedTime = Date.now();
+    if (this.state.lastQueuedTime === 0) this.state.lastQueuedTime = this.clock.now();
     if (!this.started || this.stopped || this.waiting) return;
     this.waiting = true;
     // p-queue may start a task inside add(): defer a turn so that every change
@@ -120,8 +132,8 @@ export class Syncer {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.periodic !== null) clearInterval(this.periodic);
-    if (this.retry !== null) clearTimeout(this.retry);
+    this.stopPeriodic?.();
+    this.cancelRetry?.();
     this.queue.clear();
     await this.queue.onIdle();
   }
@@ -136,42 +148,56 @@ export class Syncer {
     const { diff, warnings, servicesChanged, oldestChangeTime } = this.opts.tracker.flush();
     for (const w of warnings) this.opts.logger.warn(w);
     const change: SyncChange = { diff, table: this.opts.tracker.current(), full };
-    let ok = true;
+    const failed: { target: string; err: string; code: string | undefined }[] = [];
     if (full || !isEmptyDiff(diff)) {
       for (const target of this.opts.targets) {
         try {
           await target.sync(change);
         } catch (err) {
-          ok = false;
-          this.state.lastError = `${target.name}: ${errorMessage(err)}`;
-          this.opts.logger.error({ target: target.name, err: errorMessage(err) }, 'sync failed; will retry');
+          failed.push({ target: target.name, err: errorMessage(err), code: errorCode(err) });
         }
       }
     }
+    const ok = failed.length === 0;
     const durationMs = performance.now() - started;
     this.state.lastSyncDurationMs = durationMs;
     this.state.syncs++;
     if (ok) {
-      this.state.lastSyncTime = Date.now();
+      this.state.lastSyncTime = this.clock.now();
       this.state.consecutiveFailures = 0;
       this.state.lastError = null;
+      this.cancelRetry?.();
+      this.cancelRetry = null;
     } else {
       this.state.failures++;
       this.state.consecutiveFailures++;
-      this.scheduleRetry();
+      const last = failed[failed.length - 1]!;
+      this.state.lastError = `${last.target}: ${last.err}`;
+      // The diff this sync flushed may be half applied: only a full sync puts every target right again.
+      this.needFull = true;
+      const retryMs = this.scheduleRetry();
+      for (const f of failed) {
+        this.opts.logger.error({ ...f, failures: this.state.consecutiveFailures, retryMs }, `${f.target} sync failed; retrying`);
+      }
     }
     const record: SyncRecord = { full, durationMs, ok, servicesChanged, oldestChangeTime, diff };
     for (const fn of this.listeners) fn(record);
   }
 
-  /** A failed sync is retried as a full one, backing off 1s, 2s, 4s ... 30s. */
-  private scheduleRetry(): void {
-    if (this.retry !== null || this.stopped) return;
-    const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(10, this.state.consecutiveFailures - 1));
-    this.retry = setTimeout(() => {
-      this.retry = null;
+  /**
+   * A failed sync is retried as a full one, backing off 1s, 2s, 4s ... 30s.
+   * One retry is pending at most: a failure while one waits keeps it.
+   * Returns the delay of the pending retry (null once stopped).
+   */
+  private scheduleRetry(): number | null {
+    if (this.stopped) return null;
+    const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(20, this.state.consecutiveFailures - 1));
+    if (this.cancelRetry !== null) return this.retryDelay;
+    this.retryDelay = delay;
+    this.cancelRetry = this.clock.after(delay, () => {
+      this.cancelRetry = null;
       this.request(true);
-    }, delay);
-    this.retry.unref();
+    });
+    return delay;
   }
 }
