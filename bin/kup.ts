@@ -12,6 +12,10 @@ process.on('SIGUSR1', () => {
 const { main } = await import('../lib/cli/main.js');
 
 const code = await main(process.argv);
-// Let pending writes drain; anything still open (a leaked timer) must not keep us alive.
+// Exit explicitly once stdout and stderr have taken what was written: a
+// natural exit waits, in Node's environment cleanup, for every handle to
+// close, and one that never does (a socket Node failed to close) would keep a
+// stopped kup spinning there for ever. A leaked timer must not keep it alive either.
 process.exitCode = code;
+process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 setTimeout(() => process.exit(code), 200).unref();

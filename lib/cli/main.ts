@@ -16,6 +16,12 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
+/**
+ * After a stop signal, how long past --shutdown-grace-period kup may take to
+ * remove its rules and close its servers before it exits regardless.
+ */
+export const STOP_DEADLINE_MARGIN_MS = 5000;
+
 function addRunFlags(cmd: Command): Command {
   return cmd
     .option('--source <source>', 'where Services and EndpointSlices come from: "kubernetes" or "file:PATH"')
@@ -91,7 +97,14 @@ export function buildProgram(): Command {
     runtime = await startProxy(config, log);
     const sig = await waitForSignal();
     log.info({ signal: sig }, 'stopping');
+    // The last word: a stop that does not finish (a socket or server that never
+    // closes) must not keep a stopped proxy alive for ever.
+    const hard = setTimeout(() => {
+      log.error({ afterMs: config.shutdownGracePeriodMs + STOP_DEADLINE_MARGIN_MS }, 'stop did not finish in time; exiting');
+      process.exit(EXIT_OK);
+    }, config.shutdownGracePeriodMs + STOP_DEADLINE_MARGIN_MS);
     await runtime.stop();
+    clearTimeout(hard);
     log.info('stopped');
   });
 

@@ -7,6 +7,16 @@ export interface SpliceResult {
 }
 
 /**
+ * How long a socket whose peer is gone may take to take its last bytes and
+ * close its side, as nginx's lingering close: closing it at once while its
+ * owner is still sending would reset it, and a reset throws away the answer
+ * still in its receive queue.
+ */
+export const LINGER_MS = 5000;
+
+const EMPTY = Buffer.alloc(0);
+
+/**
  * Joins two connected sockets both ways with backpressure: the reader is
  * paused while the writer's buffer is full and resumed on its 'drain'.
  *
@@ -16,13 +26,18 @@ export interface SpliceResult {
  * socket whose read side ended and write side finished destroys itself
  * (autoDestroy); once both have closed, `done` runs exactly once.
  *
- * An error on one side ends the other at once: a reset is passed on as a reset
- * (resetAndDestroy), any other error as a plain close, so a client sees what
- * the endpoint did; except that a reset before any byte went either way
- * calls `onEarlyReset` instead and leaves the client untouched, so it can be
- * dialled elsewhere. `idleTimeoutMs` > 0 closes both after that long with no
- * bytes either way (the client socket sees reads of one direction and writes
- * of the other).
+ * When one side goes away, the other always gets every byte already read from
+ * it, then:
+ * - a reset, when the side that went was reset before its FIN (ECONNRESET):
+ *   a reset is passed on as a reset;
+ * - otherwise its FIN (a lingering close): what it still sends is read and
+ *   dropped until it closes its side too, for at most LINGER_MS.
+ * Except that a reset of the endpoint before any byte went either way calls
+ * `onEarlyReset` instead and leaves the client untouched, so it can be dialled
+ * elsewhere. A side kup destroyed itself (idle timeout, shutdown) takes the
+ * other with it at once. `idleTimeoutMs` > 0 closes both after that long with
+ * no bytes either way (the client socket sees reads of one direction and
+ * writes of the other).
  */
 export function splice(
   client: Socket,
@@ -32,28 +47,38 @@ export function splice(
   onEarlyReset?: () => void,
 ): void {
   let open = 2;
-  // One 'close' listener per socket ('close' fires once; on() spares once()'s
-  // wrapper): count the side closed, then make sure its peer does not stay
-  // open when this side was destroyed before its data was carried (a
-  // destroy() from the proxy itself).
+  const up = carry(client, backend);
+  const down = carry(backend, client);
+  // Set once a side's error has decided its peer's fate; its 'close' then leaves the peer alone.
+  let clientFailed = false;
+  let backendFailed = false;
+  // One 'close' listener per socket ('close' fires once; on() spares once()'s wrapper).
   const onClientClose = (): void => {
     if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
-    closePeer(backend);
+    if (!clientFailed) afterClose(client, backend, down);
   };
   const onBackendClose = (): void => {
     if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
-    closePeer(client);
+    if (!backendFailed) afterClose(backend, client, up);
   };
-  const onClientError = (err: NodeJS.ErrnoException): void => abort(backend, err);
-  const stopUp = carry(client, backend);
-  const stopDown = carry(backend, client);
+  const onClientError = (err: NodeJS.ErrnoException): void => {
+    clientFailed = true;
+    afterError(client, backend, down, err);
+  };
   const onBackendError = (err: NodeJS.ErrnoException): void => {
-    if (onEarlyReset !== undefined && err.code === 'ECONNRESET' && backend.bytesRead === 0 && backend.bytesWritten === 0 && !client.destroyed) {
-      // Nothing reached either side yet: hand the client back untouched. The
-      // error is delivered on the tick after the reset was read, before any
-      // further client data could have been written here.
-      stopUp();
-      stopDown();
+    if (
+      onEarlyReset !== undefined &&
+      err.code === 'ECONNRESET' &&
+      backend.bytesRead === 0 &&
+      backend.bytesWritten === 0 &&
+      !client.destroyed &&
+      !client.writableEnded
+    ) {
+      // Nothing reached either side yet (not even the endpoint's FIN): hand the
+      // client back untouched. The error is delivered on the tick after the
+      // reset was read, before any further client data could have been written here.
+      up.stop();
+      down.stop();
       client.pause();
       client.off('error', onClientError);
       client.off('close', onClientClose);
@@ -62,7 +87,8 @@ export function splice(
       onEarlyReset();
       return;
     }
-    abort(client, err);
+    backendFailed = true;
+    afterError(backend, client, up, err);
   };
   client.on('close', onClientClose);
   backend.on('close', onBackendClose);
@@ -79,15 +105,20 @@ export function splice(
   client.resume();
 }
 
+interface Carry {
+  /** Undoes it (a connection handed back after an early reset). */
+  stop(): void;
+  /** The destination is gone: keep reading the source, dropping what it sends. */
+  drop(): void;
+}
+
 /**
  * One direction, by hand rather than stream.pipe(): pipe's bookkeeping
  * (unpipe, awaitDrain writers, its own error and close handlers) costs a
  * dozen listeners per connection and work on every chunk, and splice already
- * handles errors and closes itself. Writes to a destroyed socket are dropped
- * by the stream without an 'error' event, and its peer is closed by splice.
- * Returns what undoes it (a connection handed back after an early reset).
+ * handles errors and closes itself.
  */
-function carry(from: Socket, to: Socket): () => void {
+function carry(from: Socket, to: Socket): Carry {
   const onData = (chunk: Buffer): void => {
     if (!to.write(chunk)) from.pause();
   };
@@ -103,26 +134,89 @@ function carry(from: Socket, to: Socket): () => void {
   // A client handed back after an early reset may have sent its FIN already.
   if (from.readableEnded) to.end();
   else from.on('end', onEnd);
-  return () => {
+  const stop = (): void => {
     from.off('data', onData);
     to.off('drain', onDrain);
     from.off('end', onEnd);
   };
+  return {
+    stop,
+    drop() {
+      // Writes to a destroyed socket fail quietly and would pause the reader
+      // for good: a source that could not be read would never see its peer's
+      // FIN nor close, and would hold its descriptor for ever.
+      stop();
+      from.on('data', discard);
+      from.resume();
+    },
+  };
 }
 
-function abort(peer: Socket, err: NodeJS.ErrnoException): void {
+/**
+ * `gone` failed with `err`: nothing more can be written to it nor read from
+ * it. Its peer gets what was already read from `gone`, then a reset when
+ * `gone` was reset before its FIN, else a FIN and a lingering close.
+ */
+function afterError(gone: Socket, peer: Socket, intoGone: Carry, err: NodeJS.ErrnoException): void {
   if (peer.destroyed) return;
-  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') peer.resetAndDestroy();
-  else peer.destroy();
+  intoGone.drop();
+  // EPIPE is what Linux reports for a reset that came after the other end's
+  // FIN (a close with unread data: dnsmasq after its 100th answer), even
+  // before that FIN was read here: it closed, then refused the rest. Only
+  // ECONNRESET is a reset out of the blue, passed on as one.
+  const reset = err.code === 'ECONNRESET' && !gone.readableEnded;
+  // A socket whose write side was ended cannot be reset (libuv refuses while
+  // the shutdown is pending, and Node then drops the handle without closing
+  // it): its FIN is on its way anyway.
+  if (reset && !peer.writableEnded) flushThenReset(peer);
+  else linger(peer);
 }
 
-function closePeer(peer: Socket): void {
+/**
+ * `gone` closed without an error. Closed by itself once both its directions
+ * were done (its FIN and its peer's were both carried): the peer is finishing
+ * the same way. Destroyed by kup (idle timeout, shutdown): the peer goes too.
+ */
+function afterClose(gone: Socket, peer: Socket, intoGone: Carry): void {
   if (peer.destroyed) return;
-  // The peer ends by itself once its pending writes flush when the closed side
-  // had ended cleanly (its FIN was already passed on); otherwise close it now.
-  if (peer.readableEnded || peer.writableEnded) {
-    if (!peer.writableEnded) peer.end();
+  if (gone.readableEnded && gone.writableFinished) {
+    intoGone.drop();
+    linger(peer);
+  } else {
+    peer.destroy();
+  }
+}
+
+/** Sends what is queued, then a reset. */
+function flushThenReset(s: Socket): void {
+  const deadline = lingerDeadline(s);
+  s.once('close', () => clearTimeout(deadline));
+  const reset = (): void => {
+    if (!s.destroyed) s.resetAndDestroy();
+  };
+  if (s.writableLength === 0) reset();
+  // The callback of a write runs once everything queued before it was handed to the kernel.
+  else s.write(EMPTY, reset);
+}
+
+/**
+ * Sends what is queued and a FIN, then waits for the other end's FIN (the
+ * socket then closes itself); a socket that stays open longer is closed.
+ */
+function linger(s: Socket): void {
+  if (!s.writableEnded) s.end();
+  if (s.readableEnded && s.writableFinished) {
+    s.destroy();
     return;
   }
-  peer.destroy();
+  const deadline = lingerDeadline(s);
+  s.once('close', () => clearTimeout(deadline));
 }
+
+function lingerDeadline(s: Socket): NodeJS.Timeout {
+  const timer = setTimeout(() => s.destroy(), LINGER_MS);
+  timer.unref();
+  return timer;
+}
+
+function discard(): void {}

@@ -38,7 +38,8 @@ export class TcpProxy {
   private readonly server: Server;
   private readonly opts: TcpProxyOptions;
   private readonly dialTimeouts: readonly number[];
-  private readonly clients = new Set<Socket>();
+  /** Each open client and, once dialled, its endpoint's socket (what shutdown destroys). */
+  private readonly clients = new Map<Socket, Socket | null>();
   private boundPort = 0;
 
   constructor(opts: TcpProxyOptions) {
@@ -88,9 +89,15 @@ export class TcpProxy {
     return Promise.resolve();
   }
 
-  /** Ends every open connection now (shutdown after the grace period). */
+  /**
+   * Ends every open connection now (shutdown after the grace period): both
+   * sockets, so neither outlives shutdown should the other fail to close.
+   */
   destroyConnections(): void {
-    for (const c of this.clients) c.destroy();
+    for (const [c, b] of this.clients) {
+      c.destroy();
+      b?.destroy();
+    }
   }
 
   private accept(client: Socket): void {
@@ -112,7 +119,7 @@ export class TcpProxy {
       return;
     }
     this.stats.active++;
-    this.clients.add(client);
+    this.clients.set(client, null);
     client.on('error', noop); // until spliced; a reset during the dial only aborts it
     this.dial(client, clientIP, first, 0, null);
   }
@@ -165,6 +172,7 @@ export class TcpProxy {
     attempt: number,
     tried: Set<EndpointState> | null,
   ): void {
+    this.clients.set(client, backend);
     splice(
       client,
       backend,

@@ -11,6 +11,9 @@ import { iptablesUnavailableReason } from '../iptables/backend.js';
 import { iptablesSyncTarget } from '../iptables/sync-target.js';
 import { InstanceLock } from './instance-lock.js';
 
+/** How long past the grace period closing the data plane may take before stop() moves on. */
+export const DATAPLANE_STOP_MARGIN_MS = 1000;
+
 /** A running proxy: source -> tracker -> syncer -> (data plane, rules). */
 export interface ProxyRuntime {
   readonly config: RunConfig;
@@ -104,7 +107,9 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
         admin.beginShutdown();
         await source.stop();
         await s.stop();
-        await proxier.close(config.shutdownGracePeriodMs);
+        // Bounded even if closing the data plane hangs on a socket that misbehaves:
+        // the rules and admin servers must still be taken down.
+        await boundedBy(proxier.close(config.shutdownGracePeriodMs), config.shutdownGracePeriodMs + DATAPLANE_STOP_MARGIN_MS);
         await iptables?.stop();
         await rules?.lock.release();
         await admin.stop();
@@ -179,4 +184,17 @@ async function startIptables(config: RunConfig, logger: Logger): Promise<{ appli
     throw err;
   }
   return { applier, lock };
+}
+
+/** Resolves when `p` settles or after `ms`, whichever comes first. */
+async function boundedBy(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  try {
+    await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

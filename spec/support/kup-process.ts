@@ -1,0 +1,64 @@
+import { readdirSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { stringify } from 'yaml';
+import { finished, startKup, waitForOutput, type Finished } from './cli.js';
+import { service, slicesFor, type PortSpec } from './objects.js';
+
+/** A `kup run --no-iptables` process over a file with one service, as a user starts it. */
+export interface KupProcess {
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly done: Promise<Finished>;
+  /** The service port's proxy port. */
+  readonly port: number;
+  readonly metricsUrl: string;
+  /** Descriptors the process holds now (/proc/PID/fd). */
+  openFds(): number;
+  /** A sample of /metrics, or NaN when absent. */
+  metric(name: string, labelPart?: string): Promise<number>;
+}
+
+export async function startKupProcess(
+  t: { teardown(fn: () => unknown): void },
+  opts: { endpoints: number[]; port?: PortSpec; protocol?: 'TCP' | 'UDP'; grace?: string; extraArgs?: string[] },
+): Promise<KupProcess> {
+  const dir = await mkdtemp(join(tmpdir(), 'kup-proc-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'c.yaml');
+  const portSpec: PortSpec = opts.port ?? { name: 'p', port: 80 };
+  await writeFile(
+    file,
+    stringify({ kind: 'List', items: [service('web', [portSpec]), ...slicesFor('web', portSpec.name ?? 'p', opts.endpoints, portSpec.protocol === 'UDP' ? 'UDP' : 'TCP')] }),
+  );
+  const child = startKup([
+    'run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`,
+    '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:0',
+    '--shutdown-grace-period', opts.grace ?? '2s', ...(opts.extraArgs ?? []),
+  ]);
+  const done = finished(child, 120_000);
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const port = Number((await waitForOutput(child, /"proxyPort":(\d+)/))[1]);
+  const metricsUrl = (await waitForOutput(child, /"dashboard":"(http:\/\/[^"]+?)\/?"/))[1] ?? '';
+  const pid = child.pid ?? 0;
+  return {
+    child,
+    done,
+    port,
+    metricsUrl,
+    openFds: () => readdirSync(`/proc/${pid}/fd`).length,
+    async metric(name, labelPart = '') {
+      const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+      for (const line of text.split('\n')) {
+        if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) {
+          if (labelPart !== '' && !line.includes(labelPart)) continue;
+          return Number(line.slice(line.lastIndexOf(' ') + 1));
+        }
+      }
+      return Number.NaN;
+    },
+  };
+}
