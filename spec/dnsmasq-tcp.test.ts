@@ -46,7 +46,7 @@ if (reason !== null && process.env.CI === 'true') {
     const accepted = await kup.metric('kup_connections_accepted_total');
     // dnsperf keeps one connection per client; dnsmasq answers 100 on each, then closes it mid-pipeline.
     t.ok(accepted >= 4, `${accepted} connections, each closed by dnsmasq after 100 answers`);
-    let active = Number.NaN;
+    let active: number;
     const deadline = Date.now() + 8000;
     for (;;) {
       active = await kup.metric('kup_connections_active');

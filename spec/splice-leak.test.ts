@@ -1,7 +1,6 @@
 import net, { type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
 import { startKupProcess } from './support/kup-process.js';
-import { waitFor } from './support/wait.js';
 
 /**
  * Issue 10, item 1: an endpoint that answers a few requests, then closes
