@@ -6,7 +6,8 @@ import { DEMO_FILE, startDemo } from '../lib/cli/demo.js';
 import { testRunConfig } from './support/run-config.js';
 import type { RunConfig } from '../lib/cli/options.js';
 import { createLogger } from '../lib/log.js';
-import { freePort, LOOPBACK, waitFor } from './support/admin-fixture.js';
+import { freePort, LOOPBACK } from './support/admin-fixture.js';
+import { waitFor } from './support/wait.js';
 import { chromiumMissing, launchChromium } from './support/browser.js';
 
 /** What the page's elements offer to $$eval callbacks (the DOM library is not in this project's types). */
@@ -113,7 +114,7 @@ if (missing !== null && process.env.CI === 'true') {
     for (let i = 0; i < 6; i++) answers.add((await httpGet(web)).trim());
     t.same([...answers].sort(), ['web-1', 'web-2', 'web-3'], 'the traffic went through the proxy to every pod');
     // Polled from here: the page's CSP forbids the eval that waitForFunction would need.
-    t.ok(await waitFor(async () => (await accepted()) === '6', 5000), 'the connection count moved by the 6 connections sent');
+    await waitFor('the connection count moved by the 6 connections sent', async () => (await accepted()) === '6', 5000);
     const picks = await page.$$eval('[data-key="demo/web:http/TCP"] td.picks', (els: readonly DomElement[]) => els.map((e) => e.textContent ?? ''));
     t.same(picks.map((p) => p.split(' ')[0]), ['2', '2', '2'], 'picks per endpoint');
     t.same(external, [], 'the page loads nothing from anywhere else');

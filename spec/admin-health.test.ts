@@ -3,7 +3,8 @@ import t from 'tap';
 import { HealthMonitor } from '../lib/admin/health.js';
 import type { SourceState } from '../lib/sources/source.js';
 import type { SyncState } from '../lib/sync/syncer.js';
-import { get, LOOPBACK, startCluster, waitFor } from './support/admin-fixture.js';
+import { get, LOOPBACK, startCluster } from './support/admin-fixture.js';
+import { waitFor } from './support/wait.js';
 
 t.test('/healthz and /livez answer in kube-proxy shape; 503 while the source fails, 200 once it recovers', async (t) => {
   // A tiny sync period: the health limit (2 x sync period) is 600ms.
@@ -23,7 +24,7 @@ t.test('/healthz and /livez answer in kube-proxy shape; 503 while the source fai
 
   const good = await readFile(c.file, 'utf8');
   await writeFile(c.file, 'items: [ this is : not yaml');
-  t.ok(await waitFor(async () => (await get(`${c.healthzUrl}/healthz`)).status === 503, 8000), 'unhealthy once the source has failed for 2 x sync period');
+  await waitFor('unhealthy once the source has failed for 2 x sync period', async () => (await get(`${c.healthzUrl}/healthz`)).status === 503, 8000);
   const bad = await get(`${c.healthzUrl}/healthz`);
   t.equal((JSON.parse(bad.text) as { healthy: boolean }).healthy, false);
   t.equal((await get(`${c.healthzUrl}/livez`)).status, 200, 'still live: it still serves the last good table');
@@ -32,7 +33,7 @@ t.test('/healthz and /livez answer in kube-proxy shape; 503 while the source fai
   t.equal((JSON.parse(hc.text) as { serviceProxyHealthy: boolean }).serviceProxyHealthy, false);
 
   await writeFile(c.file, good);
-  t.ok(await waitFor(async () => (await get(`${c.healthzUrl}/healthz`)).status === 200, 8000), 'healthy again once the file is good');
+  await waitFor('healthy again once the file is good', async () => (await get(`${c.healthzUrl}/healthz`)).status === 200, 8000);
   const metrics = (await get(`${c.metricsUrl}/metrics`)).text;
   t.match(metrics, /kubeproxy_proxy_healthz_total\{code="503"\} [1-9]/);
   t.match(metrics, /kubeproxy_proxy_healthz_total\{code="200"\} [1-9]/);
@@ -45,7 +46,7 @@ t.test('/healthz is 503 when a queued change is not applied within 2 x sync peri
   await c.runtime.syncer.stop();
   const yaml = await readFile(c.file, 'utf8');
   await writeFile(c.file, yaml.replace('clusterIP: 10.96.0.10', 'clusterIP: 10.96.0.11'));
-  t.ok(await waitFor(async () => (await get(`${c.healthzUrl}/healthz`)).status === 503, 8000), 'unhealthy: the change waits and no sync runs');
+  await waitFor('unhealthy: the change waits and no sync runs', async () => (await get(`${c.healthzUrl}/healthz`)).status === 503, 8000);
   t.equal((await get(`${c.healthzUrl}/livez`)).status, 200);
   const status = JSON.parse((await get(`${c.metricsUrl}/status`)).text) as { health: { healthy: boolean; reason: string } };
   t.equal(status.health.healthy, false);

@@ -1,7 +1,8 @@
 import dgram from 'node:dgram';
 import { writeFile } from 'node:fs/promises';
 import t from 'tap';
-import { echoThrough, fixtureYaml, get, LOOPBACK, startCluster, waitFor } from './support/admin-fixture.js';
+import { echoThrough, fixtureYaml, get, LOOPBACK, startCluster } from './support/admin-fixture.js';
+import { waitFor } from './support/wait.js';
 
 /** A strict reader of the Prometheus text format (0.0.4): every line must be a comment, blank, or a sample. */
 function parseProm(text: string): { samples: Map<string, number>; types: Map<string, string> } {
@@ -61,13 +62,10 @@ t.test('/metrics is Prometheus text whose counters move by exactly the traffic s
   }
   const sent = sizes.reduce((a, b) => a + b, 0);
   let after = await scrape();
-  t.ok(
-    await waitFor(async () => {
-      after = await scrape();
-      return after.get(`kup_bytes_in_total{${API},listener="internal"}`) === sent && after.get(`kup_connections_active{${API},listener="internal"}`) === 0;
-    }),
-    'bytes are counted once the connections close',
-  );
+  await waitFor('bytes are counted once the connections close', async () => {
+    after = await scrape();
+    return after.get(`kup_bytes_in_total{${API},listener="internal"}`) === sent && after.get(`kup_connections_active{${API},listener="internal"}`) === 0;
+  }, 5000);
   t.equal(after.get(`kup_connections_accepted_total{${API},listener="internal"}`), 3, 'accepted moved by exactly 3');
   t.equal(after.get(`kup_bytes_in_total{${API},listener="internal"}`), sent, 'bytes in = bytes sent');
   t.equal(after.get(`kup_bytes_out_total{${API},listener="internal"}`), sent, 'bytes out = bytes echoed');
@@ -85,9 +83,9 @@ t.test('/metrics is Prometheus text whose counters move by exactly the traffic s
   sock.on('message', () => replies++);
   await new Promise<void>((r) => sock.bind(0, LOOPBACK, () => r()));
   sock.send('one', udpPort, LOOPBACK);
-  t.ok(await waitFor(() => replies === 1), 'first reply');
+  await waitFor('first reply', () => replies === 1, 5000);
   sock.send('two', udpPort, LOOPBACK);
-  t.ok(await waitFor(() => replies === 2), 'second reply');
+  await waitFor('second reply', () => replies === 2, 5000);
   after = await scrape();
   t.equal(after.get(`kup_connections_accepted_total{${DNS},listener="internal"}`), 1, 'one UDP session');
   t.equal(after.get(`kup_connections_active{${DNS},listener="internal"}`), 1, 'still live');
@@ -103,7 +101,7 @@ t.test('series of a service go when the service goes', async (t) => {
   const yaml = fixtureYaml(c.ports);
   // Drop the dns Service (its slice stays, as during a real deletion race).
   await writeFile(c.file, yaml.replace(/ {2}- apiVersion: v1\n {4}kind: Service\n {4}metadata: \{ name: dns[\s\S]*?(?= {2}- apiVersion: discovery)/, ''));
-  t.ok(await waitFor(async () => !(await has()), 8000), 'no dns series any more');
+  await waitFor('no dns series any more', async () => !(await has()), 8000);
   const m = parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
   t.ok((m.get('kubeproxy_sync_proxy_rules_service_changes_total') ?? 0) >= 5, 'service changes counted');
   t.ok((m.get('kubeproxy_network_programming_duration_seconds_count') ?? 0) >= 1, 'the change was programmed and measured');

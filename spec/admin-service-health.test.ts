@@ -1,7 +1,8 @@
 import net from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import t from 'tap';
-import { fixtureYaml, get, LOOPBACK, startCluster, waitFor } from './support/admin-fixture.js';
+import { fixtureYaml, get, LOOPBACK, startCluster } from './support/admin-fixture.js';
+import { waitFor } from './support/wait.js';
 
 function refused(port: number): Promise<boolean> {
   return new Promise((r) => {
@@ -37,14 +38,14 @@ t.test('healthCheckNodePort answers as kube-proxy does, and follows the table', 
 
   // The local endpoint stops being ready: 503.
   await writeFile(c.file, fixtureYaml(c.ports, { lbLocalReady: false }));
-  t.ok(await waitFor(async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 503, 8000), '503 once no local endpoint is ready');
+  await waitFor('503 once no local endpoint is ready', async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 503, 8000);
   const none = await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`);
   t.equal(none.headers['x-load-balancing-endpoint-weight'], '0');
 
   // lb-draining goes away: its health check port closes.
   const yaml = fixtureYaml(c.ports).replace(/ {2}- apiVersion: v1\n {4}kind: Service\n {4}metadata: \{ name: lb-draining[\s\S]*?(?= {2}- apiVersion: discovery)/, '');
   await writeFile(c.file, yaml);
-  t.ok(await waitFor(() => refused(c.ports.hcDraining), 8000), 'its port is closed');
-  t.ok(await waitFor(async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 200, 8000), 'lb is back to 200');
+  await waitFor('its port is closed', () => refused(c.ports.hcDraining), 8000);
+  await waitFor('lb is back to 200', async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 200, 8000);
   t.same(c.runtime.admin.healthCheckPorts(), [c.ports.hcLocal]);
 });

@@ -1,7 +1,8 @@
 import net from 'node:net';
 import t from 'tap';
 import type { StatusDocument } from '../lib/admin/status.js';
-import { get, LOOPBACK, startCluster, waitFor } from './support/admin-fixture.js';
+import { get, LOOPBACK, startCluster } from './support/admin-fixture.js';
+import { waitFor } from './support/wait.js';
 
 t.test('/status carries the whole table as the file source describes it', async (t) => {
   const c = await startCluster(t.testdir());
@@ -75,13 +76,10 @@ t.test('/status counts a live connection against its endpoint and drops it when 
   await new Promise<void>((r) => sock.once('connect', () => r()));
   const status = async (): Promise<StatusDocument> => JSON.parse((await get(`${c.metricsUrl}/status`)).text) as StatusDocument;
   let doc = await status();
-  t.ok(
-    await waitFor(async () => {
-      doc = await status();
-      return doc.totals.activeConnections === 1;
-    }),
-    'one active connection',
-  );
+  await waitFor('one active connection', async () => {
+    doc = await status();
+    return doc.totals.activeConnections === 1;
+  }, 5000);
   const api = doc.services.find((s) => s.key === 'shop/api:http/TCP');
   const busy = api?.endpoints.filter((e) => e.activeConnections === 1) ?? [];
   t.equal(busy.length, 1, 'on one endpoint');
@@ -89,7 +87,7 @@ t.test('/status counts a live connection against its endpoint and drops it when 
   const other = api?.endpoints.find((e) => e.inUse && e !== busy[0]);
   t.equal(api?.nextEndpoint, `${LOOPBACK}:${other?.port}`, 'the next connection goes to the other ready endpoint');
   sock.destroy();
-  t.ok(await waitFor(async () => (await status()).totals.activeConnections === 0), 'back to none once closed');
+  await waitFor('back to none once closed', async () => (await status()).totals.activeConnections === 0, 5000);
 });
 
 t.test('/status?client= follows session affinity; a bad client is a 400', async (t) => {

@@ -1,8 +1,6 @@
 import t from 'tap';
 import { Balancer, createStrategy, FAILURE_COOLDOWN_MS } from '../lib/core/balancer/balancer.js';
 import { SessionAffinity } from '../lib/core/balancer/session-affinity.js';
-import { parseDuration } from '../lib/core/duration.js';
-import { parsePortRange } from '../lib/core/port-range.js';
 import type { Endpoint } from '../lib/core/types.js';
 
 const ep = (ip: string): Endpoint => ({
@@ -67,19 +65,4 @@ t.test('session affinity: sticky within the timeout, released after, timeout cha
   t.equal(aff.peek('192.0.2.1', b.endpoints), undefined, 'a shorter timeout applies to existing entries');
   b.update([ep('10.0.0.3')]);
   t.equal(b.pick('192.0.2.1')!.endpoint.ip, '10.0.0.3', 'a vanished endpoint releases its clients');
-});
-
-t.test('flag parsers', async (t) => {
-  t.equal(parseDuration('--x', '250ms'), 250);
-  t.equal(parseDuration('--x', '1m30s'), 90_000);
-  t.equal(parseDuration('--x', '0'), 0);
-  t.equal(parseDuration('--x', '2'), 2000);
-  t.throws(() => parseDuration('--udp-timeout', 'soon'), { code: 'KUP_BAD_FLAG', message: /--udp-timeout: "soon" is not a duration/ });
-  t.same(parsePortRange('30000-30010'), { base: 30000, size: 11 });
-  t.same(parsePortRange('30000+5'), { base: 30000, size: 6 });
-  t.same(parsePortRange('8080'), { base: 8080, size: 1 });
-  t.equal(parsePortRange(''), null);
-  t.equal(parsePortRange('0-0'), null);
-  t.throws(() => parsePortRange('9-1'), { code: 'KUP_BAD_FLAG' });
-  t.throws(() => parsePortRange('1-70000'), { code: 'KUP_BAD_FLAG' });
 });

@@ -1,6 +1,7 @@
 import t from 'tap';
 import type { StatusDocument } from '../lib/admin/status.js';
-import { freePort, LOOPBACK, runKup, startCluster } from './support/admin-fixture.js';
+import { freePort, LOOPBACK, startCluster } from './support/admin-fixture.js';
+import { runKup } from './support/cli.js';
 
 t.test('kup status and kup explain against a running proxy', async (t) => {
   const c = await startCluster(t.testdir());

@@ -6,6 +6,7 @@ import t from 'tap';
 import { startHarness } from './support/harness.js';
 import { collect, connect, exchange, nameServer, whoAnswers } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
+import { waitFor } from './support/wait.js';
 
 const KEY = 'default/web:http/TCP';
 const svc = () => service('web', [{ name: 'http', port: 80 }]);
@@ -112,7 +113,7 @@ t.test('a reset mid-stream reaches the client as a reset', async (t) => {
   const r = await collect(s, 5000);
   t.equal(r.ended, 'ECONNRESET', 'the client sees the reset');
   t.equal(r.data.length, 100_000, 'after every byte sent before it');
-  await waitFor(() => h.entry(KEY).internal.connections === 0);
+  await waitFor('its connections to close', () => h.entry(KEY).internal.connections === 0, 5000);
   t.pass('both proxy sockets closed');
 });
 
@@ -147,7 +148,7 @@ t.test('a backend that closes half-way: the client gets its FIN, and can still f
   s.write(Buffer.alloc(300_000, 2));
   s.end();
   t.equal(await got, 300_000, 'the backend still received everything the client sent after its FIN');
-  await waitFor(() => h.entry(KEY).internal.connections === 0);
+  await waitFor('its connections to close', () => h.entry(KEY).internal.connections === 0, 5000);
   t.pass('both proxy sockets closed once both directions were done');
 });
 
@@ -172,15 +173,7 @@ t.test('no descriptor is left behind after faults and normal traffic', async (t)
     const c = await connect(h.port(KEY));
     c.destroy(); // a client that goes away at once
   }
-  await waitFor(() => h.entry(KEY).internal.connections === 0 && h.entry('default/bad:http/TCP').internal.connections === 0);
+  await waitFor('both services\' connections to close', () => h.entry(KEY).internal.connections === 0 && h.entry('default/bad:http/TCP').internal.connections === 0, 5000);
   await new Promise((r) => setTimeout(r, 100));
   t.ok(openFds() <= before + 2, `descriptors back to ${before} (now ${openFds()})`);
 });
-
-async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

@@ -10,6 +10,7 @@ import { finished, KUP, waitForOutput } from './support/cli.js';
 import { LogCapture, startHarness } from './support/harness.js';
 import { collect, connect, exchange, nameServer } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
+import { waitFor } from './support/wait.js';
 
 const KEY = 'default/web:http/TCP';
 
@@ -26,7 +27,7 @@ t.test('at the descriptor budget new clients are shed, established ones carry on
   await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', [backend.port]));
   const port = h.port(KEY);
   const held: Socket[] = [await connect(port), await connect(port)];
-  await waitFor(() => backend.open.size === 2);
+  await waitFor('two backend connections open', () => backend.open.size === 2, 5000);
   const shed = await exchange(port, 'x');
   t.equal(shed.ended, 'ECONNRESET', 'the third client is reset at once');
   t.equal(h.entry(KEY).internal.stats.shed, 1, 'and counted');
@@ -34,7 +35,7 @@ t.test('at the descriptor budget new clients are shed, established ones carry on
   const answers = held.map((s) => collect(s, 5000));
   for (const s of held) s.end();
   t.same((await Promise.all(answers)).map((r) => r.data.toString()), ['a\n', 'a\n'], 'established connections finished normally');
-  await waitFor(() => budget.inUse === 1);
+  await waitFor('one descriptor in use', () => budget.inUse === 1, 5000);
   t.equal((await exchange(port)).data.toString(), 'a\n', 'accepting resumed');
   t.match(h.log.messages('info'), [/opened proxy port/, /descriptors available again/]);
 });
@@ -80,11 +81,3 @@ t.test('kup run under a tiny open-files limit: no crash, established connections
   t.equal(r.code, 0, 'a clean exit on SIGTERM');
   t.notMatch(r.stderr, /EMFILE.*\n\s+at /, 'no stack trace');
 });
-
-async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

@@ -9,6 +9,7 @@ import { startProxy } from '../lib/runtime/proxy-runtime.js';
 import { LogCapture } from './support/harness.js';
 import { nameServer, whoAnswers, type TestServer } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
+import { waitFor } from './support/wait.js';
 
 const config = (path: string): RunConfig => testRunConfig(path, { minSyncPeriodMs: 1000, logLevel: 'info' });
 
@@ -27,16 +28,6 @@ async function setup(t: { teardown(fn: () => Promise<void>): void }) {
   return { dir, file, backends };
 }
 
-
-async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`not within ${timeoutMs}ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return Date.now() - start;
-}
-
 t.test('the file changes and new connections follow within a second', async (t) => {
   const { file, backends } = await setup(t);
   const [a, b, c] = backends as [TestServer, TestServer, TestServer];
@@ -53,7 +44,7 @@ t.test('the file changes and new connections follow within a second', async (t) 
   await writeFile(`${file}.tmp`, yamlList([svc, ...slicesFor('web', 'http', [b.port, c.port])]));
   await rename(`${file}.tmp`, file);
   const seen: string[] = [];
-  const ms = await waitFor(async () => {
+  const ms = await waitFor('a connection answered by a new endpoint', async () => {
     seen.push(await whoAnswers(port));
     return seen.at(-1) !== 'a';
   }, 1000);
@@ -64,7 +55,7 @@ t.test('the file changes and new connections follow within a second', async (t) 
 
   // A second service appears; the first is untouched.
   await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [b.port, c.port]), service('api', [{ port: 8080 }], { clusterIP: '10.96.0.20' }), ...slicesFor('api', '', [a.port])]));
-  await waitFor(() => rt.proxier.get('default/api:8080/TCP' as never) !== undefined, 2500);
+  await waitFor('the api listener', () => rt.proxier.get('default/api:8080/TCP' as never) !== undefined, 2500);
   t.equal(await whoAnswers(rt.proxier.get('default/api:8080/TCP' as never)!.internal.port), 'a', 'an unnamed port is keyed by its number');
 });
 
@@ -86,17 +77,17 @@ t.test('a malformed object is skipped with a warning while the rest keep serving
   // Now the whole file becomes unparseable: the last good state keeps serving.
   await new Promise((r) => setTimeout(r, 1100));
   await writeFile(file, 'items: [unclosed\n');
-  await waitFor(() => log.messages('error').length > 0, 3000);
+  await waitFor('an error logged', () => log.messages('error').length > 0, 3000);
   t.match(log.messages('error')[0], /not valid YAML.*keeping the last good state/);
   t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'still serving');
   t.equal(rt.source.state().lastError !== null, true, 'the source reports the error');
 
   // The file disappears: the last good state keeps serving; it comes back: applied.
   await rm(file);
-  await waitFor(() => log.messages('error').some((m) => /cannot read .*ENOENT; keeping the last good state/.test(m)), 5000);
+  await waitFor('the ENOENT error logged', () => log.messages('error').some((m) => /cannot read .*ENOENT; keeping the last good state/.test(m)), 5000);
   t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'still serving with the file gone');
   await writeFile(file, yamlList([good, ...slicesFor('web', 'http', [backends[1]!.port])]));
-  await waitFor(async () => (await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port)) === 'b', 5000);
+  await waitFor('b to answer', async () => (await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port)) === 'b', 5000);
   t.equal(rt.source.state().lastError, null, 'recovered once the file is back');
 });
 

@@ -7,14 +7,13 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import t, { type Test } from 'tap';
-import { finished, waitForOutput } from './support/cli.js';
+import { finished, KUP, waitForOutput } from './support/cli.js';
 import { createNetns, link, NODE_BIN, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
 
 const SUPPORT = 'dist/spec/support';
-const KUP = resolve('dist/bin/kup.js');
 
 const CLUSTER = `kind: List
 items:

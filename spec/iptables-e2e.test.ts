@@ -12,10 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { KUP } from './support/cli.js';
 import { createNetns, link, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
 
 const SUPPORT = 'dist/spec/support';
-const KUP = 'dist/bin/kup.js';
 
 const CLUSTER = `apiVersion: v1
 kind: List

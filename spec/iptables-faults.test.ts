@@ -8,13 +8,14 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import t, { type Test } from 'tap';
+import { KUP } from './support/cli.js';
 import { createNetns, link, NODE_BIN, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
+import { waitFor } from './support/wait.js';
 
 const SUPPORT = 'dist/spec/support';
-const KUP = resolve('dist/bin/kup.js');
 
 const CLUSTER = `kind: List
 items:
@@ -38,16 +39,6 @@ async function probe(ns: Netns, host: string, port: number): Promise<{ ok: boole
 async function healthz(ns: Netns): Promise<number> {
   const r = await ns.exec(NODE_BIN, ['-e', "require('http').get('http://127.0.0.1:10256/healthz',r=>{console.log(r.statusCode);process.exit(0)}).on('error',()=>{console.log(0);process.exit(0)})"]);
   return Number(r.stdout.trim());
-}
-
-async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`${what}: still ${JSON.stringify(v)} after ${ms}ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 async function suite(t: Test): Promise<void> {
@@ -82,16 +73,21 @@ async function suite(t: Test): Promise<void> {
   kup.stderr.on('data', (d: Buffer) => (log += d.toString()));
   t.teardown(() => void kup.kill('SIGKILL'));
 
-  await until('the failure to be logged', async () => log, (l) => /iptables sync failed/.test(l), 15_000);
+  await waitFor('the failure to be logged', () => /iptables sync failed/.test(log), 15_000);
   t.match(log, /injected fault/, "the binary's stderr is in the log");
   t.equal(kup.exitCode, null, 'still running');
   t.equal((await probe(client, '10.96.0.10', 80)).ok, false, 'no rules yet, so the ClusterIP is not reachable');
-  t.equal(await until('health to turn 503', () => healthz(node), (c) => c === 503, 15_000), 503, 'health says 503 while syncs fail');
+  // Each poll spawns a node in the namespace: every 250ms is plenty.
+  let health = 0;
+  await waitFor('health to turn 503', async () => (health = await healthz(node)) === 503, 15_000, 250);
+  t.equal(health, 503, 'health says 503 while syncs fail');
 
   rmSync(flag);
-  const r = await until('the ClusterIP to work', () => probe(client, '10.96.0.10', 80), (p) => p.ok, 40_000);
+  let r: { ok: boolean; reply?: string } = { ok: false };
+  await waitFor('the ClusterIP to work', async () => (r = await probe(client, '10.96.0.10', 80)).ok, 40_000, 250);
   t.equal(r.reply, 'pod-1', 'retried with backoff until the rules went in: the ClusterIP works');
-  t.equal(await until('health to turn 200', () => healthz(node), (c) => c === 200, 15_000), 200, 'and health is 200 again');
+  await waitFor('health to turn 200', async () => (health = await healthz(node)) === 200, 15_000, 250);
+  t.equal(health, 200, 'and health is 200 again');
 
   kup.kill('SIGTERM');
   const [code] = await new Promise<[number | null]>((res) => kup.once('exit', (c) => res([c])));

@@ -2,10 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import t from 'tap';
 import { ApiServerDouble } from './support/apiserver-double.js';
+import { KUP } from './support/cli.js';
 import { endpointSlice, service } from './support/k8s-fixtures.js';
 import { waitFor } from './support/wait.js';
 
@@ -16,7 +17,6 @@ import { waitFor } from './support/wait.js';
  */
 
 const NODE = process.execPath;
-const KUP = resolve(import.meta.dirname, '../bin/kup.js');
 const BACKEND_IPS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
 
 interface LogLine {

@@ -48,7 +48,7 @@ function harness(failures: number) {
     pending = { added: [sp], updated: [], removed: [] };
     syncer.request();
   };
-  const syncs = (n: number): Promise<void> => waitFor(`sync #${n}`, () => records.length >= n, 5000);
+  const syncs = (n: number): Promise<number> => waitFor(`sync #${n}`, () => records.length >= n, 5000);
   return { clock, log, calls, target, syncer, records, change, syncs };
 }
 

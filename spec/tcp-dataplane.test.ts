@@ -4,6 +4,7 @@ import t from 'tap';
 import { startHarness } from './support/harness.js';
 import { collect, connect, deadPort, exchange, hashingServer, nameServer, patternHash, whoAnswers, writePattern } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
+import { sleep, waitFor } from './support/wait.js';
 
 const KEY = 'default/web:http/TCP';
 
@@ -40,7 +41,7 @@ t.test('least-connections prefers the idle backend while two long connections ho
   // Two long connections: the first two picks (a, then b by round-robin tie-break).
   const long1 = await connect(port);
   const long2 = await connect(port);
-  await waitFor(() => backends[0]!.open.size + backends[1]!.open.size + backends[2]!.open.size === 2);
+  await waitFor('two backend connections open', () => backends[0]!.open.size + backends[1]!.open.size + backends[2]!.open.size === 2, 5000);
   const held = backends.filter((b) => b.open.size === 1).map((b) => b.name);
   t.equal(held.length, 2, 'two different backends hold the long connections');
   const idle = backends.find((b) => b.open.size === 0)!.name;
@@ -146,7 +147,7 @@ t.test('half-close: the client shuts its write side and still receives the whole
   t.equal(r.ended, 'end', 'the reply ended with a FIN');
   t.equal(r.data.length, reply + 64, 'every reply byte arrived after the client half-closed');
   t.equal(r.data.subarray(reply).toString(), createHash('sha256').update('request body').digest('hex'));
-  await waitFor(() => h.entry(KEY).internal.connections === 0);
+  await waitFor('its connections to close', () => h.entry(KEY).internal.connections === 0, 5000);
   t.equal(h.entry(KEY).internal.stats.active, 0, 'both sockets closed once both directions were done');
   t.equal(backend.open.size, 0, 'no socket left open at the backend');
 });
@@ -183,7 +184,7 @@ t.test('100 MB each way arrives byte-exact', async (t) => {
   t.equal(received, size, '100 MB back');
   t.equal(hash.digest('hex'), expected, 'reply hash matches');
   t.equal(tail.toString(), expected, 'the backend received exactly the bytes sent');
-  await waitFor(() => h.entry(KEY).internal.connections === 0);
+  await waitFor('its connections to close', () => h.entry(KEY).internal.connections === 0, 5000);
   const st = h.entry(KEY).internal.stats;
   t.equal(st.bytesIn, size, 'bytes in counted');
   t.equal(st.bytesOut, size + 64, 'bytes out counted');
@@ -258,18 +259,6 @@ async function portsFree(ports: number[]): Promise<boolean> {
     if (!free) return false;
   }
   return true;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await sleep(10);
-  }
 }
 
 t.test('--proxy-port-range: ports come from the range, skipping ones in use', async (t) => {

@@ -8,7 +8,7 @@ import type { HealthReport } from './health.js';
 
 /**
  * The /status document: the contract scripts (and `kup status`, `kup explain`)
- * rely on. README ("/status: the contract") describes it; change it only by adding
+ * rely on. docs/status.md describes it; change it only by adding
  * fields, and bump `apiVersion` if a field ever has to change meaning.
  */
 export const STATUS_API_VERSION = 'kup.status/v1';

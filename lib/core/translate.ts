@@ -11,9 +11,9 @@ import {
 
 /**
  * One translation from v1 Service + discovery.k8s.io/v1 EndpointSlice objects
- * to service ports, shared by every source. It follows current kube-proxy
- * (pkg/proxy/serviceport.go, endpointslicecache.go, topology.go): see
- * shared/reference/modern-kube-proxy.md.
+ * to service ports, shared by every source. It follows current kube-proxy:
+ * kubernetes/kubernetes pkg/proxy/serviceport.go, pkg/proxy/endpointslicecache.go
+ * and pkg/proxy/topology.go.
  */
 
 export interface TranslateContext {

@@ -1,9 +1,7 @@
-import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { request } from 'undici';
 import type { RunConfig } from '../../lib/cli/options.js';
 import { createLogger } from '../../lib/log.js';
@@ -216,16 +214,6 @@ export async function get(url: string): Promise<HttpAnswer> {
   return { status: res.statusCode, headers, text: await res.body.text() };
 }
 
-/** Polls `check` every 25ms until it returns true, for at most `ms`. */
-export async function waitFor(check: () => boolean | Promise<boolean>, ms = 5000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return check();
-}
-
 /** Sends `payload` through a TCP connection to 127.0.0.1:port, reads the echo back, closes; resolves to what came back. */
 export function echoThrough(port: number, payload: Buffer): Promise<Buffer> {
   return new Promise((res, rej) => {
@@ -235,19 +223,5 @@ export function echoThrough(port: number, payload: Buffer): Promise<Buffer> {
     c.on('error', rej);
     c.on('close', () => res(Buffer.concat(chunks)));
     c.setTimeout(5000, () => c.destroy(new Error('echo timed out')));
-  });
-}
-
-const ROOT = resolve(import.meta.dirname, '..', '..', '..');
-export const KUP_BIN = join(ROOT, 'dist', 'bin', 'kup.js');
-/** The pinned Node (package.json devDependency), not whatever `node` the system has. */
-export const NODE = existsSync(join(ROOT, 'node_modules', '.bin', 'node')) ? join(ROOT, 'node_modules', '.bin', 'node') : process.execPath;
-
-export function runKup(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(NODE, [KUP_BIN, ...args], { timeout: 20_000, cwd: ROOT }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
-      res({ code, stdout, stderr });
-    });
   });
 }

@@ -13,7 +13,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { KUP } from './cli.js';
 import { stringify } from 'yaml';
 
 export interface SoakOptions {
@@ -45,7 +45,6 @@ export interface SoakReport {
   readonly levelsOff: boolean;
 }
 
-const KUP = fileURLToPath(new URL('../../bin/kup.js', import.meta.url));
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -1,15 +1,19 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /**
- * Polls `check` until it returns true, failing with `what` after `timeoutMs`.
- * The deadline is a generous bound for eventual behaviour, not a speed claim.
+ * Polls `check` (sync or async) until it returns true, throwing with `what`
+ * after `timeoutMs`; resolves to the milliseconds it took. The deadline is a
+ * generous bound for eventual behaviour, not a speed claim: a test that times
+ * something asserts on the returned figure. `intervalMs` is for checks that
+ * are costly themselves (a process spawned in a namespace per poll).
  */
-export async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
+export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000, intervalMs = 20): Promise<number> {
+  const start = Date.now();
+  while (!(await check())) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
   }
+  return Date.now() - start;
 }
 
 export { sleep };

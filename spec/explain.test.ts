@@ -1,0 +1,114 @@
+/**
+ * `kup explain`'s pure parts on hand-built /status documents: parsing the
+ * destination, matching it the way the rules would, and the text printed.
+ * cli-admin.test.ts runs the same through the binary against a live proxy.
+ */
+import t from 'tap';
+import { explain, formatExplanation, parseDestination } from '../lib/admin/explain.js';
+import { KupError } from '../lib/core/errors.js';
+import { endpointStatus, serviceStatus, statusDocument } from './support/status-doc.js';
+
+const api = serviceStatus('shop', 'api', 'http', 80, {
+  proxyPort: 40001,
+  endpoints: [endpointStatus('10.244.0.5', 8080), endpointStatus('10.244.0.6', 8080, { ready: false, inUse: false, inUseExternal: false })],
+  nextEndpoint: '10.244.0.5:8080',
+});
+const dns = serviceStatus('shop', 'dns', '', 53, { protocol: 'UDP', type: 'NodePort', clusterIPs: ['10.96.0.53'], nodePort: 30053, proxyPort: 40002 });
+const lb = serviceStatus('shop', 'lb', 'web', 80, {
+  type: 'LoadBalancer',
+  clusterIPs: ['10.96.0.20'],
+  externalIPs: ['192.0.2.10'],
+  loadBalancerIPs: ['198.51.100.7'],
+  externalTrafficPolicy: 'Local',
+  proxyPort: 40003,
+  externalProxyPort: 40004,
+  endpoints: [endpointStatus('10.244.0.7', 8080), endpointStatus('10.244.1.7', 8080, { nodeName: 'node-b', isLocal: false, inUseExternal: false })],
+  nextEndpoint: '10.244.0.7:8080',
+  externalNextEndpoint: '10.244.0.7:8080',
+});
+const doc = statusDocument([api, dns, lb]);
+const here = new Set(['192.0.2.99']);
+
+t.test('parseDestination: IP:PORT[/tcp|udp], IPv6 in brackets; anything else is KUP_BAD_FLAG', async (t) => {
+  t.same(parseDestination('10.96.0.10:80'), { ip: '10.96.0.10', port: 80, protocol: null });
+  t.same(parseDestination(' 10.96.0.53:53/UDP '), { ip: '10.96.0.53', port: 53, protocol: 'UDP' });
+  t.same(parseDestination('[fd00::10]:443/tcp'), { ip: 'fd00::10', port: 443, protocol: 'TCP' });
+  for (const bad of ['not-an-address', '10.96.0.10', '10.96.0.10:0', '10.96.0.10:70000', '10.96.0.10:80/sctp']) {
+    let err: unknown;
+    try {
+      parseDestination(bad);
+    } catch (e) {
+      err = e;
+    }
+    t.ok(err instanceof KupError && err.code === 'KUP_BAD_FLAG' && err.message.startsWith(`"${bad}" is not IP:PORT[/tcp|udp]`), `${bad}: ${String(err)}`);
+  }
+});
+
+t.test('a ClusterIP matches its service port through the portal chains', async (t) => {
+  const x = explain(doc, parseDestination('10.96.0.10:80'), here);
+  t.equal(x.matches.length, 1);
+  const m = x.matches[0]!;
+  t.equal(m.kind, 'ClusterIP');
+  t.equal(m.service.key, 'shop/api:http/TCP');
+  t.same(m.chains, ['KUP-PORTALS-CONTAINER', 'KUP-PORTALS-HOST']);
+  t.equal(m.rule, '-d 10.96.0.10/32 -p tcp -m tcp --dport 80');
+  t.equal(m.scope, 'internal');
+  t.equal(m.listenerPort, 40001);
+  t.same(m.endpoints.map((e) => e.ip), ['10.244.0.5'], 'only the endpoint in use');
+  t.same(x.misses, []);
+});
+
+t.test('external addresses use the external listener and its policy', async (t) => {
+  for (const [dest, kind] of [['198.51.100.7:80/tcp', 'LoadBalancer IP'], ['192.0.2.10:80', 'externalIP']] as const) {
+    const m = explain(doc, parseDestination(dest), here).matches[0]!;
+    t.equal(m.kind, kind, dest);
+    t.equal(m.scope, 'external');
+    t.equal(m.listenerPort, 40004);
+    t.same(m.endpoints.map((e) => e.ip), ['10.244.0.7'], 'only the local endpoint (Local policy)');
+    t.match(m.notes.join('\n'), /externalTrafficPolicy Local/);
+  }
+});
+
+t.test('a NodePort matches on any address but says whether it is this machine', async (t) => {
+  const local = explain(doc, parseDestination('192.0.2.99:30053/udp'), here).matches[0]!;
+  t.equal(local.kind, 'NodePort');
+  t.equal(local.rule, '-p udp -m udp --dport 30053 -m addrtype --dst-type LOCAL');
+  t.same(local.notes, ['192.0.2.99 is an address of this machine', 'no usable endpoint: connections are refused at once (UDP datagrams dropped)']);
+  const remote = explain(doc, parseDestination('203.0.113.1:30053'), here).matches[0]!;
+  t.match(remote.notes[0], /matches only where 203\.0\.113\.1 is one of the node's own addresses/);
+});
+
+t.test('the proxy port itself, addressed on the bind address', async (t) => {
+  const m = explain(doc, parseDestination('127.0.0.1:40002'), here).matches[0]!;
+  t.equal(m.kind, 'proxy port');
+  t.equal(m.service.key, 'shop/dns:53/UDP');
+  t.same(m.chains, []);
+});
+
+t.test('misses: a known VIP on the wrong port or protocol, and an unknown address', async (t) => {
+  t.same(explain(doc, parseDestination('10.96.0.10:81'), here).misses, [
+    '10.96.0.10 belongs to shop/api, which has no port 81 (it has 80/TCP): no rule matches, the packet is rejected',
+  ]);
+  t.match(explain(doc, parseDestination('10.96.0.10:80/udp'), here).misses[0], /no port 80\/UDP \(it has 80\/TCP\)/);
+  const none = explain(doc, parseDestination('203.0.113.9:80'), here);
+  t.same(none.matches, []);
+  t.match(none.misses[0], /^no service has 203\.0\.113\.9:80 as a ClusterIP/);
+});
+
+t.test('formatExplanation: what the user reads', async (t) => {
+  const text = formatExplanation(doc, explain(doc, parseDestination('10.96.0.10:80'), here));
+  const lines = text.split('\n');
+  t.equal(lines[0], '10.96.0.10:80 -> shop/api:http/TCP (ClusterIP)');
+  t.equal(lines[1], '  rule      KUP-PORTALS-CONTAINER (packets from pods) and KUP-PORTALS-HOST (packets from this node): -d 10.96.0.10/32 -p tcp -m tcp --dport 80');
+  t.equal(lines[2], "  listener  127.0.0.1:40001/TCP (the service port's listener)");
+  t.equal(lines[3], '  strategy  round-robin, no session affinity, internalTrafficPolicy Cluster');
+  t.equal(lines[4], '  endpoints 1 in play of 2 listed');
+  t.match(lines[5], /^ {12}-> 10\.244\.0\.5:8080 +ready +node node-a \(local\) +active 0 {2}picks 0$/);
+  t.equal(lines[6], '            (not in play: 10.244.0.6:8080)');
+  t.equal(lines[7], '  next      10.244.0.5:8080 (the next connection from a new client goes here)');
+  t.ok(text.endsWith('\n'));
+
+  const offline = formatExplanation({ ...doc, health: null }, explain(doc, parseDestination('10.96.0.10:80'), here));
+  t.match(offline, /listener {2}not running: kup picks the proxy port when it starts/, 'without a running proxy (--source)');
+  t.equal(formatExplanation(doc, explain(doc, parseDestination('203.0.113.9:80/tcp'), here)).split('\n')[0], '203.0.113.9:80/TCP: nothing matches');
+});

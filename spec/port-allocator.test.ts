@@ -1,0 +1,37 @@
+/**
+ * PortAllocator hands out --proxy-port-range ports: unit tests of the lending
+ * without sockets (tcp-dataplane.test.ts covers the kernel refusing a port).
+ */
+import t from 'tap';
+import { parsePortRange } from '../lib/core/port-range.js';
+import { PortAllocator } from '../lib/dataplane/port-allocator.js';
+
+t.test('no range: every allocation is 0, the kernel chooses', async (t) => {
+  const a = new PortAllocator(null);
+  t.equal(a.allocate(), 0);
+  t.equal(a.allocate(), 0, 'again: nothing is lent out');
+});
+
+t.test('a range is lent out in order, each port once, then exhausted', async (t) => {
+  const a = new PortAllocator(parsePortRange('30000-30002'));
+  t.same([a.allocate(), a.allocate(), a.allocate()], [30000, 30001, 30002]);
+  t.equal(a.allocate(), undefined, 'all three are lent');
+});
+
+t.test('a released port is lent again, after the ones not yet used', async (t) => {
+  const a = new PortAllocator({ base: 40000, size: 3 });
+  t.equal(a.allocate(), 40000);
+  t.equal(a.allocate(), 40001);
+  a.release(40000);
+  t.equal(a.allocate(), 40002, 'the cursor moves on before reusing');
+  t.equal(a.allocate(), 40000, 'then the released one');
+  t.equal(a.allocate(), undefined);
+});
+
+t.test('refused ports are skipped; when all free ones are refused there is none', async (t) => {
+  const a = new PortAllocator({ base: 50000, size: 4 });
+  t.equal(a.allocate(new Set([50000, 50001])), 50002, 'the first two are in use elsewhere');
+  t.equal(a.allocate(new Set([50003])), 50000, 'wraps around past a refused port');
+  t.equal(a.allocate(new Set([50001, 50003])), undefined, 'the rest are refused');
+  t.equal(a.allocate(), 50001, 'and lent once no longer refused');
+});
