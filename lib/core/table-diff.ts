@@ -7,8 +7,6 @@ export interface TableDiff {
   readonly removed: readonly ServicePort[];
 }
 
-export const EMPTY_DIFF: TableDiff = { added: [], updated: [], removed: [] };
-
 export function isEmptyDiff(d: TableDiff): boolean {
   return d.added.length === 0 && d.updated.length === 0 && d.removed.length === 0;
 }

@@ -14,10 +14,6 @@ export class PortAllocator {
     this.range = range;
   }
 
-  get isKernelChosen(): boolean {
-    return this.range === null;
-  }
-
   /** A port to try, or undefined when every port in the range is lent out or was refused. */
   allocate(refused: ReadonlySet<number> = new Set()): number | undefined {
     if (this.range === null) return 0;
