@@ -131,6 +131,7 @@ export class Syncer {
     if (this.stopped) return;
     const full = this.needFull;
     this.needFull = false;
+    const queuedAt = this.state.lastQueuedTime;
     this.state.lastQueuedTime = 0;
     const started = performance.now();
     const { diff, warnings, servicesChanged, oldestChangeTime } = this.opts.tracker.flush();
@@ -158,6 +159,9 @@ export class Syncer {
     } else {
       this.state.failures++;
       this.state.consecutiveFailures++;
+      // Not applied: the change stays queued since it first was (health's 2 x syncPeriod rule, as kube-proxy).
+      const pending = queuedAt === 0 ? Date.now() - durationMs : queuedAt;
+      this.state.lastQueuedTime = this.state.lastQueuedTime === 0 ? pending : Math.min(pending, this.state.lastQueuedTime);
       this.scheduleRetry();
     }
     const record: SyncRecord = { full, durationMs, ok, servicesChanged, oldestChangeTime, diff };
