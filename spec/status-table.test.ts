@@ -39,7 +39,7 @@ t.test('formatStatusTable: summary, aligned rows, failed listeners listed', asyn
 
 t.test('the summary names an unhealthy proxy and a source error; no failures, no failure list', async (t) => {
   const doc = statusDocument([serviceStatus('a', 'web', 'http', 80, { proxyPort: null })], {
-    health: { healthy: false, lastUpdated: '', reason: 'source not synced' },
+    health: { healthy: false, proxyHealthy: false, nodeEligible: true, lastUpdated: '', reason: 'source not synced' },
     source: { kind: 'kubernetes', synced: false, lastEventTime: null, lastError: 'connection refused', detail: {} },
   });
   const text = formatStatusTable(doc);

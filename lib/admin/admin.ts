@@ -1,6 +1,8 @@
+import type { V1Node } from '@kubernetes/client-node';
 import type { HostPort } from '../cli/options.js';
 import { joinHostPort } from '../core/address.js';
 import type { ProxyRuntime } from '../runtime/proxy-runtime.js';
+import type { EventRecorder } from '../sources/events.js';
 import { DashboardFeed } from './dashboard.js';
 import { HealthMonitor, type HealthReport } from './health.js';
 import { HealthServer } from './health-server.js';
@@ -17,8 +19,10 @@ export type AdminTarget = Pick<ProxyRuntime, 'config' | 'logger' | 'source' | 't
  * /status, dashboard) and the per-service health checks. It only reads what
  * the data plane counts; nothing it does runs per connection.
  *
- * Constructed before the first sync (so that sync is measured too), started
- * after it, drained and stopped with the runtime.
+ * Constructed before the source starts (so the first sync is measured too);
+ * the health server listens from then on, as kube-proxy serves /healthz
+ * before its first sync; the metrics server and the per-service health checks
+ * start after the first sync. Drained and stopped with the runtime.
  */
 export class Admin {
   readonly monitor: HealthMonitor;
@@ -28,14 +32,30 @@ export class Admin {
   private readonly feed: DashboardFeed;
   private healthServer: HealthServer | null = null;
   private metricsServer: MetricsServer | null = null;
+  private readonly events: EventRecorder | null;
   private draining = false;
   private started = false;
 
   constructor(rt: AdminTarget) {
     this.rt = rt;
-    this.monitor = new HealthMonitor(rt.config.syncPeriodMs);
-    this.metrics = new ProxyMetrics(rt);
-    this.serviceHealth = new ServiceHealthServers(rt.config.bindAddress, () => this.health().healthy, rt.logger);
+    this.monitor = new HealthMonitor({ syncPeriodMs: rt.config.syncPeriodMs, nodeName: rt.config.hostname, sourceKind: rt.source.kind });
+    this.metrics = new ProxyMetrics({
+      tracker: rt.tracker,
+      proxier: rt.proxier,
+      syncer: rt.syncer,
+      source: rt.source,
+      installedRules: () => rt.installedRules(),
+      nodeEligible: () => this.monitor.nodeEligibility.eligible,
+    });
+    this.events = rt.source.recorder?.() ?? null;
+    this.serviceHealth = new ServiceHealthServers({
+      host: rt.config.bindAddress,
+      // kube-proxy's serviceProxyHealthy is the proxy's health alone, not the node's eligibility.
+      healthy: () => this.health().proxyHealthy && !this.draining,
+      log: rt.logger,
+      nodeName: rt.config.hostname,
+      events: this.events,
+    });
     this.feed = new DashboardFeed({
       status: () => {
         // The kernel's UDP drop counts land in the next update (the feed ticks every 500ms).
@@ -46,7 +66,6 @@ export class Admin {
     });
     rt.syncer.onSync((r) => {
       this.metrics.observeSync(r);
-      this.monitor.observe(rt.source.state());
       if (this.started) void this.serviceHealth.sync(rt.tracker.current());
     });
   }
@@ -68,8 +87,16 @@ export class Admin {
   }
 
   health(): HealthReport {
-    const r = this.monitor.report(this.rt.syncer.state, this.rt.source.state());
-    return this.draining ? { ...r, healthy: false, reason: 'shutting down' } : r;
+    const r = this.monitor.report(this.rt.syncer.state);
+    return this.draining ? { ...r, healthy: false, lastUpdated: r.lastSyncTime, reason: 'shutting down' } : r;
+  }
+
+  /** This node's Node as the source delivers it (null: gone); eligibility changes are logged. */
+  observeNode(node: V1Node | null): void {
+    if (!this.monitor.syncNode(node)) return;
+    const e = this.monitor.nodeEligibility;
+    if (e.eligible) this.rt.logger.info({ node: this.rt.config.hostname }, 'node is eligible for load-balancer traffic again: /healthz follows proxy health');
+    else this.rt.logger.warn({ node: this.rt.config.hostname, nodeEligible: false }, `${e.reason ?? 'node not eligible'}: /healthz answers 503 so load balancers drain this node`);
   }
 
   status(clientIP: string): StatusDocument {
@@ -90,20 +117,26 @@ export class Admin {
     });
   }
 
+  /** The health server, from start-up: healthy while starting (nothing synced yet counts against it). */
+  async startHealth(): Promise<void> {
+    const hz = this.rt.config.healthzBindAddress;
+    if (hz === null || this.healthServer !== null) return;
+    const server = new HealthServer({
+      host: hz.host,
+      port: hz.port,
+      health: () => this.health(),
+      count: (path, code) => (path === 'healthz' ? this.metrics.countHealthz(code) : this.metrics.countLivez(code)),
+    });
+    await server.start();
+    this.healthServer = server;
+    if (this.healthzAddress !== null) this.rt.logger.info({ healthz: `${hostUrl(this.healthzAddress)}/healthz` }, 'health server listening');
+  }
+
+  /** After the first sync: metrics, /status, dashboard and the service health checks. */
   async start(): Promise<void> {
     const rt = this.rt;
     try {
-      const hz = rt.config.healthzBindAddress;
-      if (hz !== null) {
-        this.healthServer = new HealthServer({
-          host: hz.host,
-          port: hz.port,
-          health: () => this.health(),
-          live: () => !this.draining,
-          count: (path, code) => (path === 'healthz' ? this.metrics.countHealthz(code) : this.metrics.countLivez(code)),
-        });
-        await this.healthServer.start();
-      }
+      await this.startHealth();
       const m = rt.config.metricsBindAddress;
       if (m !== null) {
         this.metricsServer = new MetricsServer({
@@ -130,6 +163,9 @@ export class Admin {
     if (this.healthzAddress !== null) where.healthz = `${hostUrl(this.healthzAddress)}/healthz`;
     if (this.metricsAddress !== null) where.dashboard = `${hostUrl(this.metricsAddress)}/`;
     rt.logger.info(where, 'admin servers listening');
+    // kube-proxy's birth cry, once serving.
+    const node = rt.config.hostname;
+    this.events?.record({ regarding: { kind: 'Node', namespace: '', name: node, uid: node }, type: 'Normal', reason: 'Starting', action: 'StartKubeProxy', note: '' });
   }
 
   /** From now on health says 503, so load balancers move away while connections drain. */

@@ -74,10 +74,12 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
 
   function renderHeader(d) {
     var h = document.getElementById('health');
-    if (d.health) { h.textContent = d.health.healthy ? 'healthy' : 'unhealthy'; h.className = 'badge ' + (d.health.healthy ? 'ok' : 'bad'); h.title = d.health.reason || ''; }
+    if (d.health) { h.textContent = d.health.healthy ? 'healthy' : d.health.nodeEligible === false ? 'node not eligible' : 'unhealthy'; h.className = 'badge ' + (d.health.healthy ? 'ok' : 'bad'); h.title = d.health.reason || ''; }
     document.getElementById('node').textContent = d.node;
     var src = d.source.kind + (d.source.synced ? ', synced' : ', not synced') + (d.source.lastError ? ' - ' + d.source.lastError : '');
     document.getElementById('source').textContent = src;
+    // A failing source does not make /healthz fail (the data plane keeps the last state), so it is flagged here.
+    document.getElementById('source').className = d.source.lastError ? 'warn' : '';
     document.getElementById('sync').textContent = d.sync ? ago(d.sync.lastSyncTime) + ' (' + d.sync.lastSyncDurationMs.toFixed(1) + ' ms' + (d.sync.consecutiveFailures ? ', ' + d.sync.consecutiveFailures + ' failing' : '') + ')' : '-';
     document.getElementById('t-ports').textContent = fmtNum(d.totals.servicePorts);
     document.getElementById('t-eps').textContent = fmtNum(d.totals.readyEndpoints) + ' ready / ' + fmtNum(d.totals.endpoints);

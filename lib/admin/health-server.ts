@@ -5,22 +5,26 @@ import { closeHttp, listenHttp } from './http-listen.js';
 export interface HealthServerOptions {
   readonly host: string;
   readonly port: number;
-  /** Proxy health now (kube-proxy's /healthz). */
+  /** Proxy health now (kube-proxy's /healthz), including shutdown. */
   readonly health: () => HealthReport;
-  /** False once the proxy is shutting down. */
-  readonly live: () => boolean;
   readonly count: (path: 'healthz' | 'livez', code: number) => void;
 }
 
-/** kube-proxy's body: the two times, plus the newer `healthy` and `nodeEligible`. */
+/** kube-proxy's /healthz body: the two times and `nodeEligible`, plus `healthy`. */
 export function healthBody(r: HealthReport): string {
   return JSON.stringify({ lastUpdated: r.lastUpdated, currentTime: r.currentTime, nodeEligible: r.nodeEligible, healthy: r.healthy });
 }
 
+/** kube-proxy's /livez body: proxy health only, so lastUpdated follows the proxy, not the node. */
+export function livezBody(r: HealthReport): string {
+  return JSON.stringify({ lastUpdated: r.proxyHealthy ? r.currentTime : r.lastSyncTime, currentTime: r.currentTime });
+}
+
 /**
- * The health server (--healthz-bind-address): /healthz is what load
- * balancers and kubelet probes read; /livez says only whether the process
- * still serves, so a proxy cut off from its source is not restarted for it.
+ * The health server (--healthz-bind-address), listening from start-up:
+ * /healthz is what load balancers read (proxy health and node eligibility);
+ * /livez is what a liveness probe reads: proxy health only, as kube-proxy,
+ * so a node being drained does not get its proxy restarted.
  */
 export class HealthServer {
   private readonly server: Server;
@@ -52,10 +56,10 @@ export class HealthServer {
       return;
     }
     const r = this.opts.health();
-    const ok = path === '/healthz' ? r.healthy && this.opts.live() : this.opts.live();
-    const code = ok ? 200 : 503;
-    this.opts.count(path === '/healthz' ? 'healthz' : 'livez', code);
+    const healthz = path === '/healthz';
+    const code = (healthz ? r.healthy : r.proxyHealthy) ? 200 : 503;
+    this.opts.count(healthz ? 'healthz' : 'livez', code);
     res.writeHead(code, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' });
-    res.end(healthBody({ ...r, healthy: ok }));
+    res.end(healthz ? healthBody(r) : livezBody(r));
   }
 }

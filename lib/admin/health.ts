@@ -1,63 +1,85 @@
-import type { SourceState } from '../sources/source.js';
+import type { V1Node } from '@kubernetes/client-node';
+import { ELIGIBLE, nodeEligibility, type NodeEligibility } from '../core/node-eligibility.js';
+import type { SourceKind } from '../sources/source.js';
 import type { SyncState } from '../sync/syncer.js';
 
 /** What /healthz answers, in kube-proxy's shape (healthcheck/proxy_health.go). */
 export interface HealthReport {
+  /** /healthz: the proxy is healthy and the node is eligible. */
   readonly healthy: boolean;
-  /** RFC 3339 time of the last successful sync ("" before any, as Go prints a zero time differently; we keep it empty). */
+  /** /livez and the healthCheckNodePorts: the proxy alone, whatever the node. */
+  readonly proxyHealthy: boolean;
+  /** RFC 3339: now while healthy (kube-proxy's compatibility rule), else the last successful sync ("" before any). */
   readonly lastUpdated: string;
+  /** RFC 3339 time of the last successful sync, "" before any. */
+  readonly lastSyncTime: string;
   readonly currentTime: string;
-  /** Whether this node should receive load-balancer traffic; a file source cannot tell, so it stays true. */
+  /** False once this node's Node is gone, being deleted, or tainted by the Cluster Autoscaler. */
   readonly nodeEligible: boolean;
   /** Why it is unhealthy, for people (not part of kube-proxy's body). */
   readonly reason: string | null;
 }
 
 /**
- * Decides proxy health the way kube-proxy does, plus the two ways a
- * userspace proxy goes stale that kube-proxy's single rule misses:
- * - a queued change not applied within 2 x syncPeriod (kube-proxy's rule);
- * - syncs failing and the last good one older than 2 x syncPeriod;
- * - the source failing (unreadable file, broken watch) for longer than 2 x syncPeriod.
- * Healthy while starting up, as kube-proxy is.
+ * Decides health exactly as kube-proxy does, and nothing more:
+ * - the proxy is unhealthy when a queued change has not been applied for
+ *   2 x syncPeriod (a failed sync leaves it queued); it is healthy while
+ *   starting up (before the first successful sync);
+ * - /healthz is also 503 while the node is not eligible.
+ * The source's own health (a broken watch, an unreadable file) is not part of
+ * it: the data plane keeps serving the last known state, and taking every
+ * node out of every load balancer during a control-plane outage would turn
+ * an API problem into a traffic outage. It shows on /status and in metrics.
  */
 export class HealthMonitor {
   private readonly timeoutMs: number;
-  private readonly startedAt: number;
-  private sourceErrorSince: number | null = null;
+  private readonly nodeName: string;
+  private readonly sourceKind: SourceKind;
+  // Eligible while starting up and until a node event says otherwise, as kube-proxy.
+  private node: NodeEligibility = ELIGIBLE;
 
-  constructor(syncPeriodMs: number, now = Date.now()) {
-    this.timeoutMs = 2 * syncPeriodMs;
-    this.startedAt = now;
+  constructor(opts: { syncPeriodMs: number; nodeName: string; sourceKind: SourceKind }) {
+    this.timeoutMs = 2 * opts.syncPeriodMs;
+    this.nodeName = opts.nodeName;
+    this.sourceKind = opts.sourceKind;
+  }
+
+  get nodeEligibility(): NodeEligibility {
+    return this.node;
   }
 
   /**
-   * Notes when the source started failing. Called at every sync (a full sync
-   * runs each syncPeriod) and at every health request, so the onset is known
-   * to within one sync period.
+   * This node's Node as the source last saw it; null: none. A file without
+   * this node's Node says nothing about it, so only the live source's "gone"
+   * makes the node ineligible. Returns true when eligibility changed.
    */
-  observe(source: SourceState, now = Date.now()): void {
-    if (source.lastError === null) this.sourceErrorSince = null;
-    else this.sourceErrorSince ??= now;
+  syncNode(node: V1Node | null): boolean {
+    const next = node === null && this.sourceKind === 'file' ? ELIGIBLE : nodeEligibility(this.nodeName, node);
+    const changed = next.eligible !== this.node.eligible || next.reason !== this.node.reason;
+    this.node = next;
+    return changed;
   }
 
-  report(sync: Readonly<SyncState>, source: SourceState, now = Date.now()): HealthReport {
-    this.observe(source, now);
-    let reason: string | null = null;
+  report(sync: Readonly<SyncState>, now = Date.now()): HealthReport {
     const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
-    if (sync.lastQueuedTime !== 0 && now - sync.lastQueuedTime > this.timeoutMs) {
-      reason = `a change has waited ${seconds(now - sync.lastQueuedTime)} to be applied (limit ${seconds(this.timeoutMs)})`;
-    } else if (sync.consecutiveFailures > 0 && now - (sync.lastSyncTime || this.startedAt) > this.timeoutMs) {
-      reason = `syncs are failing (${sync.consecutiveFailures} in a row): ${sync.lastError ?? 'unknown error'}`;
-    } else if (this.sourceErrorSince !== null && now - this.sourceErrorSince > this.timeoutMs) {
-      reason = `the ${source.kind} source has failed for ${seconds(now - this.sourceErrorSince)}: ${source.lastError ?? ''}`;
+    let proxyReason: string | null = null;
+    // Before the first successful sync nothing counts against the proxy (kube-proxy: no lastUpdated yet).
+    if (sync.lastSyncTime !== 0 && sync.lastQueuedTime !== 0 && now - sync.lastQueuedTime >= this.timeoutMs) {
+      const why = sync.consecutiveFailures > 0 ? `; syncs are failing (${sync.consecutiveFailures} in a row): ${sync.lastError ?? 'unknown error'}` : '';
+      proxyReason = `a change has waited ${seconds(now - sync.lastQueuedTime)} to be applied (limit ${seconds(this.timeoutMs)})${why}`;
     }
+    const proxyHealthy = proxyReason === null;
+    const healthy = proxyHealthy && this.node.eligible;
+    const currentTime = new Date(now).toISOString();
+    const lastSyncTime = sync.lastSyncTime === 0 ? '' : new Date(sync.lastSyncTime).toISOString();
     return {
-      healthy: reason === null,
-      lastUpdated: sync.lastSyncTime === 0 ? '' : new Date(sync.lastSyncTime).toISOString(),
-      currentTime: new Date(now).toISOString(),
-      nodeEligible: true,
-      reason,
+      healthy,
+      proxyHealthy,
+      lastUpdated: healthy ? currentTime : lastSyncTime,
+      lastSyncTime,
+      currentTime,
+      nodeEligible: this.node.eligible,
+      reason: proxyReason ?? this.node.reason,
     };
   }
 }

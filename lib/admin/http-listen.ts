@@ -8,7 +8,7 @@ export function listenHttp(server: Server, host: string, port: number, what: str
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       const why = err.code === 'EADDRINUSE' ? 'the port is in use (is another kup or kube-proxy running?)' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.message;
-      reject(new KupError('KUP_LISTEN_FAILED', `cannot start the ${what} on ${joinHostPort(host, port)}: ${why}`));
+      reject(new KupError('KUP_LISTEN_FAILED', `cannot start the ${what} on ${joinHostPort(host, port)}: ${why}`, { cause: err }));
     };
     server.once('error', onError);
     server.listen({ host, port, exclusive: true }, () => {

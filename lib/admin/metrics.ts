@@ -3,6 +3,7 @@ import { isExternallyReachable, type ServicePort, type ServiceTable } from '../c
 import type { ListenerStats } from '../dataplane/stats.js';
 import type { ChangeTracker } from '../core/change-tracker.js';
 import type { PortProxy } from '../dataplane/proxier.js';
+import type { SourceState } from '../sources/source.js';
 import type { SyncRecord, SyncState } from '../sync/syncer.js';
 import type { ListenerView } from './status.js';
 
@@ -11,7 +12,10 @@ export interface MetricsSource {
   readonly tracker: Pick<ChangeTracker, 'counters' | 'current'>;
   readonly proxier: { entries(): Iterable<PortProxy>; failures(): ReadonlyMap<string, unknown>; refreshUdpDrops(): Promise<void> };
   readonly syncer: { readonly state: Readonly<SyncState> };
+  readonly source: { state(): SourceState };
   installedRules(): string | null;
+  /** Whether this node's Node says it should get load-balancer traffic. */
+  nodeEligible(): boolean;
 }
 
 /** kube-proxy's buckets for sync durations: 1ms doubling to ~16s. */
@@ -226,6 +230,26 @@ export class ProxyMetrics {
       collect() {
         this.set({ state: 'total' }, src.tracker.current().size);
         this.set({ state: 'listener_failed' }, src.proxier.failures().size);
+      },
+    });
+    // The source's health is not /healthz's business (kube-proxy's rule); it is alerted on from here.
+    new Gauge({
+      name: 'kup_source_healthy',
+      help: 'Whether the source (API server watches, or the file) is synced and without error (1) or not (0)',
+      labelNames: ['source'],
+      registers,
+      collect() {
+        const st = src.source.state();
+        this.reset();
+        this.set({ source: st.kind }, st.synced && st.lastError === null ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'kup_node_eligible',
+      help: "Whether this node's Node object lets it take load-balancer traffic (not gone, not being deleted, not tainted ToBeDeletedByClusterAutoscaler)",
+      registers,
+      collect() {
+        this.set(src.nodeEligible() ? 1 : 0);
       },
     });
   }

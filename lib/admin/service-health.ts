@@ -2,6 +2,8 @@ import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import { errorMessage } from '../core/errors.js';
 import type { ServiceTable } from '../core/types.js';
+import type { EventRecorder } from '../sources/events.js';
+import { joinHostPort } from '../core/address.js';
 import { closeHttp, listenHttp } from './http-listen.js';
 
 /** One LoadBalancer Service with externalTrafficPolicy Local, as its health check sees it. */
@@ -9,26 +11,43 @@ export interface ServiceHealthTarget {
   readonly namespace: string;
   readonly name: string;
   readonly port: number;
-  /** Local ready endpoints summed over the service's ports, as kube-proxy counts them (LocalReadyEndpoints). */
+  /**
+   * Distinct local ready endpoint IPs of the Service, whatever its ports
+   * (kube-proxy's LocalReadyEndpoints: a set of IPs per Service). Each IP
+   * family is counted on its own, as each of kube-proxy's per-family proxiers
+   * reports its own count, so a dual-stack pod weighs 1, not 2.
+   */
   readonly localEndpoints: number;
 }
 
 /** Which health check node ports the table asks for. Pure. */
 export function serviceHealthTargets(table: ServiceTable): Map<number, ServiceHealthTarget> {
-  const out = new Map<number, ServiceHealthTarget>();
+  const found = new Map<number, { namespace: string; name: string; v4: Set<string>; v6: Set<string> }>();
   for (const sp of table.values()) {
     if (sp.type !== 'LoadBalancer' || sp.externalTrafficPolicy !== 'Local' || sp.healthCheckNodePort === 0) continue;
-    const local = sp.endpoints.filter((e) => e.isLocal && e.ready && !e.terminating).length;
-    const prev = out.get(sp.healthCheckNodePort);
-    if (prev !== undefined && (prev.namespace !== sp.namespace || prev.name !== sp.name)) continue; // the API server forbids this
-    out.set(sp.healthCheckNodePort, {
-      namespace: sp.namespace,
-      name: sp.name,
-      port: sp.healthCheckNodePort,
-      localEndpoints: (prev?.localEndpoints ?? 0) + local,
-    });
+    let t = found.get(sp.healthCheckNodePort);
+    if (t === undefined) found.set(sp.healthCheckNodePort, (t = { namespace: sp.namespace, name: sp.name, v4: new Set(), v6: new Set() }));
+    else if (t.namespace !== sp.namespace || t.name !== sp.name) continue; // the API server forbids this
+    for (const e of sp.endpoints) {
+      if (e.isLocal && e.ready && !e.terminating) (e.ip.includes(':') ? t.v6 : t.v4).add(e.ip);
+    }
+  }
+  const out = new Map<number, ServiceHealthTarget>();
+  for (const [port, t] of found) {
+    out.set(port, { namespace: t.namespace, name: t.name, port, localEndpoints: Math.max(t.v4.size, t.v6.size) });
   }
   return out;
+}
+
+/** Go's wording of a failed listen, as kube-proxy's event note carries it. */
+function goListenError(host: string, port: number, err: unknown): string {
+  const cause = err instanceof Error ? (err.cause as NodeJS.ErrnoException | undefined) : undefined;
+  const why =
+    cause?.code === 'EADDRINUSE' ? 'bind: address already in use'
+    : cause?.code === 'EADDRNOTAVAIL' ? 'bind: cannot assign requested address'
+    : cause?.code === 'EACCES' ? 'bind: permission denied'
+    : (cause?.message ?? errorMessage(err));
+  return `listen tcp ${joinHostPort(host, port)}: ${why}`;
 }
 
 /** kube-proxy's body, byte for byte (tab-indented, as its dedented template prints). */
@@ -53,13 +72,18 @@ export class ServiceHealthServers {
   private readonly host: string;
   private readonly healthy: () => boolean;
   private readonly log: Logger;
+  private readonly nodeName: string;
+  private readonly events: EventRecorder | null;
   private closed = false;
   private syncing: Promise<void> = Promise.resolve();
 
-  constructor(host: string, healthy: () => boolean, log: Logger) {
-    this.host = host;
-    this.healthy = healthy;
-    this.log = log;
+  /** `events`: where FailedToStartServiceHealthcheck goes (the live source's recorder), null for none. */
+  constructor(opts: { host: string; healthy: () => boolean; log: Logger; nodeName: string; events: EventRecorder | null }) {
+    this.host = opts.host;
+    this.healthy = opts.healthy;
+    this.log = opts.log;
+    this.nodeName = opts.nodeName;
+    this.events = opts.events;
   }
 
   ports(): number[] {
@@ -116,6 +140,15 @@ export class ServiceHealthServers {
         const msg = errorMessage(err);
         if (this.failed.get(port) !== msg) this.log.error({ healthCheckNodePort: port }, `${msg}; will retry at the next sync`);
         this.failed.set(port, msg);
+        // kube-proxy's event, word for word; the recorder keeps retries at each sync from flooding the API server.
+        const nsn = `${target.namespace}/${target.name}`;
+        this.events?.record({
+          regarding: { kind: 'Service', namespace: target.namespace, name: target.name, uid: nsn },
+          type: 'Warning',
+          reason: 'FailedToStartServiceHealthcheck',
+          action: 'Listen',
+          note: `node ${this.nodeName} failed to start healthcheck "${nsn}" on port ${port}: ${goListenError(this.host, port, err)}`,
+        });
       }
     }
   }

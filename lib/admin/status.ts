@@ -22,7 +22,13 @@ export interface StatusDocument {
   /** The client address `nextEndpoint` was worked out for (session affinity depends on it). */
   readonly client: string;
   /** null when the document was built from a source without running the proxy (`kup explain --source`). */
-  readonly health: { readonly healthy: boolean; readonly lastUpdated: string; readonly reason: string | null } | null;
+  readonly health: {
+    readonly healthy: boolean;
+    readonly proxyHealthy: boolean;
+    readonly nodeEligible: boolean;
+    readonly lastUpdated: string;
+    readonly reason: string | null;
+  } | null;
   readonly source: SourceStatus;
   readonly sync: SyncStatus | null;
   readonly iptables: { readonly installed: boolean; readonly ruleLines: number };
@@ -246,7 +252,15 @@ export function buildStatus(input: StatusInput): StatusDocument {
     bindAddress: input.bindAddress,
     client: input.clientIP,
     health:
-      input.health === null ? null : { healthy: input.health.healthy, lastUpdated: input.health.lastUpdated, reason: input.health.reason },
+      input.health === null
+        ? null
+        : {
+            healthy: input.health.healthy,
+            proxyHealthy: input.health.proxyHealthy,
+            nodeEligible: input.health.nodeEligible,
+            lastUpdated: input.health.lastUpdated,
+            reason: input.health.reason,
+          },
     source: {
       kind: src.kind,
       synced: src.synced,

@@ -5,6 +5,7 @@ import { Proxier } from '../dataplane/proxier.js';
 import type { RunConfig } from '../cli/options.js';
 import { createSource } from '../sources/create-source.js';
 import type { Source } from '../sources/source.js';
+import { withNodeObserver } from './node-observer.js';
 import { Syncer, type SyncTarget } from '../sync/syncer.js';
 import { IptablesApplier } from '../iptables/applier.js';
 import { iptablesUnavailableReason } from '../iptables/backend.js';
@@ -26,7 +27,7 @@ export interface ProxyRuntime {
   readonly iptables: IptablesApplier | null;
   /** The iptables-restore script(s) now installed, or null when running without rules. */
   installedRules(): string | null;
-  /** Health, metrics, /status and dashboard servers (listening once startProxy resolves). */
+  /** Health server (listening from start-up), metrics, /status and dashboard servers (listening once startProxy resolves). */
   readonly admin: Admin;
   /**
    * SIGHUP: re-reads the source now and runs a full resync of the data plane
@@ -121,8 +122,16 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   const admin = new Admin(runtime);
 
   const t0 = performance.now();
-  // Serve only once the source delivered its initial state, as kube-proxy waits for its caches.
-  await source.start(tracker);
+  try {
+    // Health answers from start-up (healthy while starting, as kube-proxy), so a
+    // probe or load balancer sees a live proxy during a long initial list.
+    await admin.startHealth();
+    // Serve only once the source delivered its initial state, as kube-proxy waits for its caches.
+    await source.start(withNodeObserver(tracker, (node) => admin.observeNode(node)));
+  } catch (err) {
+    await runtime.stop();
+    throw err;
+  }
   let first = true;
   s.onSync(() => {
     if (!first) return;

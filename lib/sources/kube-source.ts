@@ -11,6 +11,8 @@ import {
 import { ObjectSerializer } from '@kubernetes/client-node/dist/serializer.js';
 import type { Logger } from 'pino';
 import { KupError } from '../core/errors.js';
+import type { EventRecorder } from './events.js';
+import { KubeEventRecorder } from './kube-event-recorder.js';
 import { loadKubeConfig } from './kubeconfig.js';
 import type { ObjectStore, Source, SourceState } from './source.js';
 import { SupervisedInformer, type Backoff } from './supervised-informer.js';
@@ -87,6 +89,7 @@ export class KubeSource implements Source {
   } | null = null;
   private lastEvent = 0;
   private stopped = false;
+  private events: KubeEventRecorder | null = null;
   private abortStart: ((err: Error) => void) | null = null;
 
   /** Throws KupError (KUP_NO_SOURCE, KUP_BAD_FILE) when no usable kubeconfig is found. */
@@ -224,9 +227,16 @@ export class KubeSource implements Source {
     return Promise.resolve(`${this.server}: watches are current`);
   }
 
+  /** Events go through the same kubeconfig and credentials as the watches (RBAC: create/patch events). */
+  recorder(): EventRecorder {
+    this.events ??= new KubeEventRecorder({ kc: this.kc, nodeName: this.nodeName, logger: this.options.logger });
+    return this.events;
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.events?.stop();
     this.abortStart?.(new KupError('KUP_NO_SOURCE', 'stopped before the Kubernetes API server answered the initial list'));
     this.abortStart = null;
     if (!this.informers) return;

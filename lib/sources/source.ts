@@ -1,4 +1,5 @@
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { EventRecorder } from './events.js';
 
 /**
  * What a source feeds. Objects arrive in their plain JSON shape (as an API
@@ -56,4 +57,6 @@ export interface Source {
   /** Stops watching; safe to call twice. */
   stop(): Promise<void>;
   state(): SourceState;
+  /** Where Kubernetes Events about objects go; only the live source has one. */
+  recorder?(): EventRecorder | null;
 }

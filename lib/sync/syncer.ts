@@ -143,6 +143,7 @@ export class Syncer {
     if (this.stopped) return;
     const full = this.needFull;
     this.needFull = false;
+    const queuedAt = this.state.lastQueuedTime;
     this.state.lastQueuedTime = 0;
     const started = performance.now();
     const { diff, warnings, servicesChanged, oldestChangeTime } = this.opts.tracker.flush();
@@ -175,6 +176,9 @@ export class Syncer {
       this.state.lastError = `${last.target}: ${last.err}`;
       // The diff this sync flushed may be half applied: only a full sync puts every target right again.
       this.needFull = true;
+      // Not applied: the change stays queued since it first was (health's 2 x syncPeriod rule, as kube-proxy).
+      const pending = queuedAt === 0 ? this.clock.now() - durationMs : queuedAt;
+      this.state.lastQueuedTime = this.state.lastQueuedTime === 0 ? pending : Math.min(pending, this.state.lastQueuedTime);
       const retryMs = this.scheduleRetry();
       for (const f of failed) {
         this.opts.logger.error({ ...f, failures: this.state.consecutiveFailures, retryMs }, `${f.target} sync failed; retrying`);

@@ -115,6 +115,17 @@ export interface ApiServerDoubleOptions {
   bookmarkIntervalMs?: number;
 }
 
+/** An Event as created through the API, with where it was posted. */
+export interface RecordedEvent {
+  /** events.k8s.io/v1 or v1 (core). */
+  readonly api: 'events.k8s.io/v1' | 'v1';
+  readonly namespace: string;
+  readonly body: KubeJson & Record<string, unknown>;
+}
+
+/** RFC3339 with exactly six fractional digits: what the real server's MicroTime parser accepts. */
+const MICRO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$/;
+
 export interface ApiServerCounters {
   requests: number;
   unauthorized: number;
@@ -165,6 +176,8 @@ export class ApiServerDouble {
   private compactedRV = 0;
   private nextClusterIP = 10;
   private nextNodePort = 30000;
+  /** Events created (POST .../namespaces/NS/events), in order. */
+  readonly events: RecordedEvent[] = [];
   readonly counters: ApiServerCounters = {
     requests: 0,
     unauthorized: 0,
@@ -420,6 +433,11 @@ export class ApiServerDouble {
       this.json(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
       return;
     }
+    const ev = /^\/(?:apis\/(events\.k8s\.io)\/v1|api\/v1)\/namespaces\/([^/]+)\/events$/.exec(path);
+    if (ev && req.method === 'POST') {
+      this.createEvent(req, res, ev[1] === undefined ? 'v1' : 'events.k8s.io/v1', decodeURIComponent(ev[2] ?? ''));
+      return;
+    }
     if (req.method !== 'GET') {
       this.json(res, 405, status(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource`));
       return;
@@ -490,6 +508,40 @@ export class ApiServerDouble {
       apiVersion: resource.apiVersion,
       metadata: { resourceVersion: String(this.resourceVersion) },
       items,
+    });
+  }
+
+  /** Validates an Event as the real server does for the fields a proxy sets, stores it, answers 201. */
+  private createEvent(req: IncomingMessage, res: ServerResponse, api: RecordedEvent['api'], namespace: string): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let body: RecordedEvent['body'];
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as RecordedEvent['body'];
+      } catch {
+        this.json(res, 400, status(400, 'BadRequest', 'the body is not JSON'));
+        return;
+      }
+      const problems: string[] = [];
+      const meta = body.metadata ?? {};
+      if (typeof meta.name !== 'string' || meta.name === '') problems.push('metadata.name: Required value');
+      if (meta.namespace !== undefined && meta.namespace !== namespace) problems.push('metadata.namespace: does not match the namespace of the request');
+      if (!['Normal', 'Warning'].includes(String(body.type))) problems.push(`type: Unsupported value: ${JSON.stringify(body.type)}`);
+      if (api === 'events.k8s.io/v1') {
+        if (typeof body.eventTime !== 'string' || !MICRO_TIME.test(body.eventTime)) problems.push(`eventTime: Invalid value: ${JSON.stringify(body.eventTime)}`);
+        for (const f of ['reportingController', 'reportingInstance', 'action', 'reason']) {
+          if (typeof body[f] !== 'string' || body[f] === '') problems.push(`${f}: Required value`);
+        }
+        if (typeof body.note === 'string' && body.note.length > 1024) problems.push('note: Too long');
+      }
+      if (problems.length > 0) {
+        this.json(res, 422, status(422, 'Invalid', `Event "${String(meta.name)}" is invalid: ${problems.join(', ')}`));
+        return;
+      }
+      const stored = { ...body, metadata: { ...meta, namespace, uid: crypto.randomUUID(), resourceVersion: String(++this.resourceVersion) } };
+      this.events.push({ api, namespace, body: stored });
+      this.json(res, 201, stored);
     });
   }
 

@@ -68,7 +68,7 @@ export function statusDocument(services: readonly ServiceStatus[], over: Partial
     proxyMode: 'userspace',
     bindAddress: '127.0.0.1',
     client: '',
-    health: { healthy: true, lastUpdated: '2025-01-01T00:00:00.000Z', reason: null },
+    health: { healthy: true, proxyHealthy: true, nodeEligible: true, lastUpdated: '2025-01-01T00:00:00.000Z', reason: null },
     source: { kind: 'file', synced: true, lastEventTime: null, lastError: null, detail: {} },
     sync: null,
     iptables: { installed: false, ruleLines: 0 },
