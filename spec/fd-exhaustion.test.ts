@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import t from 'tap';
 import { stringify } from 'yaml';
 import { FdBudget } from '../lib/dataplane/fd-budget.js';
-import { finished, KUP, waitForOutput } from './support/cli.js';
+import { finished, KUP, recordOutput, waitForOutput } from './support/cli.js';
 import { LogCapture, startHarness } from './support/harness.js';
 import { collect, connect, exchange, nameServer } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
@@ -50,7 +50,8 @@ t.test('kup run under a tiny open-files limit: no crash, established connections
   const file = join(dir, 'c.yaml');
   await writeFile(file, stringify({ kind: 'List', items: [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [backend.port])] }));
   const args = ['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:0'];
-  const child = spawn('sh', ['-c', `ulimit -n 160 && exec "$0" "$@"`, process.execPath, KUP, ...args], { stdio: 'pipe' });
+  // Recorded from spawn: kup says it is out of descriptors while the loop below is still connecting.
+  const child = recordOutput(spawn('sh', ['-c', `ulimit -n 160 && exec "$0" "$@"`, process.execPath, KUP, ...args], { stdio: 'pipe' }));
   const done = finished(child, 60_000);
   t.teardown(() => {
     child.kill('SIGKILL');

@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import t from 'tap';
 import { startHarness } from './support/harness.js';
 import { udpAsk, udpEchoServer } from './support/net.js';
-import { service, slicesFor } from './support/objects.js';
+import { service, slice, slicesFor } from './support/objects.js';
 
 const KEY = 'default/dns:dns/UDP';
 const dnsService = () => service('dns', [{ name: 'dns', port: 53, protocol: 'UDP' }]);
@@ -102,3 +102,73 @@ t.test('the session cap evicts the oldest session', async (t) => {
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/** A client socket bound once: every datagram leaves from the same source port, as a resolver that reuses its port. */
+async function fixedPortClient(t: { teardown(fn: () => void): void }): Promise<dgram.Socket> {
+  const client = dgram.createSocket('udp4');
+  await new Promise<void>((r) => client.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => client.close());
+  return client;
+}
+
+t.test('a session whose endpoint is removed ends at once; the same client port is answered by another endpoint next', async (t) => {
+  const a = await udpEchoServer('a');
+  const b = await udpEchoServer('b');
+  const h = await startHarness();
+  t.teardown(async () => {
+    await h.close();
+    await a.close();
+    await b.close();
+  });
+  await h.set([dnsService()], slicesFor('dns', 'dns', [a.port], 'UDP'));
+  const port = h.port(KEY);
+  const client = await fixedPortClient(t);
+  t.equal(String(await udpAsk(port, 'q1', 2000, client)), 'a:q1', 'the session goes to A');
+  t.equal(String(await udpAsk(port, 'q2', 2000, client)), 'a:q2');
+
+  // A leaves the endpoints (a rollout replaced it) but still answers: only kup can steer the client away.
+  await h.set([dnsService()], slicesFor('dns', 'dns', [b.port], 'UDP'));
+  const l = h.entry(KEY).internal;
+  t.equal(l.connections, 0, 'the session to A ended with the update, before any datagram');
+  t.equal(l.stats.active, 0, 'live sessions gauge');
+  t.equal(l.stats.sessionsEndpointGone, 1, 'counted as closed because its endpoint left');
+  t.ok(h.log.messages('info').some((m) => /closed UDP sessions whose endpoint left/.test(m)), 'and logged once for the update');
+
+  t.equal(String(await udpAsk(port, 'q3', 2000, client)), 'b:q3', 'the very next datagram from the same port is answered by B');
+  t.equal(String(await udpAsk(port, 'q4', 2000, client)), 'b:q4');
+  t.equal(l.connections, 1, 'one new session');
+  t.equal(l.stats.accepted, 2, 'two sessions in all');
+  t.equal(a.peers.size, 1, 'A saw one relay socket');
+  t.equal(b.peers.size, 1, 'B saw one relay socket');
+});
+
+t.test('a session whose endpoint stops serving (not ready) ends at once; the dead pod gets nothing more', async (t) => {
+  const a = await udpEchoServer('a');
+  const b = await udpEchoServer('b');
+  const h = await startHarness();
+  t.teardown(async () => {
+    await h.close();
+    await b.close();
+  });
+  const slices = (aReady: boolean) => [
+    slice('dns', 'dns-a', [{ name: 'dns', port: a.port, protocol: 'UDP' }], [{ ready: aReady, serving: aReady }]),
+    slice('dns', 'dns-b', [{ name: 'dns', port: b.port, protocol: 'UDP' }], [{}]),
+  ];
+  await h.set([dnsService()], slices(true));
+  const port = h.port(KEY);
+  // Round-robin: the first client takes one endpoint; find a client port whose session is on A.
+  let client = await fixedPortClient(t);
+  if (String(await udpAsk(port, 'q0', 2000, client)) !== 'a:q0') {
+    client = await fixedPortClient(t);
+    t.equal(String(await udpAsk(port, 'q0', 2000, client)), 'a:q0', 'the next client goes to A');
+  }
+  const l = h.entry(KEY).internal;
+  const before = l.connections;
+
+  // The pod stops serving and then dies.
+  await h.set([dnsService()], slices(false));
+  await a.close();
+  t.equal(l.connections, before - 1, "the session to A ended; B's sessions were left alone");
+  t.equal(l.stats.sessionsEndpointGone, 1);
+  t.equal(String(await udpAsk(port, 'q1', 2000, client)), 'b:q1', 'the next datagram from the same port is answered by B');
+});

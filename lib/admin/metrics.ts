@@ -196,6 +196,13 @@ export class ProxyMetrics {
       'UDP',
     );
     perListener('kup_udp_sessions_evicted_total', 'UDP sessions evicted because the session cap was reached', (s) => s.sessionsEvicted, 'counter', 'UDP');
+    perListener(
+      'kup_udp_sessions_endpoint_gone_total',
+      'UDP sessions closed because their endpoint left the usable set (removed, or no longer serving)',
+      (s) => s.sessionsEndpointGone,
+      'counter',
+      'UDP',
+    );
     perListener('kup_accept_errors_total', 'accept() errors reported by the listening socket', (s) => s.acceptErrors, 'counter', 'TCP');
     perListener('kup_connections_shed_total', 'Clients shed because the process was out of file descriptors', (s) => s.shed, 'counter');
 

@@ -223,7 +223,7 @@ export class Proxier {
     p.sp = sp;
     const affinityOn = sp.affinityTimeoutSeconds > 0;
     p.affinity.setTimeout(sp.affinityTimeoutSeconds);
-    p.internal.balancer.follow(sp, 'internal', p.affinity);
+    if (p.internal.balancer.follow(sp, 'internal', p.affinity) > 0) this.followEndpoints(sp, p.internal);
     if (needsExternalListener(sp)) {
       if (p.external === null) {
         try {
@@ -231,8 +231,8 @@ export class Proxier {
         } catch (err) {
           this.log.error({ servicePort: sp.key, err: errorMessage(err), code: errorCode(err) }, 'cannot open external proxy port');
         }
-      } else {
-        p.external.balancer.follow(sp, 'external', p.affinity);
+      } else if (p.external.balancer.follow(sp, 'external', p.affinity) > 0) {
+        this.followEndpoints(sp, p.external);
       }
     } else if (p.external !== null) {
       const ext = p.external;
@@ -244,6 +244,18 @@ export class Proxier {
     for (const e of p.internal.balancer.endpoints) live.add(e.id);
     if (p.external !== null) for (const e of p.external.balancer.endpoints) live.add(e.id);
     p.affinity.purge(live);
+  }
+
+  /**
+   * Endpoints left a listener's set. A UDP session has no end of its own to
+   * wait for, so one bound to a gone endpoint is ended now and its client's
+   * next datagram is balanced afresh. TCP connections end by themselves (a
+   * terminating pod may still be finishing them), so they are left alone.
+   */
+  private followEndpoints(sp: ServicePort, l: ProxyListener): void {
+    if (l.protocol !== 'UDP') return;
+    const ended = l.endSessionsOfGoneEndpoints();
+    if (ended > 0) this.log.info({ servicePort: sp.key, proxyPort: l.port, sessions: ended }, 'closed UDP sessions whose endpoint left');
   }
 
   private async remove(key: ServicePortKey): Promise<void> {

@@ -28,6 +28,8 @@ export class ListenerStats {
   receiveDrops = 0;
   /** UDP sessions evicted because the session cap was reached. */
   sessionsEvicted = 0;
+  /** UDP sessions closed because their endpoint left the usable set (removed, or no longer serving). */
+  sessionsEndpointGone = 0;
   /** accept() errors reported by the listening socket. */
   acceptErrors = 0;
   /** Clients shed (reset, or datagram dropped) because the process was out of file descriptors. */

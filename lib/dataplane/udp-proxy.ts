@@ -149,6 +149,24 @@ export class UdpProxy {
     for (const s of this.sessions.values()) this.endSession(s);
   }
 
+  /**
+   * Ends at once every session whose endpoint left the balancer's set (removed,
+   * or no longer serving), so the client's next datagram opens a session to a
+   * live endpoint: a resolver that keeps its source port would otherwise keep
+   * asking a dead pod until --udp-timeout of silence. Called when the endpoint
+   * set changes, never per datagram. Returns how many sessions ended.
+   */
+  endSessionsOfGoneEndpoints(): number {
+    let ended = 0;
+    for (const s of this.sessions.values()) {
+      if (s.endpoint.current) continue;
+      this.endSession(s);
+      ended++;
+    }
+    this.stats.sessionsEndpointGone += ended;
+    return ended;
+  }
+
   private onClientDatagram(msg: Buffer, rinfo: RemoteInfo): void {
     let s = this.last;
     if (s === null || s.clientPort !== rinfo.port || s.clientAddress !== rinfo.address) {

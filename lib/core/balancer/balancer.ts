@@ -52,15 +52,19 @@ export class Balancer {
 
   /**
    * Follows a service port: the endpoints its listener of `scope` may use,
-   * under the port's ClientIP affinity when it has one.
+   * under the port's ClientIP affinity when it has one. Returns how many
+   * endpoints left the set.
    */
-  follow(sp: ServicePort, scope: ListenerScope, affinity: SessionAffinity): void {
+  follow(sp: ServicePort, scope: ListenerScope, affinity: SessionAffinity): number {
     this.setAffinity(sp.affinityTimeoutSeconds > 0 ? affinity : null);
-    this.update(scope === 'internal' ? internalEndpoints(sp) : externalEndpoints(sp));
+    return this.update(scope === 'internal' ? internalEndpoints(sp) : externalEndpoints(sp));
   }
 
-  /** Replaces the endpoint set, keeping the state (counters) of endpoints that stay. */
-  update(endpoints: readonly Endpoint[]): void {
+  /**
+   * Replaces the endpoint set, keeping the state (counters) of endpoints that
+   * stay; those that leave are marked not `current`. Returns how many left.
+   */
+  update(endpoints: readonly Endpoint[]): number {
     const old = new Map<string, EndpointState>();
     for (const s of this.states) old.set(s.id, s);
     const next: EndpointState[] = [];
@@ -76,6 +80,7 @@ export class Balancer {
     for (const gone of old.values()) gone.current = false;
     this.states = next;
     this.strategy.reset(next);
+    return old.size;
   }
 
   /**
