@@ -72,7 +72,8 @@ t.test('health rules (pure)', async (t) => {
     ...s,
   });
   const m = new HealthMonitor({ syncPeriodMs: 1000, nodeName: 'node-a', sourceKind: 'kubernetes' });
-  t.equal(m.report(sync({ lastQueuedTime: 1 }), 100_000).healthy, true, 'healthy while starting up, however long the first sync takes');
+  t.equal(m.report(sync({}), 100_000).healthy, true, 'healthy while starting up: nothing is queued before the first sync');
+  t.equal(m.report(sync({ lastQueuedTime: 1000, consecutiveFailures: 3, lastError: 'x' }), 3000).healthy, false, 'a first sync that keeps failing counts');
   t.equal(m.report(sync({ lastSyncTime: 5000, lastQueuedTime: 6000 }), 7999).healthy, true, 'a change queued just under 2s ago is within limits');
   const late = m.report(sync({ lastSyncTime: 5000, lastQueuedTime: 6000 }), 8000);
   t.equal(late.healthy, false, '... not at 2 x syncPeriod');

@@ -63,8 +63,10 @@ export class HealthMonitor {
   report(sync: Readonly<SyncState>, now = Date.now()): HealthReport {
     const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
     let proxyReason: string | null = null;
-    // Before the first successful sync nothing counts against the proxy (kube-proxy: no lastUpdated yet).
-    if (sync.lastSyncTime !== 0 && sync.lastQueuedTime !== 0 && now - sync.lastQueuedTime >= this.timeoutMs) {
+    // Nothing is queued while starting up (the syncer queues changes only once
+    // the source's initial state is in and the first sync started), so a long
+    // initial list never counts; a first sync that fails does (its change stays queued).
+    if (sync.lastQueuedTime !== 0 && now - sync.lastQueuedTime >= this.timeoutMs) {
       const why = sync.consecutiveFailures > 0 ? `; syncs are failing (${sync.consecutiveFailures} in a row): ${sync.lastError ?? 'unknown error'}` : '';
       proxyReason = `a change has waited ${seconds(now - sync.lastQueuedTime)} to be applied (limit ${seconds(this.timeoutMs)})${why}`;
     }

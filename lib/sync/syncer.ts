@@ -117,7 +117,10 @@ export class Syncer {
   /** A change is pending; a sync will run within min-sync-period. */
   request(full = false): void {
     if (full) this.needFull = true;
-    if (this.state.lastQueuedTime === 0) this.state.lastQueuedTime = this.clock.now();
+    // Before start() the changes are the source's initial state, which the
+    // first sync applies: starting up is not "a change waiting" (kube-proxy
+    // queues health updates only once initialized).
+    if (this.started && this.state.lastQueuedTime === 0) this.state.lastQueuedTime = this.clock.now();
     if (!this.started || this.stopped || this.waiting) return;
     this.waiting = true;
     // p-queue may start a task inside add(): defer a turn so that every change
