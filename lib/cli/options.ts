@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { isValidIP } from '../core/address.js';
 import { LB_STRATEGIES, type LbStrategyName } from '../core/balancer/strategy.js';
 import { parseDuration } from '../core/duration.js';
+import { DEFAULT_SERVICE_CIDR, parseServiceCIDR, type ServiceCIDR } from '../core/cluster-ip-range.js';
 import { KupError } from '../core/errors.js';
 import { parsePortRange, type PortRange } from '../core/port-range.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
@@ -32,6 +33,8 @@ export interface RunConfig {
   readonly metricsBindAddress: HostPort | null;
   readonly shutdownGracePeriodMs: number;
   readonly logLevel: LogLevel;
+  /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
+  readonly serviceClusterIPRange: ServiceCIDR;
 }
 
 /** The raw strings commander hands over (all flags of `kup run`). */
@@ -52,6 +55,7 @@ export interface RunFlags {
   metricsBindAddress: string;
   shutdownGracePeriod: string;
   logLevel: string;
+  serviceClusterIpRange: string;
 }
 
 export const RUN_DEFAULTS = {
@@ -69,6 +73,7 @@ export const RUN_DEFAULTS = {
   metricsBindAddress: '127.0.0.1:10249',
   shutdownGracePeriod: '5s',
   logLevel: 'info',
+  serviceClusterIpRange: DEFAULT_SERVICE_CIDR,
 } as const;
 
 function bad(message: string): KupError {
@@ -135,5 +140,6 @@ export function parseRunFlags(f: RunFlags): RunConfig {
     metricsBindAddress: parseHostPort('--metrics-bind-address', f.metricsBindAddress),
     shutdownGracePeriodMs: parseDuration('--shutdown-grace-period', f.shutdownGracePeriod),
     logLevel: f.logLevel as LogLevel,
+    serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', f.serviceClusterIpRange ?? RUN_DEFAULTS.serviceClusterIpRange),
   };
 }

@@ -68,6 +68,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     kubeconfig: config.kubeconfig,
     nodeName: config.hostname,
     logger,
+    serviceCIDR: config.serviceClusterIPRange,
   });
 
   let stopping: Promise<void> | null = null;

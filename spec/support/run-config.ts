@@ -1,4 +1,5 @@
 import type { RunConfig } from '../../lib/cli/options.js';
+import { DEFAULT_SERVICE_CIDR, parseServiceCIDR } from '../../lib/core/cluster-ip-range.js';
 
 /** A `kup run` configuration for in-process tests: a file source, loopback, no iptables, admin servers off. */
 export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}): RunConfig {
@@ -19,6 +20,7 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
     metricsBindAddress: null,
     shutdownGracePeriodMs: 0,
     logLevel: 'silent',
+    serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', DEFAULT_SERVICE_CIDR),
     ...overrides,
   };
 }
