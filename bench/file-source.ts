@@ -181,6 +181,8 @@ export async function runFileSource(opts: {
     `--healthz-bind-address=127.0.0.1:${healthPort}`,
     '--metrics-bind-address=',
     '--min-sync-period=0',
+    // Proxy ports below the ephemeral range, so none takes the health port picked above.
+    '--proxy-port-range=20000-29999',
     '--log-level=info',
   ]);
   try {
@@ -204,7 +206,7 @@ export async function runFileSource(opts: {
       maxHealthzMs.push(await p.stop());
       opts.log(`  reload ${r}: ${reloadSeconds.at(-1)!.toFixed(2)}s, worst /healthz ${maxHealthzMs.at(-1)!.toFixed(0)}ms`);
     }
-    await sleep(2000);
+    await sleep(7000); // past the parse worker's 5 s idle end
     const rssMiBAfterReloads = treeMemoryKiB(kup.pid).rss / 1024;
     return { format: opts.format, services: opts.services, fileMiB, firstSyncSeconds, reloadSeconds, maxHealthzMs, rssMiBAfterFirstSync, rssMiBAfterReloads };
   } finally {

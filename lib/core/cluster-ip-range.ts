@@ -108,7 +108,9 @@ export function assignClusterIPs(services: readonly V1Service[], cidr: ServiceCI
     const ip = give.get(svc);
     if (ip === undefined) return svc;
     assigned.set(keyOf(svc), ip);
-    return { ...svc, spec: { ...svc.spec, clusterIP: ip, clusterIPs: [ip] } };
+    // The address joins resourceVersion: a Service whose address moves has changed.
+    const rv = asString(field(svc, 'metadata', 'resourceVersion')) ?? '';
+    return { ...svc, metadata: { ...svc.metadata, resourceVersion: `${rv}+clusterIP=${ip}` }, spec: { ...svc.spec, clusterIP: ip, clusterIPs: [ip] } };
   });
   return { services: out, assigned, warnings };
 }

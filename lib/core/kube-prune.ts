@@ -22,7 +22,12 @@ export function pruneKubeObject(obj: Obj): Obj {
         endpoints: Array.isArray(obj['endpoints'])
           ? obj['endpoints'].map((e) => {
               const ep = asObject(e);
-              return ep === undefined ? e : pick(ep, ['addresses', 'conditions', 'nodeName', 'zone', 'hints'], {});
+              if (ep === undefined) return e;
+              // The Pod's name names the demo's backends; its uid and resourceVersion are not needed.
+              const ref = asObject(ep['targetRef']);
+              return pick(ep, ['addresses', 'conditions', 'nodeName', 'zone', 'hints'], {
+                targetRef: ref === undefined ? undefined : pick(ref, ['kind', 'name', 'namespace'], {}),
+              });
             })
           : obj['endpoints'],
       });

@@ -33,7 +33,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   const tracker = new ChangeTracker({
     nodeName: config.hostname,
     onChange: () => syncer?.request(),
-    sameObjectBy: config.source.kind === 'kubernetes' ? 'resourceVersion' : 'content',
+    // The file source stamps resourceVersion with a hash of each object's content.
+    sameObjectBy: 'resourceVersion',
   });
   const proxier = new Proxier({
     bindAddress: config.bindAddress,
