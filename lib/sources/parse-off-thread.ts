@@ -1,4 +1,5 @@
-import { Worker } from 'node:worker_threads';
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { KupError } from '../core/errors.js';
 import type { ParsedObjects } from './kube-yaml.js';
 import type { ParseMessage, ParseRequest } from './parse-protocol.js';
@@ -6,16 +7,16 @@ import type { ParseMessage, ParseRequest } from './parse-protocol.js';
 export type FileRead = { readonly kind: 'unchanged' } | { readonly kind: 'parsed'; readonly hash: string; readonly parsed: ParsedObjects };
 
 // Next to this file both in lib/ (ts) and dist/lib/ (js): the compiled worker sits beside the compiled caller.
-const WORKER_URL = new URL('./parse-worker.js', import.meta.url);
+const WORKER_PATH = fileURLToPath(new URL('./parse-worker.js', import.meta.url));
 
 /**
- * Parses source files in a worker thread, one at a time. The worker is kept
+ * Parses source files in a child process, one at a time. The process is kept
  * for a few seconds after a read (an editor saving twice, a write in several
- * steps: no new thread each time), then ended, so the memory a large file's
- * parse took goes back.
+ * steps: no new process each time), then ended, so the memory a large file's
+ * parse took goes back to the system.
  */
 export class OffThreadParser {
-  private worker: Worker | null = null;
+  private child: ChildProcess | null = null;
   private idle: NodeJS.Timeout | null = null;
   private readonly idleMs: number;
 
@@ -27,14 +28,16 @@ export class OffThreadParser {
   read(req: ParseRequest): Promise<FileRead> {
     if (this.idle !== null) clearTimeout(this.idle);
     this.idle = null;
-    const worker = (this.worker ??= this.spawn());
-    worker.ref(); // a read in flight keeps the process alive (`kup rules` has nothing else)
+    const child = (this.child ??= this.spawn());
+    // A read in flight keeps kup alive (`kup rules` has nothing else); an idle worker does not.
+    child.ref();
+    child.channel?.ref();
     return new Promise<FileRead>((resolve, reject) => {
       const services: ParsedObjects['services'] = [];
       const slices: ParsedObjects['slices'] = [];
       const done = (fn: () => void): void => {
-        worker.off('message', onMessage);
-        worker.off('exit', onExit);
+        child.off('message', onMessage);
+        child.off('exit', onExit);
         fn();
       };
       const onMessage = (m: ParseMessage): void => {
@@ -56,13 +59,15 @@ export class OffThreadParser {
         }
       };
       // A parse that runs out of memory ends the worker: one line, and a new worker next time.
-      const onExit = (code: number): void => done(() => reject(new KupError('KUP_BAD_FILE', `${req.path}: the parser stopped (exit ${code})`)));
-      worker.on('message', onMessage);
-      worker.on('exit', onExit);
-      worker.postMessage(req);
+      const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+        done(() => reject(new KupError('KUP_BAD_FILE', `${req.path}: the parser stopped (${signal ?? `exit ${code}`})`)));
+      child.on('message', onMessage);
+      child.on('exit', onExit);
+      child.send(req);
     }).finally(() => {
-      worker.unref();
-      if (this.worker === null) return;
+      child.unref();
+      child.channel?.unref();
+      if (this.child === null) return;
       this.idle = setTimeout(() => void this.close(), this.idleMs);
       this.idle.unref();
     });
@@ -71,19 +76,27 @@ export class OffThreadParser {
   async close(): Promise<void> {
     if (this.idle !== null) clearTimeout(this.idle);
     this.idle = null;
-    const w = this.worker;
-    this.worker = null;
-    if (w !== null) await w.terminate();
+    const c = this.child;
+    this.child = null;
+    if (c === null || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.disconnect();
+    await exited;
   }
 
-  private spawn(): Worker {
-    const w = new Worker(WORKER_URL);
-    w.on('error', () => {
+  private spawn(): ChildProcess {
+    const c = fork(WORKER_PATH, [], {
+      // Not the parent's flags (a debugger, test loaders); never an inspector on SIGUSR1.
+      execArgv: ['--disable-sigusr1'],
+      serialization: 'advanced',
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    c.on('error', () => {
       // Reported through 'exit' to the read in flight.
     });
-    w.once('exit', () => {
-      if (this.worker === w) this.worker = null;
+    c.once('exit', () => {
+      if (this.child === c) this.child = null;
     });
-    return w;
+    return c;
   }
 }

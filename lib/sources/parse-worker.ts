@@ -1,15 +1,14 @@
 /**
- * Reads and parses a source file off the main thread: a 20 MB kubectl List
+ * Reads and parses a source file in a child process: a 20 MB kubectl List
  * takes seconds to parse, and the data plane must not stop meanwhile. Only the
  * pruned objects cross back, in chunks, so that receiving them never blocks
- * the main thread long either. The caller ends the worker when idle; its heap
- * (the text, the YAML tree) goes with it.
+ * kup's event loop long either. A process rather than a worker thread: when
+ * the caller ends it (idle), all its memory goes back to the system, which a
+ * worker thread's does not (the allocator keeps it for the process).
  */
 import { createHash } from 'node:crypto';
-import { readlinkSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { setPriority } from 'node:os';
-import { parentPort } from 'node:worker_threads';
 import { errorMessage, isKupError } from '../core/errors.js';
 import { decodeFileText } from './file-text.js';
 import { parseKubeObjects } from './kube-yaml.js';
@@ -31,7 +30,7 @@ function stampContent(obj: { metadata?: { resourceVersion?: string } }): void {
 }
 
 async function run(req: ParseRequest): Promise<void> {
-  const post = (m: ParseMessage): void => parentPort!.postMessage(m);
+  const post = (m: ParseMessage): void => void process.send!(m);
   let bytes: Buffer;
   try {
     bytes = await readFile(req.path);
@@ -55,20 +54,14 @@ async function run(req: ParseRequest): Promise<void> {
   }
 }
 
-/**
- * Parse at a lower CPU priority than the data plane: on a busy node a long
- * parse must not take the cores the main thread needs. On Linux a thread has
- * its own nice value, addressed by its thread id (/proc/thread-self).
- */
-function lowerPriority(): void {
-  try {
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-    if (Number.isInteger(tid) && tid > 0) setPriority(tid, 10);
-  } catch {
-    // Not Linux, or not allowed: parse at normal priority.
-  }
+// Parse at a lower CPU priority than the data plane: on a busy node a long
+// parse must not take the cores kup's event loop needs.
+try {
+  setPriority(10);
+} catch {
+  // Not allowed: parse at normal priority.
 }
-
-lowerPriority();
 // One request at a time: the file source never overlaps reads.
-parentPort!.on('message', (req: ParseRequest) => void run(req));
+process.on('message', (req: ParseRequest) => void run(req));
+// kup gone (or done with us): nothing left to do.
+process.on('disconnect', () => process.exit(0));
