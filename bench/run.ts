@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [-- --only kup,haproxy] [-- --no-control-plane]
+ * npm run bench [-- --quick] [-- --only kup,haproxy] [-- --no-control-plane] [-- --no-file-source]
  *
  * One machine, one run: the same backends for every contender, each driven in
  * turn by the same load tools, contenders interleaved round by round (A B C A
@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { startBackends, type Backends } from './backends.js';
 import { CONTENDERS, kupContender, type Contender, type Front } from './contenders.js';
 import { runControlPlane, type ControlPlaneResult, renderControlPlane } from './control-plane.js';
+import { renderFileSource, runFileSource, type FileSourceResult } from './file-source.js';
 import { commandExists, stopAll, treeCpuSeconds, treeMemoryKiB } from './procs.js';
 import { checkTargets, medianOf, METRICS, renderTable, renderTargets, type Samples } from './report.js';
 import { dnsBurst, dnsperf, idleMemory, iperf, wrk, type Sample } from './workloads.js';
@@ -70,6 +71,7 @@ async function main(): Promise<void> {
       quick: { type: 'boolean', default: false },
       only: { type: 'string' },
       'no-control-plane': { type: 'boolean', default: false },
+      'no-file-source': { type: 'boolean', default: false },
       'control-plane-only': { type: 'boolean', default: false },
       rounds: { type: 'string' },
       baseline: { type: 'string' },
@@ -117,6 +119,7 @@ async function main(): Promise<void> {
   let backends: Backends | null = null;
   const fronts = new Map<string, Front>();
   let controlPlane: ControlPlaneResult | null = null;
+  const fileSource: FileSourceResult[] = [];
   const startedAt = Date.now();
   try {
     if (!values['control-plane-only']) {
@@ -207,6 +210,16 @@ async function main(): Promise<void> {
         log(`control plane FAILED: ${(err as Error).message.slice(0, 1000)}`);
       }
     }
+    if (values['no-file-source'] !== true && values['control-plane-only'] !== true) {
+      // A kubectl List of 5,000 Services + EndpointSlices as YAML and as JSON (1,000 with --quick): bench/file-source.ts.
+      try {
+        for (const format of ['yaml', 'json'] as const) {
+          fileSource.push(await runFileSource({ format, services: quick ? 1000 : 5000, reloads: 3, kup: 'dist/bin/kup.js', workDir, log }));
+        }
+      } catch (err) {
+        log(`file source FAILED: ${(err as Error).message.slice(0, 1000)}`);
+      }
+    }
   } finally {
     for (const f of fronts.values()) await f.stop().catch(() => {});
     await backends?.stop().catch(() => {});
@@ -232,6 +245,7 @@ async function main(): Promise<void> {
     '',
     renderTargets(targets),
     ...(controlPlane !== null ? ['', renderControlPlane(controlPlane)] : []),
+    ...(fileSource.length > 0 ? ['', renderFileSource(fileSource)] : []),
     '',
     `total ${((Date.now() - startedAt) / 1000).toFixed(0)}s`,
   ].join('\n');
@@ -245,7 +259,7 @@ async function main(): Promise<void> {
   }
   await writeFile(
     values.out,
-    `${JSON.stringify({ date, machine: m, command, plan, settings, skipped, medians, samples, targets, controlPlane, text }, null, 2)}\n`,
+    `${JSON.stringify({ date, machine: m, command, plan, settings, skipped, medians, samples, targets, controlPlane, fileSource, text }, null, 2)}\n`,
   );
   log(`written ${values.out}`);
 }

@@ -13,7 +13,11 @@ export function createLogger(level: LogLevel, destination: number | NodeJS.Writa
   return pino(
     {
       level,
-      base: { component: 'kup' },
+      // Not in `base`: pino appends a child's bindings after its parent's, so a
+      // child naming its own component (iptables) printed "component" twice.
+      // Lines from a logger that names none say "kup".
+      base: undefined,
+      mixin: (_obj, _level, logger) => (Object.hasOwn(logger.bindings(), 'component') ? {} : { component: 'kup' }),
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       // Never print credentials, whatever an object carries.

@@ -42,7 +42,7 @@ t.test('a missing or malformed file: one clear line, exit 1', async (t) => {
   const r = await runKup(['run', '--no-iptables', '--source', `file:${bad}`, '--log-level', 'error']);
   t.equal(r.code, 1);
   t.ok(oneLine(r.stderr), `one line: ${r.stderr}`);
-  t.match(r.stderr, /kup: .*bad.yaml:\d+: not valid YAML/);
+  t.match(r.stderr, /kup: .*bad.yaml:\d+:\d+: not valid YAML/);
 });
 
 t.test('kup run serves a file, logs each proxy port, and stops cleanly on SIGTERM', async (t) => {

@@ -44,6 +44,7 @@ function addRunFlags(cmd: Command): Command {
     .option('--min-sync-period <duration>', 'changes are applied at most this often (0 allowed)', RUN_DEFAULTS.minSyncPeriod)
     .option('--healthz-bind-address <ip:port>', 'health server address (empty: off)', RUN_DEFAULTS.healthzBindAddress)
     .option('--metrics-bind-address <ip:port>', 'metrics, /status and dashboard address (empty: off)', RUN_DEFAULTS.metricsBindAddress)
+    .option('--service-cluster-ip-range <cidr>', 'file source: where Services without a clusterIP get one', RUN_DEFAULTS.serviceClusterIpRange)
     .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
     .option('--state-dir <dir>', 'state directory; holds the lock allowing one kup with iptables per directory', RUN_DEFAULTS.stateDir)
     .addOption(
@@ -140,6 +141,7 @@ export function buildProgram(): Command {
     .option('--hostname-override <name>', "this node's name, to tell local endpoints")
     .option('--bind-address <ip>', 'address the proxy listeners bind to', RUN_DEFAULTS.bindAddress)
     .option('--proxy-port-range <range>', 'number listeners from this range', RUN_DEFAULTS.proxyPortRange)
+    .option('--service-cluster-ip-range <cidr>', 'file source: where Services without a clusterIP get one', RUN_DEFAULTS.serviceClusterIpRange)
     .action(async (flags: Partial<RunFlags>) => {
       const config = parseRunFlags({ ...RUN_DEFAULTS, iptables: true, ...flags });
       const log = createLogger('warn');
@@ -148,6 +150,7 @@ export function buildProgram(): Command {
         kubeconfig: config.kubeconfig,
         nodeName: config.hostname,
         logger: log,
+        serviceCIDR: config.serviceClusterIPRange,
       });
       for (const w of warnings) log.warn(w);
       process.stdout.write(

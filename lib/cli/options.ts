@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { isValidIP } from '../core/address.js';
 import { LB_STRATEGIES, type LbStrategyName } from '../core/balancer/strategy.js';
 import { parseDuration } from '../core/duration.js';
+import { DEFAULT_SERVICE_CIDR, parseServiceCIDR, type ServiceCIDR } from '../core/cluster-ip-range.js';
 import { KupError } from '../core/errors.js';
 import { parsePortRange, type PortRange } from '../core/port-range.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
@@ -37,6 +38,8 @@ export interface RunConfig {
   /** Where kup keeps its state; holds the lock that allows one kup with iptables per directory. */
   readonly stateDir: string;
   readonly logLevel: LogLevel;
+  /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
+  readonly serviceClusterIPRange: ServiceCIDR;
 }
 
 /** The raw strings commander hands over (all flags of `kup run`). */
@@ -59,6 +62,7 @@ export interface RunFlags {
   shutdownGracePeriod: string;
   stateDir: string;
   logLevel: string;
+  serviceClusterIpRange: string;
 }
 
 export const RUN_DEFAULTS = {
@@ -80,6 +84,7 @@ export const RUN_DEFAULTS = {
   shutdownGracePeriod: '5s',
   stateDir: '/var/lib/kup',
   logLevel: 'info',
+  serviceClusterIpRange: DEFAULT_SERVICE_CIDR,
 } as const;
 
 function bad(message: string): KupError {
@@ -163,5 +168,6 @@ export function parseRunFlags(f: RunFlags): RunConfig {
     shutdownGracePeriodMs: parseDuration('--shutdown-grace-period', f.shutdownGracePeriod),
     stateDir: parseStateDir(f.stateDir),
     logLevel: f.logLevel as LogLevel,
+    serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', f.serviceClusterIpRange ?? RUN_DEFAULTS.serviceClusterIpRange),
   };
 }

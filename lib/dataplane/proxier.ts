@@ -36,6 +36,11 @@ export interface ProxierOptions {
 
 export type ProxyListener = TcpProxy | UdpProxy;
 
+/** Who a proxy port belongs to, for the allocator to give it back when the service port returns. */
+function portOwner(key: ServicePortKey, scope: ListenerScope): string {
+  return `${key}|${scope}`;
+}
+
 /** The listeners of one service port. */
 export interface PortProxy {
   sp: ServicePort;
@@ -210,7 +215,7 @@ export class Proxier {
         'opened proxy port',
       );
     } catch (err) {
-      if (internal !== null) await this.closeListener(internal);
+      if (internal !== null) await this.closeListener(internal, portOwner(sp.key, 'internal'));
       const error = errorMessage(err);
       if (this.failed.get(sp.key)?.error !== error) {
         this.log.error({ servicePort: sp.key, err: error, code: errorCode(err) }, 'cannot open proxy port; will retry at the next sync');
@@ -237,7 +242,7 @@ export class Proxier {
     } else if (p.external !== null) {
       const ext = p.external;
       p.external = null;
-      await this.closeListener(ext);
+      await this.closeListener(ext, portOwner(sp.key, 'external'));
     }
     if (!affinityOn) return;
     const live = new Set<string>();
@@ -263,8 +268,8 @@ export class Proxier {
     const p = this.ports.get(key);
     if (p === undefined) return;
     this.ports.delete(key);
-    await this.closeListener(p.internal);
-    if (p.external !== null) await this.closeListener(p.external);
+    await this.closeListener(p.internal, portOwner(key, 'internal'));
+    if (p.external !== null) await this.closeListener(p.external, portOwner(key, 'external'));
     this.log.info({ servicePort: key, proxyPort: p.internal.port }, 'closed proxy port');
   }
 
@@ -292,7 +297,7 @@ export class Proxier {
     const refused = new Set<number>();
     try {
       for (;;) {
-        const port = this.allocator.allocate(refused);
+        const port = this.allocator.allocate(refused, portOwner(sp.key, scope));
         if (port === undefined) {
           throw new KupError('KUP_PORT_RANGE_EXHAUSTED', `no free port left in --proxy-port-range (${refused.size} in use by other processes)`);
         }
@@ -331,8 +336,8 @@ export class Proxier {
     this.listenHost = { host: this.opts.bindAddress, ipv6Only: false };
   }
 
-  private async closeListener(l: ProxyListener): Promise<void> {
-    this.allocator.release(l.port);
+  private async closeListener(l: ProxyListener, owner: string): Promise<void> {
+    this.allocator.release(l.port, owner);
     this.budget.give(1);
     await l.close();
     if (l.protocol === 'TCP' && l.connections > 0) {

@@ -43,7 +43,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   const tracker = new ChangeTracker({
     nodeName: config.hostname,
     onChange: () => syncer?.request(),
-    sameObjectBy: config.source.kind === 'kubernetes' ? 'resourceVersion' : 'content',
+    // The file source stamps resourceVersion with a hash of each object's content.
+    sameObjectBy: 'resourceVersion',
   });
   const proxier = new Proxier({
     bindAddress: config.bindAddress,
@@ -80,6 +81,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     kubeconfig: config.kubeconfig,
     nodeName: config.hostname,
     logger,
+    serviceCIDR: config.serviceClusterIPRange,
   });
 
   let stopping: Promise<void> | null = null;

@@ -1,4 +1,5 @@
 import type { RunConfig } from '../../lib/cli/options.js';
+import { DEFAULT_SERVICE_CIDR, parseServiceCIDR } from '../../lib/core/cluster-ip-range.js';
 
 /** A `kup run` configuration for in-process tests: a file source, loopback, no iptables, admin servers off. */
 export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}): RunConfig {
@@ -21,6 +22,7 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
     shutdownGracePeriodMs: 0,
     stateDir: '/nonexistent/kup-state',
     logLevel: 'silent',
+    serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', DEFAULT_SERVICE_CIDR),
     ...overrides,
   };
 }
