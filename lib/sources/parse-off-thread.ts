@@ -80,6 +80,9 @@ export class OffThreadParser {
     this.child = null;
     if (c === null || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    // Held until it has gone: an unref'd child would let a caller awaiting
+    // close() (kup rules, kup explain) end with the await unsettled.
+    c.ref();
     c.disconnect();
     await exited;
   }
