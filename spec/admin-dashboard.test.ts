@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { DEMO_FILE, startDemo } from '../lib/cli/demo.js';
 import { testRunConfig } from './support/run-config.js';
-import type { RunConfig } from '../lib/cli/options.js';
+import type { RunConfig } from '../lib/runtime/config.js';
 import { createLogger } from '../lib/log.js';
 import { freePort, LOOPBACK } from './support/admin-fixture.js';
 import { waitFor } from './support/wait.js';
@@ -27,7 +27,7 @@ async function demoCopy(dir: string): Promise<string> {
 }
 
 function demoConfig(file: string): RunConfig {
-  return testRunConfig(file, { hostname: 'demo-node', bindAddress: LOOPBACK, metricsBindAddress: { host: LOOPBACK, port: 0 } });
+  return testRunConfig(file, { nodeName: 'demo-node', bindAddress: LOOPBACK, metricsBindAddress: { host: LOOPBACK, port: 0 } });
 }
 
 function httpGet(port: number): Promise<string> {

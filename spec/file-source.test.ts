@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { stringify } from 'yaml';
-import type { RunConfig } from '../lib/cli/options.js';
+import type { RunConfig } from '../lib/runtime/config.js';
 import { testRunConfig } from './support/run-config.js';
 import { startProxy } from '../lib/runtime/proxy-runtime.js';
 import { LogCapture } from './support/harness.js';
@@ -346,7 +346,7 @@ t.test('a 1,000-service kubectl List is parsed off the main thread: the event lo
   const list = (g: number) => stringify(clusterList(1000, g));
   await writeFile(file, list(0));
   const log = new LogCapture();
-  const rt = await startProxy(testRunConfig(file, { logLevel: 'info', hostname: 'node-0' }), log.logger);
+  const rt = await startProxy(testRunConfig(file, { logLevel: 'info', nodeName: 'node-0' }), log.logger);
   t.teardown(() => rt.stop());
   t.equal(rt.proxier.size, 1000);
   const next = list(1); // generated before measuring: stringify is slow

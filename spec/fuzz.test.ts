@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import t from 'tap';
 import { ChangeTracker } from '../lib/core/change-tracker.js';
-import { needsExternalListener, type ProxyPorts, type ServicePortKey } from '../lib/core/types.js';
+import { needsExternalListener, type ProxyPortNumbers, type ServicePortKey } from '../lib/core/types.js';
 import { renderRules } from '../lib/iptables/render.js';
 
 /**
@@ -131,7 +131,7 @@ t.test('generated objects: no throw, only valid rules', async (t) => {
     const flushed = tracker.flush();
     warnings += flushed.warnings.length;
     for (const w of flushed.warnings) if (w.includes('\n')) problems.push(`multi-line warning: ${JSON.stringify(w)}`);
-    const proxyPorts = new Map<ServicePortKey, ProxyPorts>();
+    const proxyPorts = new Map<ServicePortKey, ProxyPortNumbers>();
     let p = 20000;
     for (const sp of tracker.current().values()) proxyPorts.set(sp.key, needsExternalListener(sp) ? { internal: p++, external: p++ } : { internal: p++ });
     for (const bindAddress of ['0.0.0.0', '127.0.0.1', '::']) {

@@ -88,7 +88,7 @@ function start(s: Setup, syncPeriodMs: number): Promise<ProxyRuntime> {
     testRunConfig('', {
       source: { kind: 'kubernetes' },
       kubeconfig: s.kubeconfig,
-      hostname: 'node-a',
+      nodeName: 'node-a',
       syncPeriodMs,
       healthzBindAddress: { host: LOOPBACK, port: s.healthzPort },
       metricsBindAddress: { host: LOOPBACK, port: 0 },

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import type { ProxyPorts, ServicePortKey, ServiceTable } from '../lib/core/types.js';
+import type { ProxyPortNumbers, ServicePortKey, ServiceTable } from '../lib/core/types.js';
 import type { IptablesStatus } from '../lib/iptables/applier.js';
 import { createNetns, link, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
 import { endpoint, fixtureToJson, servicePort, tableOf } from './support/service-fixtures.js';
@@ -65,7 +65,7 @@ if (await requireNetns(t)) {
 
 async function netnsSuite(t: Test): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'kup-iptables-'));
-  const writeFixture = (name: string, table: ServiceTable, pp: ReadonlyMap<ServicePortKey, ProxyPorts>): string => {
+  const writeFixture = (name: string, table: ServiceTable, pp: ReadonlyMap<ServicePortKey, ProxyPortNumbers>): string => {
     const path = join(dir, `${name}.json`);
     writeFileSync(path, fixtureToJson(table, pp));
     return path;
@@ -113,7 +113,7 @@ async function netnsSuite(t: Test): Promise<void> {
     externalTrafficPolicy: 'Local',
     endpoints: [endpoint('10.244.1.5', 80, false), endpoint('10.244.0.5', 80, true)],
   });
-  const proxyPorts = new Map<ServicePortKey, ProxyPorts>([
+  const proxyPorts = new Map<ServicePortKey, ProxyPortNumbers>([
     [web.key, { internal: 40001 }],
     [dns.key, { internal: 40002 }],
     [empty.key, { internal: 40003 }],

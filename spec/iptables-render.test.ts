@@ -4,7 +4,7 @@
  * be deliberate.
  */
 import t from 'tap';
-import type { ProxyPorts, ServicePortKey } from '../lib/core/types.js';
+import type { ProxyPortNumbers, ServicePortKey } from '../lib/core/types.js';
 import { formatJumpRule, jumpRules, renderCleanup, renderRules, sanitizeComment, type RenderInput } from '../lib/iptables/render.js';
 import { endpoint, servicePort, tableOf } from './support/service-fixtures.js';
 
@@ -32,7 +32,7 @@ const empty = servicePort({ name: 'empty', port: 80, clusterIPs: ['10.96.0.50'],
 const emptyUdp = servicePort({ name: 'empty-udp', protocol: 'UDP', port: 5353, clusterIPs: ['fd00:96::51'], endpoints: [] });
 
 const table = tableOf([web, dnsUdp, dnsTcp, ext, lb, local, empty, emptyUdp]);
-const proxyPorts = new Map<ServicePortKey, ProxyPorts>([
+const proxyPorts = new Map<ServicePortKey, ProxyPortNumbers>([
   [web.key, { internal: 40001 }],
   [dnsUdp.key, { internal: 40002 }],
   [dnsTcp.key, { internal: 40003 }],

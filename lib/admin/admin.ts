@@ -1,8 +1,12 @@
 import type { V1Node } from '@kubernetes/client-node';
-import type { HostPort } from '../cli/options.js';
-import { joinHostPort } from '../core/address.js';
-import type { ProxyRuntime } from '../runtime/proxy-runtime.js';
+import type { Logger } from 'pino';
+import { hostUrl, type HostPort } from '../core/address.js';
+import type { ChangeTracker } from '../core/change-tracker.js';
+import type { Proxier } from '../dataplane/proxier.js';
+import type { RunConfig } from '../runtime/config.js';
 import type { EventRecorder } from '../sources/events.js';
+import type { Source } from '../sources/source.js';
+import type { Syncer } from '../sync/syncer.js';
 import { DashboardFeed } from './dashboard.js';
 import { HealthMonitor, type HealthReport } from './health.js';
 import { HealthServer } from './health-server.js';
@@ -11,8 +15,20 @@ import { ProxyMetrics } from './metrics.js';
 import { ServiceHealthServers } from './service-health.js';
 import { buildStatus, type StatusDocument } from './status.js';
 
-/** What the admin face reads of a running proxy. */
-export type AdminTarget = Pick<ProxyRuntime, 'config' | 'logger' | 'source' | 'tracker' | 'proxier' | 'syncer' | 'installedRules'>;
+/**
+ * What the admin face reads of a running proxy, and no more (as kube-proxy's
+ * health server takes only what it checks): built from the parts before the
+ * runtime object exists, so the admin face never depends on the runtime.
+ */
+export interface AdminTarget {
+  readonly config: Pick<RunConfig, 'nodeName' | 'bindAddress' | 'syncPeriodMs' | 'lbStrategy' | 'healthzBindAddress' | 'metricsBindAddress'>;
+  readonly logger: Logger;
+  readonly source: Pick<Source, 'kind' | 'state' | 'recorder'>;
+  readonly tracker: Pick<ChangeTracker, 'counters' | 'current'>;
+  readonly proxier: Pick<Proxier, 'get' | 'entries' | 'failures' | 'refreshUdpDrops'>;
+  readonly syncer: Pick<Syncer, 'state' | 'onSync'>;
+  installedRules(): string | null;
+}
 
 /**
  * The admin face of one proxy: health server, metrics server (metrics,
@@ -38,7 +54,7 @@ export class Admin {
 
   constructor(rt: AdminTarget) {
     this.rt = rt;
-    this.monitor = new HealthMonitor({ syncPeriodMs: rt.config.syncPeriodMs, nodeName: rt.config.hostname, sourceKind: rt.source.kind });
+    this.monitor = new HealthMonitor({ syncPeriodMs: rt.config.syncPeriodMs, nodeName: rt.config.nodeName, sourceKind: rt.source.kind });
     this.metrics = new ProxyMetrics({
       tracker: rt.tracker,
       proxier: rt.proxier,
@@ -53,7 +69,7 @@ export class Admin {
       // kube-proxy's serviceProxyHealthy is the proxy's health alone, not the node's eligibility.
       healthy: () => this.health().proxyHealthy && !this.draining,
       log: rt.logger,
-      nodeName: rt.config.hostname,
+      nodeName: rt.config.nodeName,
       events: this.events,
     });
     this.feed = new DashboardFeed({
@@ -95,14 +111,14 @@ export class Admin {
   observeNode(node: V1Node | null): void {
     if (!this.monitor.syncNode(node)) return;
     const e = this.monitor.nodeEligibility;
-    if (e.eligible) this.rt.logger.info({ node: this.rt.config.hostname }, 'node is eligible for load-balancer traffic again: /healthz follows proxy health');
-    else this.rt.logger.warn({ node: this.rt.config.hostname, nodeEligible: false }, `${e.reason ?? 'node not eligible'}: /healthz answers 503 so load balancers drain this node`);
+    if (e.eligible) this.rt.logger.info({ node: this.rt.config.nodeName }, 'node is eligible for load-balancer traffic again: /healthz follows proxy health');
+    else this.rt.logger.warn({ node: this.rt.config.nodeName, nodeEligible: false }, `${e.reason ?? 'node not eligible'}: /healthz answers 503 so load balancers drain this node`);
   }
 
   status(clientIP: string): StatusDocument {
     const rt = this.rt;
     return buildStatus({
-      node: rt.config.hostname,
+      node: rt.config.nodeName,
       bindAddress: rt.config.bindAddress,
       clientIP,
       table: rt.tracker.current(),
@@ -164,7 +180,7 @@ export class Admin {
     if (this.metricsAddress !== null) where.dashboard = `${hostUrl(this.metricsAddress)}/`;
     rt.logger.info(where, 'admin servers listening');
     // kube-proxy's birth cry, once serving.
-    const node = rt.config.hostname;
+    const node = rt.config.nodeName;
     this.events?.record({ regarding: { kind: 'Node', namespace: '', name: node, uid: node }, type: 'Normal', reason: 'Starting', action: 'StartKubeProxy', note: '' });
   }
 
@@ -179,10 +195,4 @@ export class Admin {
     this.feed.close();
     await Promise.all([this.healthServer?.close(), this.metricsServer?.close(), this.serviceHealth.close()]);
   }
-}
-
-/** http://host:port, for people and `kup status --server`; a wildcard host is shown as loopback. */
-export function hostUrl(a: HostPort): string {
-  const host = a.host === '0.0.0.0' ? '127.0.0.1' : a.host === '::' ? '::1' : a.host;
-  return `http://${joinHostPort(host, a.port)}`;
 }

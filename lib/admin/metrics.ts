@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { isExternallyReachable, type ServicePort, type ServiceTable } from '../core/types.js';
 import type { ListenerStats } from '../dataplane/stats.js';
 import type { ChangeTracker } from '../core/change-tracker.js';
-import type { PortProxy } from '../dataplane/proxier.js';
+import type { ServicePortListeners } from '../dataplane/proxier.js';
 import type { SourceState } from '../sources/source.js';
 import type { SyncRecord, SyncState } from '../sync/syncer.js';
 import type { ListenerView } from './status.js';
@@ -10,7 +10,7 @@ import type { ListenerView } from './status.js';
 /** What the metrics read; a ProxyRuntime provides all of it. */
 export interface MetricsSource {
   readonly tracker: Pick<ChangeTracker, 'counters' | 'current'>;
-  readonly proxier: { entries(): Iterable<PortProxy>; failures(): ReadonlyMap<string, unknown>; refreshUdpDrops(): Promise<void> };
+  readonly proxier: { entries(): Iterable<ServicePortListeners>; failures(): ReadonlyMap<string, unknown>; refreshUdpDrops(): Promise<void> };
   readonly syncer: { readonly state: Readonly<SyncState> };
   readonly source: { state(): SourceState };
   installedRules(): string | null;

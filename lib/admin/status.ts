@@ -124,7 +124,7 @@ export interface ListenerView {
   readonly balancer: Balancer;
 }
 
-export interface PortView {
+export interface ListenersView {
   readonly internal: ListenerView;
   readonly external: ListenerView | null;
 }
@@ -135,7 +135,7 @@ export interface StatusInput {
   readonly clientIP: string;
   readonly table: ServiceTable;
   /** The listeners of a service port, undefined when it has none. */
-  readonly listeners: (sp: ServicePort) => PortView | undefined;
+  readonly listeners: (sp: ServicePort) => ListenersView | undefined;
   readonly listenerError: (sp: ServicePort) => string | null;
   /** Used when a port has no listener (as with `kup explain --source`). */
   readonly defaultStrategy: string;
@@ -172,7 +172,7 @@ function sumStats(listeners: readonly ListenerStats[]): TrafficStats {
   return out;
 }
 
-function serviceStatus(sp: ServicePort, view: PortView | undefined, input: StatusInput): ServiceStatus {
+function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: StatusInput): ServiceStatus {
   const internal = new Map<string, EndpointState>();
   const external = new Map<string, EndpointState>();
   for (const e of view?.internal.balancer.endpoints ?? []) internal.set(e.id, e);

@@ -3,12 +3,12 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { asArray, asString, field } from '../core/object-fields.js';
 import { KupError } from '../core/errors.js';
-import { hostUrl } from '../admin/admin.js';
+import { hostUrl } from '../core/address.js';
 import { portLabel } from '../core/types.js';
 import { startHttpBackend, startUdpEchoBackend, type DemoBackend } from '../demo/backends.js';
 import { startProxy, type ProxyRuntime } from '../runtime/proxy-runtime.js';
 import { parseKubeObjects } from '../sources/kube-yaml.js';
-import type { RunConfig } from './options.js';
+import type { RunConfig } from '../runtime/config.js';
 
 /** examples/demo.yaml of the installed package (dist/lib/cli -> package root). */
 export const DEMO_FILE = fileURLToPath(new URL('../../../examples/demo.yaml', import.meta.url));

@@ -9,7 +9,8 @@ import { addAdminCommands } from './admin-commands.js';
 import { CommandExit } from './command-exit.js';
 import { rulesScript } from './rules.js';
 import { describeDemo, DEMO_FILE, startDemo } from './demo.js';
-import { parseRunFlags, RUN_DEFAULTS, type HostPort, type RunFlags } from './options.js';
+import type { HostPort } from '../core/address.js';
+import { parseRunFlags, RUN_DEFAULTS, type RunFlags } from './options.js';
 
 /** Exit codes: 0 done, 1 runtime failure, 2 a mistake in how kup was called. */
 export const EXIT_OK = 0;
@@ -80,7 +81,7 @@ export function buildProgram(): Command {
   addRunFlags(program.command('run').description('run the proxy')).action(async (flags: RunFlags) => {
     const config = parseRunFlags(flags);
     const log = createLogger(config.logLevel);
-    log.info({ source: config.source, node: config.hostname, lbStrategy: config.lbStrategy }, 'starting');
+    log.info({ source: config.source, node: config.nodeName, lbStrategy: config.lbStrategy }, 'starting');
     // From the start: SIGHUP's default action would kill kup and leave its rules behind.
     let runtime: ProxyRuntime | null = null;
     const onHup = (): void => {
@@ -148,7 +149,7 @@ export function buildProgram(): Command {
       const { table, warnings } = await loadTable({
         source: config.source,
         kubeconfig: config.kubeconfig,
-        nodeName: config.hostname,
+        nodeName: config.nodeName,
         logger: log,
         serviceCIDR: config.serviceClusterIPRange,
       });

@@ -4,9 +4,9 @@ import { SessionAffinity } from '../core/balancer/session-affinity.js';
 import type { LbStrategyName } from '../core/balancer/strategy.js';
 import { needsExternalListener, type ServicePort, type ServicePortKey } from '../core/types.js';
 import { ListenerStats } from '../dataplane/stats.js';
-import { buildStatus, type ListenerView, type PortView, type StatusDocument } from '../admin/status.js';
+import { buildStatus, type ListenerView, type ListenersView, type StatusDocument } from '../admin/status.js';
 import { loadTable } from '../runtime/load-table.js';
-import type { SourceSpec } from './options.js';
+import type { SourceSpec } from '../runtime/config.js';
 
 export interface OfflineStatusOptions {
   readonly source: SourceSpec;
@@ -31,7 +31,7 @@ export async function offlineStatus(opts: OfflineStatusOptions): Promise<StatusD
   const { table, warnings } = await loadTable({ source: opts.source, kubeconfig: opts.kubeconfig, nodeName: opts.nodeName, logger: opts.logger });
   for (const w of warnings) opts.logger.warn(w);
   const loadedAt = Date.now();
-  const views = new Map<ServicePortKey, PortView>();
+  const views = new Map<ServicePortKey, ListenersView>();
   for (const sp of table.values()) {
     views.set(sp.key, {
       internal: listener(sp, false, opts.lbStrategy),

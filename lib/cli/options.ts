@@ -3,44 +3,12 @@ import { resolve } from 'node:path';
 import { isValidIP } from '../core/address.js';
 import { LB_STRATEGIES, type LbStrategyName } from '../core/balancer/strategy.js';
 import { parseDuration } from '../core/duration.js';
-import { DEFAULT_SERVICE_CIDR, parseServiceCIDR, type ServiceCIDR } from '../core/cluster-ip-range.js';
+import { DEFAULT_SERVICE_CIDR, parseServiceCIDR } from '../core/cluster-ip-range.js';
 import { KupError } from '../core/errors.js';
-import { parsePortRange, type PortRange } from '../core/port-range.js';
+import { parsePortRange } from '../core/port-range.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
-
-export type SourceSpec = { readonly kind: 'kubernetes' } | { readonly kind: 'file'; readonly path: string };
-
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
-
-/** Everything `kup run` is told, validated. Flag names follow kube-proxy's where they mean the same. */
-export interface RunConfig {
-  readonly source: SourceSpec;
-  readonly kubeconfig: string | null;
-  readonly hostname: string;
-  readonly bindAddress: string;
-  readonly portRange: PortRange | null;
-  readonly udpTimeoutMs: number;
-  readonly udpMaxSessions: number;
-  readonly tcpIdleTimeoutMs: number;
-  /** SO_RCVBUF/SO_SNDBUF asked for each UDP socket, in bytes (0: the kernel's default). */
-  readonly udpBufferSize: number;
-  readonly lbStrategy: LbStrategyName;
-  readonly iptables: boolean;
-  readonly syncPeriodMs: number;
-  readonly minSyncPeriodMs: number;
-  /** null: disabled (empty flag). */
-  readonly healthzBindAddress: HostPort | null;
-  readonly metricsBindAddress: HostPort | null;
-  readonly shutdownGracePeriodMs: number;
-  /** Where kup keeps its state; holds the lock that allows one kup with iptables per directory. */
-  readonly stateDir: string;
-  readonly logLevel: LogLevel;
-  /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
-  readonly serviceClusterIPRange: ServiceCIDR;
-}
+import type { HostPort } from '../core/address.js';
+import type { RunConfig, SourceSpec } from '../runtime/config.js';
 
 /** The raw strings commander hands over (all flags of `kup run`). */
 export interface RunFlags {
@@ -152,7 +120,7 @@ export function parseRunFlags(f: RunFlags): RunConfig {
   return {
     source: parseSource(f.source),
     kubeconfig: f.kubeconfig ?? null,
-    hostname: host,
+    nodeName: host,
     bindAddress: f.bindAddress,
     portRange: parsePortRange(f.proxyPortRange),
     udpTimeoutMs,

@@ -1,4 +1,4 @@
-import { needsExternalListener, type ProxyPorts, type ServicePortKey, type ServiceTable } from '../core/types.js';
+import { needsExternalListener, type ProxyPortNumbers, type ServicePortKey, type ServiceTable } from '../core/types.js';
 import type { PortRange } from '../core/port-range.js';
 import { formatJumpRule, jumpRules, renderRules, type HostIPs } from '../iptables/render.js';
 import { sortedPorts } from '../runtime/load-table.js';
@@ -20,7 +20,7 @@ export interface RulesScriptOptions {
  */
 export function rulesScript(opts: RulesScriptOptions): string {
   const base = opts.portRange?.base ?? ILLUSTRATIVE_PORT_BASE;
-  const proxyPorts = new Map<ServicePortKey, ProxyPorts>();
+  const proxyPorts = new Map<ServicePortKey, ProxyPortNumbers>();
   let next = base;
   for (const sp of sortedPorts(opts.table)) {
     const internal = next++;

@@ -100,3 +100,14 @@ export function splitHostPort(text: string): { host: string; port: number } | nu
   const port = Number(m[3]);
   return isValidIP(host) && port <= 65535 ? { host, port } : null;
 }
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** http://host:port, for people and `kup status --server`; a wildcard host is shown as loopback. */
+export function hostUrl(a: HostPort): string {
+  const host = a.host === '0.0.0.0' ? '127.0.0.1' : a.host === '::' ? '::1' : a.host;
+  return `http://${joinHostPort(host, a.port)}`;
+}

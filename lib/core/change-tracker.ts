@@ -1,9 +1,9 @@
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
-import type { ObjectSnapshot, ObjectStore } from '../sources/source.js';
+import type { ObjectSnapshot, ObjectStore } from './object-store.js';
 import { asString, field, quote } from './object-fields.js';
 import { diffTables, type TableDiff } from './table-diff.js';
 import { objectRef, sliceServiceName, translateService, ZONE_LABEL, type TranslateContext } from './translate.js';
-import type { ServiceName, ServicePort, ServicePortKey, ServiceTable } from './types.js';
+import { serviceName, type ServiceName, type ServicePort, type ServicePortKey, type ServiceTable } from './types.js';
 
 export interface ChangeTrackerOptions {
   readonly nodeName: string;
@@ -90,7 +90,7 @@ export class ChangeTracker implements ObjectStore {
       this.refuse(`Service ${quote(field(svc, 'metadata', 'name'))}: ${ref}; skipped`);
       return;
     }
-    const name = `${ref.namespace}/${ref.name}`;
+    const name = serviceName(ref.namespace, ref.name);
     const fingerprint = this.fingerprint(svc);
     if (this.services.get(name)?.fingerprint === fingerprint) return;
     this.services.set(name, { svc, fingerprint });
@@ -98,7 +98,10 @@ export class ChangeTracker implements ObjectStore {
   }
 
   deleteService(namespace: string, name: string): void {
-    const key = `${namespace}/${name}`;
+    this.removeService(serviceName(namespace, name));
+  }
+
+  private removeService(key: ServiceName): void {
     if (!this.services.delete(key)) return;
     this.markService(key);
   }
@@ -128,7 +131,10 @@ export class ChangeTracker implements ObjectStore {
   }
 
   deleteSlice(namespace: string, name: string): void {
-    const key = `${namespace}/${name}`;
+    this.removeSlice(`${namespace}/${name}`);
+  }
+
+  private removeSlice(key: string): void {
     const prev = this.slices.get(key);
     if (prev === undefined) return;
     this.slices.delete(key);
@@ -144,17 +150,14 @@ export class ChangeTracker implements ObjectStore {
   }
 
   replaceAll(snapshot: ObjectSnapshot): void {
-    const svcNames = new Set<string>();
+    const svcNames = new Set<ServiceName>();
     for (const svc of snapshot.services) {
       const ref = objectRef(svc);
-      if (typeof ref !== 'string') svcNames.add(`${ref.namespace}/${ref.name}`);
+      if (typeof ref !== 'string') svcNames.add(serviceName(ref.namespace, ref.name));
       this.applyService(svc);
     }
     for (const name of [...this.services.keys()]) {
-      if (!svcNames.has(name)) {
-        const [ns, n] = splitName(name);
-        this.deleteService(ns, n);
-      }
+      if (!svcNames.has(name)) this.removeService(name);
     }
     const sliceNames = new Set<string>();
     for (const slice of snapshot.slices) {
@@ -163,10 +166,7 @@ export class ChangeTracker implements ObjectStore {
       this.applySlice(slice);
     }
     for (const name of [...this.slices.keys()]) {
-      if (!sliceNames.has(name)) {
-        const [ns, n] = splitName(name);
-        this.deleteSlice(ns, n);
-      }
+      if (!sliceNames.has(name)) this.removeSlice(name);
     }
     if (snapshot.node !== undefined) this.applyNode(snapshot.node);
   }
@@ -248,9 +248,4 @@ export class ChangeTracker implements ObjectStore {
     if (this.firstPendingTime === null) this.firstPendingTime = Date.now();
     this.onChange();
   }
-}
-
-function splitName(name: string): [string, string] {
-  const i = name.indexOf('/');
-  return [name.slice(0, i), name.slice(i + 1)];
 }

@@ -2,7 +2,9 @@ import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { cidrFamily, ipFamily, isValidIP, isValidPort } from './address.js';
 import { asArray, asBool, asInt, asObject, asString, asStringArray, field, quote, type Obj } from './object-fields.js';
 import {
+  serviceName,
   servicePortKey,
+  type ServiceName,
   type Endpoint,
   type ServicePort,
   type ServiceType,
@@ -67,11 +69,11 @@ export function labels(obj: unknown): Obj {
 }
 
 /** The Service a slice belongs to ("namespace/name"), from its kubernetes.io/service-name label. */
-export function sliceServiceName(slice: unknown): string | null {
+export function sliceServiceName(slice: unknown): ServiceName | null {
   const ref = objectRef(slice);
   const svc = asString(labels(slice)[SERVICE_NAME_LABEL]);
   if (typeof ref === 'string' || svc === undefined || !OBJECT_NAME.test(svc)) return null;
-  return `${ref.namespace}/${svc}`;
+  return serviceName(ref.namespace, svc);
 }
 
 interface SlicePortEndpoints {
@@ -216,7 +218,7 @@ export function translateService(
     const { cluster, usesHints } = clusterUsable(all, ctx.nodeZone);
     ports.push({
       key: servicePortKey(ref.namespace, ref.name, label, protocol),
-      serviceName: `${ref.namespace}/${ref.name}`,
+      serviceName: serviceName(ref.namespace, ref.name),
       namespace: ref.namespace,
       name: ref.name,
       portName,

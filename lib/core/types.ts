@@ -10,8 +10,12 @@ export type Protocol = 'TCP' | 'UDP';
 /** "namespace/name:port/PROTOCOL", port being the port's name, or its number when unnamed. */
 export type ServicePortKey = string & { readonly __brand: 'ServicePortKey' };
 
-/** "namespace/name" */
-export type ServiceName = string;
+/** "namespace/name": a Service's identity as a map key; made only by serviceName(). */
+export type ServiceName = string & { readonly __brand: 'ServiceName' };
+
+export function serviceName(namespace: string, name: string): ServiceName {
+  return `${namespace}/${name}` as ServiceName;
+}
 
 export type TrafficPolicy = 'Cluster' | 'Local';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
@@ -108,7 +112,7 @@ export function endpointId(ep: Pick<Endpoint, 'ip' | 'port'>): string {
 export type ListenerScope = 'internal' | 'external';
 
 /** The proxy ports the data plane opened for one service port; rules steer virtual IPs to them. */
-export interface ProxyPorts {
+export interface ProxyPortNumbers {
   readonly internal: number;
   /** Present only when needsExternalListener(sp); otherwise external traffic goes to `internal`. */
   readonly external?: number;

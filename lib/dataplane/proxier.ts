@@ -8,7 +8,7 @@ import type { TableDiff } from '../core/table-diff.js';
 import {
   needsExternalListener,
   type ListenerScope,
-  type ProxyPorts,
+  type ProxyPortNumbers,
   type ServicePort,
   type ServicePortKey,
   type ServiceTable,
@@ -42,7 +42,7 @@ function portOwner(key: ServicePortKey, scope: ListenerScope): string {
 }
 
 /** The listeners of one service port. */
-export interface PortProxy {
+export interface ServicePortListeners {
   sp: ServicePort;
   readonly affinity: SessionAffinity;
   internal: ProxyListener;
@@ -58,7 +58,7 @@ export interface PortProxy {
 export class Proxier {
   private readonly opts: ProxierOptions;
   private readonly log: Logger;
-  private readonly ports = new Map<ServicePortKey, PortProxy>();
+  private readonly ports = new Map<ServicePortKey, ServicePortListeners>();
   /** Service ports whose listener could not be opened; retried at every sync. */
   private readonly failed = new Map<ServicePortKey, { sp: ServicePort; error: string }>();
   private readonly allocator: PortAllocator;
@@ -81,7 +81,7 @@ export class Proxier {
     return this.ports.size;
   }
 
-  get(key: ServicePortKey): PortProxy | undefined {
+  get(key: ServicePortKey): ServicePortListeners | undefined {
     return this.ports.get(key);
   }
 
@@ -119,7 +119,7 @@ export class Proxier {
     );
   }
 
-  entries(): IterableIterator<PortProxy> {
+  entries(): IterableIterator<ServicePortListeners> {
     return this.ports.values();
   }
 
@@ -128,8 +128,8 @@ export class Proxier {
   }
 
   /** The proxy ports rules must steer each service port's virtual IPs to. */
-  proxyPorts(): Map<ServicePortKey, ProxyPorts> {
-    const out = new Map<ServicePortKey, ProxyPorts>();
+  proxyPorts(): Map<ServicePortKey, ProxyPortNumbers> {
+    const out = new Map<ServicePortKey, ProxyPortNumbers>();
     for (const [key, p] of this.ports) {
       out.set(key, p.external === null ? { internal: p.internal.port } : { internal: p.internal.port, external: p.external.port });
     }
@@ -201,7 +201,7 @@ export class Proxier {
     try {
       internal = await this.open(sp, 'internal', affinity);
       const external = needsExternalListener(sp) ? await this.open(sp, 'external', affinity) : null;
-      const p: PortProxy = { sp, affinity, internal, external };
+      const p: ServicePortListeners = { sp, affinity, internal, external };
       this.ports.set(sp.key, p);
       this.failed.delete(sp.key);
       this.log.info(
@@ -224,7 +224,7 @@ export class Proxier {
     }
   }
 
-  private async update(p: PortProxy, sp: ServicePort): Promise<void> {
+  private async update(p: ServicePortListeners, sp: ServicePort): Promise<void> {
     p.sp = sp;
     const affinityOn = sp.affinityTimeoutSeconds > 0;
     p.affinity.setTimeout(sp.affinityTimeoutSeconds);

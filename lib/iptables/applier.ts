@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import type { FamilyName } from '../core/address.js';
 import { errorMessage, KupError } from '../core/errors.js';
-import type { ProxyPorts, ServicePortKey, ServiceTable } from '../core/types.js';
+import type { ProxyPortNumbers, ServicePortKey, ServiceTable } from '../core/types.js';
 import { detectBackend, detectCommentSupport, familyUsable, type Backend, type FamilyBinaries } from './backend.js';
 import { describeFailure, runCommand } from './command.js';
 import { detectHostIPs } from './host-ips.js';
@@ -108,7 +108,7 @@ export class IptablesApplier {
    * KUP_IPTABLES (the binary's stderr in the message) when a command fails;
    * the caller decides when to try again.
    */
-  apply(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>, full: boolean): Promise<void> {
+  apply(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPortNumbers>, full: boolean): Promise<void> {
     if (this.stopped || this.backend === null) {
       return Promise.reject(new KupError('KUP_IPTABLES', 'the iptables applier is not running'));
     }
@@ -153,7 +153,7 @@ export class IptablesApplier {
     };
   }
 
-  private async applyNow(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>, full: boolean): Promise<void> {
+  private async applyNow(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPortNumbers>, full: boolean): Promise<void> {
     const backend = this.backend;
     if (this.stopped || backend === null) throw new KupError('KUP_IPTABLES', 'the iptables applier is not running');
     // Re-read each apply: an address acquired (or changed) after start must not leave host traffic pointed at a stale one.

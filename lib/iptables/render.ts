@@ -20,7 +20,7 @@
 import { familyName, HOST_PREFIX, isValidPort, joinHostPort, parseCidr, type FamilyName } from '../core/address.js';
 import {
   portLabel,
-  type ProxyPorts,
+  type ProxyPortNumbers,
   type ServicePort,
   type ServicePortKey,
   type ServiceTable,
@@ -58,7 +58,7 @@ export interface HostIPs {
 export interface RenderInput {
   readonly table: ServiceTable;
   /** The listeners the data plane opened; a service port missing here gets no rules. */
-  readonly proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>;
+  readonly proxyPorts: ReadonlyMap<ServicePortKey, ProxyPortNumbers>;
   /** The listeners' bind address: a wildcard ("0.0.0.0", "::") or one local address. */
   readonly bindAddress: string;
   readonly hostIPs?: HostIPs;

@@ -4,11 +4,11 @@
  * A failed apply throws (KupError KUP_IPTABLES, stderr in the message): the
  * syncer logs it, reports it in health and retries with backoff as a full sync.
  */
-import type { ProxyPorts, ServicePortKey } from '../core/types.js';
+import type { ProxyPortNumbers, ServicePortKey } from '../core/types.js';
 import type { SyncTarget } from '../sync/syncer.js';
 import type { IptablesApplier } from './applier.js';
 
-export function iptablesSyncTarget(applier: IptablesApplier, proxyPorts: () => ReadonlyMap<ServicePortKey, ProxyPorts>): SyncTarget {
+export function iptablesSyncTarget(applier: IptablesApplier, proxyPorts: () => ReadonlyMap<ServicePortKey, ProxyPortNumbers>): SyncTarget {
   return {
     name: 'iptables',
     // A diff sync whose rules are those installed costs no restore; a full one always restores.

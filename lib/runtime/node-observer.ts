@@ -1,5 +1,5 @@
 import type { V1Node } from '@kubernetes/client-node';
-import type { ObjectStore } from '../sources/source.js';
+import type { ObjectStore } from '../core/object-store.js';
 
 /**
  * The store the source feeds, with this node's Node also handed to `onNode`

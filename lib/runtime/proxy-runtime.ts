@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { Admin } from '../admin/admin.js';
 import { ChangeTracker } from '../core/change-tracker.js';
 import { Proxier } from '../dataplane/proxier.js';
-import type { RunConfig } from '../cli/options.js';
+import type { RunConfig } from './config.js';
 import { createSource } from '../sources/create-source.js';
 import type { Source } from '../sources/source.js';
 import { withNodeObserver } from './node-observer.js';
@@ -41,7 +41,7 @@ export interface ProxyRuntime {
 export async function startProxy(config: RunConfig, logger: Logger): Promise<ProxyRuntime> {
   let syncer: Syncer | null = null;
   const tracker = new ChangeTracker({
-    nodeName: config.hostname,
+    nodeName: config.nodeName,
     onChange: () => syncer?.request(),
     // The file source stamps resourceVersion with a hash of each object's content.
     sameObjectBy: 'resourceVersion',
@@ -79,13 +79,16 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   const source = await createSource({
     source: config.source,
     kubeconfig: config.kubeconfig,
-    nodeName: config.hostname,
+    nodeName: config.nodeName,
     logger,
     serviceCIDR: config.serviceClusterIPRange,
   });
 
   let stopping: Promise<void> | null = null;
   const s = syncer;
+  const installedRules = (): string | null => iptables?.installedRules() ?? null;
+  // Before the first sync, so that sync is measured too; from the parts, not the runtime.
+  const admin = new Admin({ config, logger, source, tracker, proxier, syncer: s, installedRules });
   const runtime: ProxyRuntime = {
     config,
     logger,
@@ -94,10 +97,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     proxier,
     syncer: s,
     iptables,
-    installedRules: () => iptables?.installedRules() ?? null,
-    get admin() {
-      return admin;
-    },
+    installedRules,
+    admin,
     async reload() {
       if (stopping !== null) return 'stopping; nothing re-read';
       const done = await source.reread();
@@ -120,8 +121,6 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
       return stopping;
     },
   };
-  // Before the first sync, so that sync is measured too.
-  const admin = new Admin(runtime);
 
   const t0 = performance.now();
   try {

@@ -6,7 +6,8 @@ import { assignClusterIPs, DEFAULT_SERVICE_CIDR, parseServiceCIDR, type ServiceC
 import { asString, field } from '../core/object-fields.js';
 import { errorMessage, isKupError, KupError } from '../core/errors.js';
 import { OffThreadParser } from './parse-off-thread.js';
-import type { ObjectStore, Source, SourceState } from './source.js';
+import type { ObjectStore } from '../core/object-store.js';
+import type { Source, SourceState } from './source.js';
 
 export interface FileSourceOptions {
   readonly path: string;

@@ -14,7 +14,8 @@ import { KupError } from '../core/errors.js';
 import type { EventRecorder } from './events.js';
 import { KubeEventRecorder } from './kube-event-recorder.js';
 import { loadKubeConfig } from './kubeconfig.js';
-import type { ObjectStore, Source, SourceState } from './source.js';
+import type { ObjectStore } from '../core/object-store.js';
+import type { Source, SourceState } from './source.js';
 import { SupervisedInformer, type Backoff } from './supervised-informer.js';
 
 /**

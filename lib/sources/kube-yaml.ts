@@ -3,7 +3,7 @@ import { LineCounter, parseAllDocuments } from 'yaml';
 import { errorMessage, KupError } from '../core/errors.js';
 import { pruneKubeObject } from '../core/kube-prune.js';
 import { asArray, asObject, asString, printable } from '../core/object-fields.js';
-import type { ObjectSnapshot } from './source.js';
+import type { ObjectSnapshot } from '../core/object-store.js';
 
 export interface ParsedObjects extends ObjectSnapshot {
   readonly services: V1Service[];

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { request } from 'undici';
-import type { RunConfig } from '../../lib/cli/options.js';
+import type { RunConfig } from '../../lib/runtime/config.js';
 import { createLogger } from '../../lib/log.js';
 import { testRunConfig } from './run-config.js';
 import { startProxy, type ProxyRuntime } from '../../lib/runtime/proxy-runtime.js';

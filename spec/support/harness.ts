@@ -3,7 +3,7 @@ import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ChangeTracker } from '../../lib/core/change-tracker.js';
 import type { ServicePortKey } from '../../lib/core/types.js';
-import { Proxier, type ProxierOptions, type PortProxy } from '../../lib/dataplane/proxier.js';
+import { Proxier, type ProxierOptions, type ServicePortListeners } from '../../lib/dataplane/proxier.js';
 import { createLogger } from '../../lib/log.js';
 
 /** Log lines captured as parsed JSON, for asserting on what a user reads. */
@@ -31,7 +31,7 @@ export interface Harness {
   readonly log: LogCapture;
   /** Replaces the objects and applies the resulting diff, like one sync. */
   set(services: V1Service[], slices: V1EndpointSlice[]): Promise<void>;
-  entry(key: string): PortProxy;
+  entry(key: string): ServicePortListeners;
   /** The internal proxy port of a service port. */
   port(key: string): number;
   close(): Promise<void>;

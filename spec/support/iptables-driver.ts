@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import { diffTables } from '../../lib/core/table-diff.js';
-import type { ProxyPorts, ServicePortKey, ServiceTable } from '../../lib/core/types.js';
+import type { ProxyPortNumbers, ServicePortKey, ServiceTable } from '../../lib/core/types.js';
 import { IptablesApplier } from '../../lib/iptables/applier.js';
 import { iptablesSyncTarget } from '../../lib/iptables/sync-target.js';
 import { Syncer } from '../../lib/sync/syncer.js';
@@ -23,7 +23,7 @@ const applier = new IptablesApplier({ logger, bindAddress: bind });
 
 /** The tracker's part the syncer reads, fed with whole fixture tables. */
 let applied: ServiceTable = new Map();
-let desired: { table: ServiceTable; proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts> } = fixtureFromJson(readFileSync(fixturePath, 'utf8'));
+let desired: { table: ServiceTable; proxyPorts: ReadonlyMap<ServicePortKey, ProxyPortNumbers> } = fixtureFromJson(readFileSync(fixturePath, 'utf8'));
 /** Bumped per fixture; a sync that flushed generation >= `awaited` answers the stdin line. */
 let generation = 0;
 let flushed = 0;

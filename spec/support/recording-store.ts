@@ -1,5 +1,5 @@
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
-import type { ObjectSnapshot, ObjectStore } from '../../lib/sources/source.js';
+import type { ObjectSnapshot, ObjectStore } from '../../lib/core/object-store.js';
 
 /** An ObjectStore that keeps what it was given and the order it came in, for asserting on a source. */
 export class RecordingStore implements ObjectStore {

@@ -1,4 +1,4 @@
-import type { RunConfig } from '../../lib/cli/options.js';
+import type { RunConfig } from '../../lib/runtime/config.js';
 import { DEFAULT_SERVICE_CIDR, parseServiceCIDR } from '../../lib/core/cluster-ip-range.js';
 
 /** A `kup run` configuration for in-process tests: a file source, loopback, no iptables, admin servers off. */
@@ -6,7 +6,7 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
   return {
     source: { kind: 'file', path },
     kubeconfig: null,
-    hostname: 'node-a',
+    nodeName: 'node-a',
     bindAddress: '127.0.0.1',
     portRange: null,
     udpTimeoutMs: 30_000,

@@ -3,10 +3,11 @@
  * script running inside a network namespace can be handed the same table.
  */
 import {
+  serviceName,
   servicePortKey,
   type Endpoint,
   type Protocol,
-  type ProxyPorts,
+  type ProxyPortNumbers,
   type ServicePort,
   type ServicePortKey,
   type ServiceTable,
@@ -41,7 +42,7 @@ export function servicePort(s: PortSpec): ServicePort {
   const lb = (s.loadBalancerIPs ?? []).length > 0;
   return {
     key: servicePortKey(namespace, s.name, portName === '' ? s.port : portName, protocol),
-    serviceName: `${namespace}/${s.name}`,
+    serviceName: serviceName(namespace, s.name),
     namespace,
     name: s.name,
     portName,
@@ -71,15 +72,15 @@ export function tableOf(ports: readonly ServicePort[]): ServiceTable {
 /** What a namespace-side script reads: the table and the listeners' ports. */
 export interface TableFixture {
   readonly ports: readonly ServicePort[];
-  readonly proxyPorts: readonly (readonly [ServicePortKey, ProxyPorts])[];
+  readonly proxyPorts: readonly (readonly [ServicePortKey, ProxyPortNumbers])[];
 }
 
-export function fixtureToJson(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts>): string {
+export function fixtureToJson(table: ServiceTable, proxyPorts: ReadonlyMap<ServicePortKey, ProxyPortNumbers>): string {
   const f: TableFixture = { ports: [...table.values()], proxyPorts: [...proxyPorts.entries()] };
   return JSON.stringify(f);
 }
 
-export function fixtureFromJson(text: string): { table: ServiceTable; proxyPorts: ReadonlyMap<ServicePortKey, ProxyPorts> } {
+export function fixtureFromJson(text: string): { table: ServiceTable; proxyPorts: ReadonlyMap<ServicePortKey, ProxyPortNumbers> } {
   const f = JSON.parse(text) as TableFixture;
   return { table: tableOf(f.ports), proxyPorts: new Map(f.proxyPorts) };
 }

@@ -1,0 +1,40 @@
+/**
+ * What a running kup is told, validated: the CLI's flags parse into it, and
+ * the runtime, the admin face and the sources read it. It lives below the CLI
+ * so that nothing in lib/ imports lib/cli/.
+ */
+import type { HostPort } from '../core/address.js';
+import type { LbStrategyName } from '../core/balancer/strategy.js';
+import type { ServiceCIDR } from '../core/cluster-ip-range.js';
+import type { PortRange } from '../core/port-range.js';
+import type { LogLevel } from '../log.js';
+
+export type SourceSpec = { readonly kind: 'kubernetes' } | { readonly kind: 'file'; readonly path: string };
+
+/** Everything `kup run` is told, validated. Flag names follow kube-proxy's where they mean the same. */
+export interface RunConfig {
+  readonly source: SourceSpec;
+  readonly kubeconfig: string | null;
+  /** This node's name (--hostname-override, else the host name), lowercased as kube-proxy does. */
+  readonly nodeName: string;
+  readonly bindAddress: string;
+  readonly portRange: PortRange | null;
+  readonly udpTimeoutMs: number;
+  readonly udpMaxSessions: number;
+  readonly tcpIdleTimeoutMs: number;
+  /** SO_RCVBUF/SO_SNDBUF asked for each UDP socket, in bytes (0: the kernel's default). */
+  readonly udpBufferSize: number;
+  readonly lbStrategy: LbStrategyName;
+  readonly iptables: boolean;
+  readonly syncPeriodMs: number;
+  readonly minSyncPeriodMs: number;
+  /** null: disabled (empty flag). */
+  readonly healthzBindAddress: HostPort | null;
+  readonly metricsBindAddress: HostPort | null;
+  readonly shutdownGracePeriodMs: number;
+  /** Where kup keeps its state; holds the lock that allows one kup with iptables per directory. */
+  readonly stateDir: string;
+  readonly logLevel: LogLevel;
+  /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
+  readonly serviceClusterIPRange: ServiceCIDR;
+}
