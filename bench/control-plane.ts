@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { ApiServerDouble } from '../spec/support/apiserver-double.js';
-import { endpointSlice, node, service } from '../spec/support/k8s-fixtures.js';
+import { endpointSlice, node, service } from '../spec/support/objects.js';
 import { kupRunArgs, proxyPortsFromLog, waitForLog } from './contenders.js';
 import { openFiles, sleep, startProcess, treeMemoryKiB } from './procs.js';
 import { median } from './report.js';

@@ -13,7 +13,7 @@ import {
   type V1Service,
 } from '@kubernetes/client-node';
 import { ApiServerDouble } from './support/apiserver-double.js';
-import { endpointSlice, HEADLESS_LABEL, node, service } from './support/k8s-fixtures.js';
+import { endpointSlice, HEADLESS_LABEL, node, service } from './support/objects.js';
 import { sleep, waitFor } from './support/wait.js';
 
 const PROXY_LABELS = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';

@@ -19,7 +19,7 @@ t.test('50 x 20 MB transfers while endpoints change every 100 ms', async (t) => 
     await h.close();
     await Promise.all(backends.map((b) => b.close()));
   });
-  const svc = service('web', [{ name: 'http', port: 80 }]);
+  const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
   const sets = [[0, 1], [0, 1, 2], [1, 2, 3], [2, 3], [3, 0], [0, 2], [1, 3], [0, 1, 2, 3]];
   const apply = (i: number) => h.set([svc], slicesFor('web', 'http', sets[i % sets.length]!.map((j) => backends[j]!.port)));
   await apply(0);

@@ -9,7 +9,7 @@ import { service, slicesFor } from './support/objects.js';
 import { waitFor } from './support/wait.js';
 
 const KEY = 'default/web:http/TCP';
-const svc = () => service('web', [{ name: 'http', port: 80 }]);
+const svc = () => service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
 const openFds = () => readdirSync('/proc/self/fd').length;
 
 function server(onConn: (s: net.Socket) => void): Promise<{ port: number; close: () => Promise<void> }> {
@@ -161,7 +161,7 @@ t.test('no descriptor is left behind after faults and normal traffic', async (t)
     await live.close();
     await rst.close();
   });
-  await h.set([svc(), service('bad', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.11' })], [
+  await h.set([svc(), service({ name: 'bad', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] })], [
     ...slicesFor('web', 'http', [live.port]),
     ...slicesFor('bad', 'http', [rst.port]),
   ]);

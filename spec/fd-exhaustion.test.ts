@@ -24,7 +24,7 @@ t.test('at the descriptor budget new clients are shed, established ones carry on
     await h.close();
     await backend.close();
   });
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', [backend.port]));
+  await h.set([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] })], slicesFor('web', 'http', [backend.port]));
   const port = h.port(KEY);
   const held: Socket[] = [await connect(port), await connect(port)];
   await waitFor('two backend connections open', () => backend.open.size === 2, 5000);
@@ -48,7 +48,7 @@ t.test('kup run under a tiny open-files limit: no crash, established connections
     await rm(dir, { recursive: true, force: true });
   });
   const file = join(dir, 'c.yaml');
-  await writeFile(file, stringify({ kind: 'List', items: [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [backend.port])] }));
+  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [backend.port])] }));
   const args = ['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:0'];
   // Recorded from spawn: kup says it is out of descriptors while the loop below is still connecting.
   const child = recordOutput(spawn('sh', ['-c', `ulimit -n 160 && exec "$0" "$@"`, process.execPath, KUP, ...args], { stdio: 'pipe' }));

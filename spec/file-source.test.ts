@@ -8,7 +8,7 @@ import { testRunConfig } from './support/run-config.js';
 import { startProxy } from '../lib/runtime/proxy-runtime.js';
 import { LogCapture } from './support/harness.js';
 import { nameServer, whoAnswers, type TestServer } from './support/net.js';
-import { service, slicesFor } from './support/objects.js';
+import { endpointSlice, node, service, slicesFor } from './support/objects.js';
 import { waitFor } from './support/wait.js';
 import { runKup } from './support/cli.js';
 import { parseServiceCIDR } from '../lib/core/cluster-ip-range.js';
@@ -34,7 +34,7 @@ async function setup(t: { teardown(fn: () => Promise<void>): void }) {
 t.test('the file changes and new connections follow within a second', async (t) => {
   const { file, backends } = await setup(t);
   const [a, b, c] = backends as [TestServer, TestServer, TestServer];
-  const svc = service('web', [{ name: 'http', port: 80 }]);
+  const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
   await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [a.port])]));
   const log = new LogCapture();
   const rt = await startProxy(config(file), log.logger);
@@ -57,7 +57,7 @@ t.test('the file changes and new connections follow within a second', async (t) 
   t.equal(rt.proxier.get('default/web:http/TCP' as never)!.internal.port, port, 'same listener');
 
   // A second service appears; the first is untouched.
-  await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [b.port, c.port]), service('api', [{ port: 8080 }], { clusterIP: '10.96.0.20' }), ...slicesFor('api', '', [a.port])]));
+  await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [b.port, c.port]), service({ name: 'api', clusterIP: '10.96.0.20', ports: [{ port: 8080 }] }), ...slicesFor('api', '', [a.port])]));
   await waitFor('the api listener', () => rt.proxier.get('default/api:8080/TCP' as never) !== undefined, 2500);
   t.equal(await whoAnswers(rt.proxier.get('default/api:8080/TCP' as never)!.internal.port), 'a', 'an unnamed port is keyed by its number');
 });
@@ -65,7 +65,7 @@ t.test('the file changes and new connections follow within a second', async (t) 
 t.test('a malformed object is skipped with a warning while the rest keep serving', async (t) => {
   const { file, backends } = await setup(t);
   const [a] = backends as [TestServer];
-  const good = service('web', [{ name: 'http', port: 80 }]);
+  const good = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
   const bad = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'broken', namespace: 'default' }, spec: { clusterIP: '10.96.0.99', ports: [{ name: 'http', port: 'eighty' }] } };
   const notAnObject = 'just a string';
   await writeFile(file, `${yamlList([good, bad, ...slicesFor('web', 'http', [a.port])])}---\n${JSON.stringify(notAnObject)}\n`);
@@ -98,20 +98,15 @@ t.test('a malformed object is skipped with a warning while the rest keep serving
 t.test('kup logs which services use topology hints', async (t) => {
   const { file, backends } = await setup(t);
   const [a, b] = backends as [TestServer, TestServer];
-  const node = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } };
-  const hinted = (zones: string[]) => ({
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-    metadata: { name: 'web-h', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
-    addressType: 'IPv4', ports: [{ name: 'http', port: a.port }],
-    endpoints: [{ addresses: ['127.0.0.1'], hints: { forZones: [{ name: zones[0] }] } }],
-  });
-  const other = {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-    metadata: { name: 'web-o', namespace: 'default', labels: { 'kubernetes.io/service-name': 'web' } },
-    addressType: 'IPv4', ports: [{ name: 'http', port: b.port }],
-    endpoints: [{ addresses: ['127.0.0.1'], hints: { forZones: [{ name: 'zone-b' }] } }],
-  };
-  await writeFile(file, yamlList([node, service('web', [{ name: 'http', port: 80 }]), hinted(['zone-a']), other]));
+  // Both backends are on 127.0.0.1 (one per slice, told apart by port); only one is hinted for this node's zone.
+  const hinted = (name: string, port: number, zone: string) =>
+    endpointSlice({ service: 'web', name, endpoints: [{ ip: '127.0.0.1', hints: [zone] }], ports: [{ name: 'http', port }] });
+  await writeFile(file, yamlList([
+    node({ name: 'node-a', zone: 'zone-a' }),
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    hinted('web-h', a.port, 'zone-a'),
+    hinted('web-o', b.port, 'zone-b'),
+  ]));
   const log = new LogCapture();
   const rt = await startProxy(config(file), log.logger);
   t.teardown(() => rt.stop());

@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import t from 'tap';
 import { ApiServerDouble } from './support/apiserver-double.js';
 import { KUP } from './support/cli.js';
-import { endpointSlice, service } from './support/k8s-fixtures.js';
+import { endpointSlice, service } from './support/objects.js';
 import { waitFor } from './support/wait.js';
 
 /**

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import t from 'tap';
 import { KubeSource } from '../lib/sources/kube-source.js';
 import { ApiServerDouble } from './support/apiserver-double.js';
-import { service } from './support/k8s-fixtures.js';
+import { service } from './support/objects.js';
 import { RecordingStore } from './support/recording-store.js';
 import { sleep, waitFor } from './support/wait.js';
 

@@ -7,7 +7,7 @@ import { isKupError } from '../lib/core/errors.js';
 import { KubeSource, type KubeSourceOptions } from '../lib/sources/kube-source.js';
 import { loadKubeConfig } from '../lib/sources/kubeconfig.js';
 import { ApiServerDouble } from './support/apiserver-double.js';
-import { endpointSlice, HEADLESS_LABEL, node, service, ZONE_LABEL } from './support/k8s-fixtures.js';
+import { endpointSlice, HEADLESS_LABEL, node, service, ZONE_LABEL } from './support/objects.js';
 import { RecordingStore } from './support/recording-store.js';
 import { sleep, waitFor } from './support/wait.js';
 

@@ -35,7 +35,7 @@ async function startProxyProcess(t: { teardown(fn: () => Promise<void>): void },
   const dir = await mkdtemp(join(tmpdir(), 'kup-stop-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'c.yaml');
-  await writeFile(file, stringify({ kind: 'List', items: [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [backendPort])] }));
+  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [backendPort])] }));
   const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`,
     '--healthz-bind-address', '127.0.0.1:0', '--metrics-bind-address', '', '--shutdown-grace-period', grace]);
   const done = finished(child, 30_000);

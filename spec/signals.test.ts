@@ -55,7 +55,7 @@ async function objectsFile(t: { teardown(fn: () => Promise<void>): void }, backe
   const dir = await mkdtemp(join(tmpdir(), 'kup-signals-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'objects.yaml');
-  await writeFile(file, stringify({ kind: 'List', items: [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [backendPort])] }));
+  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [backendPort])] }));
   return file;
 }
 
@@ -122,7 +122,7 @@ t.test('SIGHUP re-reads the file source at once, says so in one line, and never 
 
   // The re-read sees what is on disk now (the watch would notice too: this checks
   // that a HUP racing a change leaves the new state served, on the same port).
-  await writeFile(file, stringify({ kind: 'List', items: [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [b.port])] }));
+  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [b.port])] }));
   child.kill('SIGHUP');
   let got = '';
   for (let i = 0; i < 40 && got !== 'web-b\n'; i++) {

@@ -7,6 +7,7 @@ import { service, slicesFor } from './support/objects.js';
 import { sleep, waitFor } from './support/wait.js';
 
 const KEY = 'default/web:http/TCP';
+const web = () => service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
 
 function counts(names: string[]): Record<string, number> {
   const c: Record<string, number> = {};
@@ -21,7 +22,7 @@ t.test('round-robin spreads 30 connections 10/10/10 over 3 backends', async (t) 
     await h.close();
     await Promise.all(backends.map((b) => b.close()));
   });
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', backends.map((b) => b.port)));
+  await h.set([web()], slicesFor('web', 'http', backends.map((b) => b.port)));
   const port = h.port(KEY);
   const answers: string[] = [];
   for (let i = 0; i < 30; i++) answers.push(await whoAnswers(port));
@@ -36,7 +37,7 @@ t.test('least-connections prefers the idle backend while two long connections ho
     await h.close();
     await Promise.all(backends.map((b) => b.close()));
   });
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', backends.map((b) => b.port)));
+  await h.set([web()], slicesFor('web', 'http', backends.map((b) => b.port)));
   const port = h.port(KEY);
   // Two long connections: the first two picks (a, then b by round-robin tie-break).
   const long1 = await connect(port);
@@ -65,9 +66,7 @@ t.test('ClientIP affinity keeps a client on one backend and lets go after the ti
   });
   const ports = backends.map((b) => b.port);
   const sticky = (timeoutSeconds: number) =>
-    service('web', [{ name: 'http', port: 80 }], {
-      spec: { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds } } },
-    });
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }], sessionAffinity: 'ClientIP', sessionAffinityTimeoutSeconds: timeoutSeconds });
   await h.set([sticky(1)], slicesFor('web', 'http', ports));
   const port = h.port(KEY);
   const first: string[] = [];
@@ -86,7 +85,7 @@ t.test('ClientIP affinity keeps a client on one backend and lets go after the ti
   const again: string[] = [];
   for (let i = 0; i < 4; i++) again.push(await whoAnswers(port));
   t.equal(new Set(again).size, 1, 'sticky again under the new timeout');
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', ports));
+  await h.set([web()], slicesFor('web', 'http', ports));
   const none: string[] = [];
   for (let i = 0; i < 6; i++) none.push(await whoAnswers(port));
   t.equal(new Set(none).size, 3, 'affinity switched off: round-robin again');
@@ -100,7 +99,7 @@ t.test('a dead endpoint is skipped and the client still served', async (t) => {
     await h.close();
     await live.close();
   });
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', [dead, live.port]));
+  await h.set([web()], slicesFor('web', 'http', [dead, live.port]));
   const port = h.port(KEY);
   const answers: string[] = [];
   for (let i = 0; i < 6; i++) answers.push(await whoAnswers(port));
@@ -114,7 +113,7 @@ t.test('every endpoint dead: the client is closed, not left hanging', async (t) 
   const dead = await Promise.all([deadPort(), deadPort()]);
   const h = await startHarness();
   t.teardown(() => h.close());
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', dead));
+  await h.set([web()], slicesFor('web', 'http', dead));
   const started = Date.now();
   const r = await exchange(h.port(KEY), 'hello');
   t.not(r.ended, 'TIMEOUT');
@@ -126,7 +125,7 @@ t.test('every endpoint dead: the client is closed, not left hanging', async (t) 
 t.test('zero endpoints: a TCP client is refused at once', async (t) => {
   const h = await startHarness();
   t.teardown(() => h.close());
-  await h.set([service('web', [{ name: 'http', port: 80 }])], []);
+  await h.set([web()], []);
   const started = Date.now();
   const r = await exchange(h.port(KEY), 'hello', 5000);
   t.equal(r.ended, 'ECONNRESET', 'reset, like a refused connection');
@@ -142,7 +141,7 @@ t.test('half-close: the client shuts its write side and still receives the whole
     await h.close();
     await backend.close();
   });
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', [backend.port]));
+  await h.set([web()], slicesFor('web', 'http', [backend.port]));
   const r = await exchange(h.port(KEY), 'request body', 20_000);
   t.equal(r.ended, 'end', 'the reply ended with a FIN');
   t.equal(r.data.length, reply + 64, 'every reply byte arrived after the client half-closed');
@@ -160,7 +159,7 @@ t.test('100 MB each way arrives byte-exact', async (t) => {
     await h.close();
     await backend.close();
   });
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', [backend.port]));
+  await h.set([web()], slicesFor('web', 'http', [backend.port]));
   const s = await connect(h.port(KEY));
   const hash = createHash('sha256');
   let received = 0;
@@ -198,7 +197,7 @@ t.test('endpoints change while 20 long transfers run: none breaks', async (t) =>
     await h.close();
     await Promise.all(backends.map((b) => b.close()));
   });
-  const svc = service('web', [{ name: 'http', port: 80 }]);
+  const svc = web();
   await h.set([svc], slicesFor('web', 'http', [backends[0]!.port, backends[1]!.port]));
   const port = h.port(KEY);
   const transfers = Array.from({ length: 20 }, async () => {
@@ -234,7 +233,7 @@ t.test('a removed service closes its listener; established connections carry on'
     await h.close();
     await backend.close();
   });
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', [backend.port]));
+  await h.set([web()], slicesFor('web', 'http', [backend.port]));
   const port = h.port(KEY);
   const s = await connect(port);
   const r = collect(s, 5000);
@@ -277,13 +276,13 @@ t.test('--proxy-port-range: ports come from the range, skipping ones in use', as
     await backend.close();
   });
   await h.set(
-    [service('web', [{ name: 'http', port: 80 }]), service('api', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.11' })],
+    [web(), service({ name: 'api', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] })],
     [...slicesFor('web', 'http', [backend.port]), ...slicesFor('api', 'http', [backend.port])],
   );
   const ports = [h.port(KEY), h.port('default/api:http/TCP')].sort();
   t.same(ports, [base + 1, base + 2], 'the two listeners got the free ports of the range');
   t.equal(await whoAnswers(ports[0]!), 'a');
-  await h.set([service('web', [{ name: 'http', port: 80 }]), service('api', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.11' }), service('third', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.12' })], []);
+  await h.set([web(), service({ name: 'api', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] }), service({ name: 'third', clusterIP: '10.96.0.12', ports: [{ name: 'http', port: 80 }] })], []);
   t.equal(h.proxier.get('default/third:http/TCP' as never), undefined, 'no port left for a third listener');
   t.match(h.log.messages('error'), [/cannot open proxy port; will retry at the next sync/]);
   t.match(String(h.proxier.failures().get('default/third:http/TCP' as never)?.error), /no free port left in --proxy-port-range/);
@@ -301,7 +300,7 @@ t.test('bind address 0.0.0.0 listens on every address, IPv4 and IPv6', async (t)
     await h.close();
     await backend.close();
   });
-  await h.set([service('web', [{ name: 'http', port: 80 }])], slicesFor('web', 'http', [backend.port]));
+  await h.set([web()], slicesFor('web', 'http', [backend.port]));
   const port = h.port(KEY);
   t.equal(await whoAnswers(port), 'a', 'over IPv4 loopback');
   const v6 = await connect(port, '::1').then(

@@ -2,33 +2,37 @@ import t from 'tap';
 import { ChangeTracker } from '../lib/core/change-tracker.js';
 import { translateService } from '../lib/core/translate.js';
 import { externalEndpoints, internalEndpoints, needsExternalListener } from '../lib/core/types.js';
-import { service, slice } from './support/objects.js';
+import { endpointSlice, service } from './support/objects.js';
 
 const ctx = { nodeName: 'node-a', nodeZone: 'zone-a' };
 
 t.test('services that are not proxied', async (t) => {
-  const headless = service('h', [{ port: 80 }], { clusterIP: 'None' });
+  const headless = service({ name: 'h', clusterIP: 'None', ports: [{ port: 80 }] });
   t.equal(translateService(headless, [], ctx).skipped, 'headless (clusterIP None)');
-  const ext = service('e', [{ port: 80 }], { spec: { type: 'ExternalName', externalName: 'example.org' } });
+  const ext = service({ name: 'e', type: 'ExternalName', externalName: 'example.org', ports: [{ port: 80 }] });
   t.equal(translateService(ext, [], ctx).skipped, 'type ExternalName');
-  const other = service('o', [{ port: 80 }], { labels: { 'service.kubernetes.io/service-proxy-name': 'cilium' } });
+  const other = service({ name: 'o', clusterIP: '10.96.0.10', ports: [{ port: 80 }], proxyName: 'cilium' });
   t.match(translateService(other, [], ctx).skipped, /service-proxy-name/);
   t.equal(translateService(other, [], ctx).warnings.length, 0, 'skipping a service meant for another proxy is not a warning');
 });
 
 t.test('ports, named targetPorts and endpoint merging', async (t) => {
-  const svc = service('web', [
-    { name: 'http', port: 80, targetPort: 'web' },
-    { name: 'dns', port: 53, protocol: 'UDP' },
-    { name: 'sctp', port: 99, protocol: 'SCTP' },
-  ]);
+  const svc = service({
+    name: 'web',
+    clusterIP: '10.96.0.10',
+    ports: [
+      { name: 'http', port: 80, targetPort: 'web' },
+      { name: 'dns', port: 53, protocol: 'UDP' },
+      { name: 'sctp', port: 99, protocol: 'SCTP' },
+    ],
+  });
   const slices = [
-    slice('web', 'web-1', [{ name: 'http', port: 8080 }, { name: 'dns', port: 5353, protocol: 'UDP' }], [
+    endpointSlice({ service: 'web', name: 'web-1', ports: [{ name: 'http', port: 8080 }, { name: 'dns', port: 5353, protocol: 'UDP' }], endpoints: [
       { ip: '10.0.0.1' },
       { ip: '10.0.0.2', ready: false, serving: true, terminating: true },
-    ]),
+    ] }),
     // The same endpoint in a second slice, not terminating there: that entry wins.
-    slice('web', 'web-2', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.2' }, { ip: '10.0.0.3' }]),
+    endpointSlice({ service: 'web', name: 'web-2', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.2' }, { ip: '10.0.0.3' }] }),
   ];
   const r = translateService(svc, slices, ctx);
   t.same(r.ports.map((p) => p.key), ['default/web:http/TCP', 'default/web:dns/UDP']);
@@ -40,69 +44,72 @@ t.test('ports, named targetPorts and endpoint merging', async (t) => {
 });
 
 t.test('ready endpoints, else serving-and-terminating ones', async (t) => {
-  const svc = service('web', [{ name: 'http', port: 80 }]);
-  const r = translateService(svc, [slice('web', 'w', [{ name: 'http', port: 8080 }], [
+  const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
+  const r = translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: [
     { ip: '10.0.0.1', ready: false, serving: true, terminating: true },
     { ip: '10.0.0.2', ready: false, serving: false, terminating: true },
     { ip: '10.0.0.3', ready: false, serving: false, terminating: false },
-  ])], ctx);
+  ] })], ctx);
   t.same(r.ports[0]!.clusterEndpoints.map((e) => e.ip), ['10.0.0.1'], 'only the serving terminating one is used');
-  const r2 = translateService(svc, [slice('web', 'w', [{ name: 'http', port: 8080 }], [
+  const r2 = translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: [
     { ip: '10.0.0.1', ready: false, serving: true, terminating: true },
     { ip: '10.0.0.4' },
-  ])], ctx);
+  ] })], ctx);
   t.same(r2.ports[0]!.clusterEndpoints.map((e) => e.ip), ['10.0.0.4'], 'a ready endpoint takes precedence');
 });
 
 t.test('traffic policies and this node', async (t) => {
   const eps = [{ ip: '10.0.0.1', nodeName: 'node-a' }, { ip: '10.0.0.2', nodeName: 'node-b' }];
-  const local = service('web', [{ name: 'http', port: 80, nodePort: 30080 }], {
-    spec: { type: 'NodePort', internalTrafficPolicy: 'Cluster', externalTrafficPolicy: 'Local' },
+  const local = service({
+    name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, nodePort: 30080 }],
+    type: 'NodePort', internalTrafficPolicy: 'Cluster', externalTrafficPolicy: 'Local',
   });
-  const sp = translateService(local, [slice('web', 'w', [{ name: 'http', port: 8080 }], eps)], ctx).ports[0]!;
+  const sp = translateService(local, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: eps })], ctx).ports[0]!;
   t.same(internalEndpoints(sp).map((e) => e.ip), ['10.0.0.1', '10.0.0.2']);
   t.same(externalEndpoints(sp).map((e) => e.ip), ['10.0.0.1'], 'externalTrafficPolicy Local: this node only');
   t.equal(needsExternalListener(sp), true, 'different sets for internal and external traffic need two listeners');
-  const itp = service('web', [{ name: 'http', port: 80 }], { spec: { internalTrafficPolicy: 'Local' } });
-  const sp2 = translateService(itp, [slice('web', 'w', [{ name: 'http', port: 8080 }], eps)], ctx).ports[0]!;
+  const itp = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }], internalTrafficPolicy: 'Local' });
+  const sp2 = translateService(itp, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: eps })], ctx).ports[0]!;
   t.same(internalEndpoints(sp2).map((e) => e.ip), ['10.0.0.1'], 'internalTrafficPolicy Local');
   t.equal(needsExternalListener(sp2), false, 'a ClusterIP service has no external traffic');
 });
 
 t.test('topology hints are used only when every ready endpoint has them', async (t) => {
-  const svc = service('web', [{ name: 'http', port: 80 }]);
-  const hinted = translateService(svc, [slice('web', 'w', [{ name: 'http', port: 8080 }], [
+  const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
+  const hinted = translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: [
     { ip: '10.0.0.1', hints: ['zone-a'] },
     { ip: '10.0.0.2', hints: ['zone-b'] },
-  ])], ctx).ports[0]!;
+  ] })], ctx).ports[0]!;
   t.equal(hinted.usesTopologyHints, true);
   t.same(hinted.clusterEndpoints.map((e) => e.ip), ['10.0.0.1']);
-  const partial = translateService(svc, [slice('web', 'w', [{ name: 'http', port: 8080 }], [
+  const partial = translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: [
     { ip: '10.0.0.1', hints: ['zone-a'] },
     { ip: '10.0.0.2' },
-  ])], ctx).ports[0]!;
+  ] })], ctx).ports[0]!;
   t.equal(partial.usesTopologyHints, false);
   t.equal(partial.clusterEndpoints.length, 2);
 });
 
 t.test('dual-stack, externalIPs, LoadBalancer IPs and affinity', async (t) => {
-  const svc = service('web', [{ name: 'http', port: 80, nodePort: 30080 }], {
-    spec: {
-      type: 'LoadBalancer',
-      clusterIPs: ['10.96.0.10', 'fd00::10'],
-      externalIPs: ['203.0.113.5', 'not-an-ip'],
-      loadBalancerSourceRanges: ['192.0.2.0/24', '10.0.0.0/99'],
-      sessionAffinity: 'ClientIP',
-      externalTrafficPolicy: 'Local',
-      healthCheckNodePort: 32000,
-    },
+  const svc = service({
+    name: 'web',
+    ports: [{ name: 'http', port: 80, nodePort: 30080 }],
+    type: 'LoadBalancer',
+    clusterIPs: ['10.96.0.10', 'fd00::10'],
+    externalIPs: ['203.0.113.5', 'not-an-ip'],
+    loadBalancerSourceRanges: ['192.0.2.0/24', '10.0.0.0/99'],
+    sessionAffinity: 'ClientIP',
+    externalTrafficPolicy: 'Local',
+    healthCheckNodePort: 32000,
   });
-  (svc as unknown as { status: unknown }).status = {
+  // ClientIP with no timeout, as a hand-written manifest has it: the translator supplies the default.
+  delete svc.spec!.sessionAffinityConfig;
+  svc.status = {
     loadBalancer: { ingress: [{ ip: '198.51.100.7' }, { ip: '198.51.100.8', ipMode: 'Proxy' }, { hostname: 'lb.example' }] },
   };
   const r = translateService(svc, [
-    slice('web', 'w4', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }]),
-    slice('web', 'w6', [{ name: 'http', port: 8080 }], [{ ip: 'fd00::1' }, { ip: '10.0.0.9' }], { addressType: 'IPv6' }),
+    endpointSlice({ service: 'web', name: 'w4', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] }),
+    endpointSlice({ service: 'web', name: 'w6', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: 'fd00::1' }, { ip: '10.0.0.9' }], addressType: 'IPv6' }),
   ], ctx);
   const sp = r.ports[0]!;
   t.same(sp.clusterIPs, ['10.96.0.10', 'fd00::10']);
@@ -151,18 +158,18 @@ t.test('malformed objects: one warning each, never a throw', async (t) => {
 
 t.test('change tracker: only changed services are retranslated and diffed', async (t) => {
   const tr = new ChangeTracker({ nodeName: 'node-a' });
-  const a = service('a', [{ name: 'http', port: 80 }]);
-  const b = service('b', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.11' });
-  tr.replaceAll({ services: [a, b], slices: [slice('a', 'a1', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }])] });
+  const a = service({ name: 'a', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
+  const b = service({ name: 'b', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] });
+  tr.replaceAll({ services: [a, b], slices: [endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] })] });
   const first = tr.flush();
   t.same(first.diff.added.map((s) => s.key).sort(), ['default/a:http/TCP', 'default/b:http/TCP']);
   t.equal(first.servicesChanged, 2);
 
   // Same objects again: nothing pending.
-  tr.replaceAll({ services: [a, b], slices: [slice('a', 'a1', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }])] });
+  tr.replaceAll({ services: [a, b], slices: [endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] })] });
   t.equal(tr.hasPending(), false, 'an identical reload changes nothing');
 
-  tr.applySlice(slice('a', 'a1', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }]));
+  tr.applySlice(endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }] }));
   const second = tr.flush();
   t.equal(second.servicesChanged, 1, 'only service a was retranslated');
   t.same(second.diff.updated.map((u) => u.next.key), ['default/a:http/TCP']);
@@ -174,17 +181,17 @@ t.test('change tracker: only changed services are retranslated and diffed', asyn
   t.equal(tr.current().size, 1);
 
   // A slice that arrives before its service is applied once the service comes.
-  tr.applySlice(slice('c', 'c1', [{ name: 'http', port: 9090 }], [{ ip: '10.0.0.9' }]));
+  tr.applySlice(endpointSlice({ service: 'c', name: 'c1', ports: [{ name: 'http', port: 9090 }], endpoints: [{ ip: '10.0.0.9' }] }));
   tr.flush();
-  tr.applyService(service('c', [{ name: 'http', port: 80 }], { clusterIP: '10.96.0.12' }));
+  tr.applyService(service({ name: 'c', clusterIP: '10.96.0.12', ports: [{ name: 'http', port: 80 }] }));
   const fourth = tr.flush();
   t.same(fourth.diff.added[0]!.endpoints.map((e) => e.ip), ['10.0.0.9']);
   // A slice whose Service does not exist is named once; a port name the slices lack is named too.
-  tr.applySlice(slice('ghost', 'ghost-1', [{ name: 'http', port: 9090 }], [{ ip: '10.0.0.5' }]));
+  tr.applySlice(endpointSlice({ service: 'ghost', name: 'ghost-1', ports: [{ name: 'http', port: 9090 }], endpoints: [{ ip: '10.0.0.5' }] }));
   t.match(tr.flush().warnings, [/EndpointSlice default\/ghost-1: Service default\/ghost does not exist/]);
-  tr.applySlice(slice('ghost', 'ghost-1', [{ name: 'http', port: 9091 }], [{ ip: '10.0.0.5' }]));
+  tr.applySlice(endpointSlice({ service: 'ghost', name: 'ghost-1', ports: [{ name: 'http', port: 9091 }], endpoints: [{ ip: '10.0.0.5' }] }));
   t.same(tr.flush().warnings, [], 'not repeated while it stays an orphan');
-  tr.applyService(service('ghost', [{ name: 'web', port: 80 }], { clusterIP: '10.96.0.13' }));
+  tr.applyService(service({ name: 'ghost', clusterIP: '10.96.0.13', ports: [{ name: 'web', port: 80 }] }));
   const named = tr.flush();
   t.match(named.warnings, [/Service default\/ghost port "web": no TCP port named "web" in the Service's EndpointSlices/]);
   t.same(named.diff.added[0]!.endpoints, [], 'no endpoints for the unmatched port');
@@ -194,7 +201,7 @@ t.test('change tracker: only changed services are retranslated and diffed', asyn
 t.test('change tracker: objects from an API server are compared by resourceVersion', async (t) => {
   const tr = new ChangeTracker({ nodeName: 'node-a', sameObjectBy: 'resourceVersion' });
   const v = (rv: string, port: number) => {
-    const s = service('a', [{ name: 'http', port }]);
+    const s = service({ name: 'a', clusterIP: '10.96.0.10', ports: [{ name: 'http', port }] });
     (s.metadata as { resourceVersion?: string }).resourceVersion = rv;
     return s;
   };

@@ -5,7 +5,7 @@ import { udpAsk, udpEchoServer } from './support/net.js';
 import { service, slice, slicesFor } from './support/objects.js';
 
 const KEY = 'default/dns:dns/UDP';
-const dnsService = () => service('dns', [{ name: 'dns', port: 53, protocol: 'UDP' }]);
+const dnsService = () => service({ name: 'dns', clusterIP: '10.96.0.10', ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] });
 
 t.test('UDP round trip through the proxy, round-robin over sessions', async (t) => {
   const backends = await Promise.all(['a', 'b'].map((n) => udpEchoServer(n)));

@@ -40,7 +40,7 @@ async function procDrops(port: number): Promise<number> {
   throw new Error(`127.0.0.1:${port} not in /proc/net/udp`);
 }
 
-const dnsService = () => service('dns', [{ name: 'dns', port: 53, protocol: 'UDP' }]);
+const dnsService = () => service({ name: 'dns', clusterIP: '10.96.0.10', ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] });
 
 t.test('the UDP listener gets the buffer --udp-buffer-size asks for (default 4 MiB, capped by net.core.rmem_max)', async (t) => {
   const rmemMax = Number((await readFile('/proc/sys/net/core/rmem_max', 'utf8')).trim());

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { stringify } from 'yaml';
 import { finished, startKup, waitForOutput, type Finished } from './cli.js';
-import { service, slicesFor, type PortSpec } from './objects.js';
+import { service, slicesFor, type ServicePortInput } from './objects.js';
 
 /** A `kup run --no-iptables` process over a file with one service, as a user starts it. */
 export interface KupProcess {
@@ -22,15 +22,15 @@ export interface KupProcess {
 
 export async function startKupProcess(
   t: { teardown(fn: () => unknown): void },
-  opts: { endpoints: number[]; port?: PortSpec; protocol?: 'TCP' | 'UDP'; grace?: string; extraArgs?: string[] },
+  opts: { endpoints: number[]; port?: ServicePortInput; protocol?: 'TCP' | 'UDP'; grace?: string; extraArgs?: string[] },
 ): Promise<KupProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'kup-proc-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'c.yaml');
-  const portSpec: PortSpec = opts.port ?? { name: 'p', port: 80 };
+  const portSpec: ServicePortInput = opts.port ?? { name: 'p', port: 80 };
   await writeFile(
     file,
-    stringify({ kind: 'List', items: [service('web', [portSpec]), ...slicesFor('web', portSpec.name ?? 'p', opts.endpoints, portSpec.protocol === 'UDP' ? 'UDP' : 'TCP')] }),
+    stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [portSpec] }), ...slicesFor('web', portSpec.name ?? 'p', opts.endpoints, portSpec.protocol === 'UDP' ? 'UDP' : 'TCP')] }),
   );
   const child = startKup([
     'run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`,

@@ -1,6 +1,9 @@
 /**
- * Service table fixtures for the iptables specs, and their JSON form so a
- * script running inside a network namespace can be handed the same table.
+ * Entries of kup's internal service table (ServicePort, ServiceTable) for the
+ * specs that start after translation (iptables, syncer, table diff), and
+ * their JSON form so a script running inside a network namespace can be
+ * handed the same table. These are not Kubernetes objects: those are built
+ * in objects.ts.
  */
 import {
   serviceName,
@@ -17,7 +20,8 @@ export function endpoint(ip: string, port: number, isLocal = true): Endpoint {
   return { ip, port, ready: true, serving: true, terminating: false, nodeName: isLocal ? 'node-a' : 'node-b', zone: null, zoneHints: [], isLocal };
 }
 
-export interface PortSpec {
+/** What a test says about one table entry; the rest is defaulted. */
+export interface TablePortSpec {
   namespace?: string;
   name: string;
   portName?: string;
@@ -34,7 +38,7 @@ export interface PortSpec {
   endpoints?: Endpoint[];
 }
 
-export function servicePort(s: PortSpec): ServicePort {
+export function servicePort(s: TablePortSpec): ServicePort {
   const namespace = s.namespace ?? 'default';
   const protocol = s.protocol ?? 'TCP';
   const portName = s.portName ?? '';
