@@ -122,7 +122,7 @@ const portOf = (rt: { proxier: { get(k: never): { internal: { port: number } } |
 t.test('a shell redirect (truncate, then write) is applied only once written: no listener closes, same proxy port', async (t) => {
   const { file, backends } = await setup(t);
   const [a, b] = backends as [TestServer, TestServer];
-  const svc = service('web', [{ name: 'http', port: 80 }]);
+  const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
   await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [a.port])]));
   const log = new LogCapture();
   const rt = await startProxy(testRunConfig(file, { logLevel: 'info' }), log.logger);
@@ -141,7 +141,7 @@ t.test('a shell redirect (truncate, then write) is applied only once written: no
 t.test('an empty file is a failed read; an empty List removes everything', async (t) => {
   const { file, backends } = await setup(t);
   const [a] = backends as [TestServer];
-  await writeFile(file, yamlList([service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [a.port])]));
+  await writeFile(file, yamlList([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [a.port])]));
   const log = new LogCapture();
   const rt = await startProxy(testRunConfig(file, { logLevel: 'info' }), log.logger);
   t.teardown(() => rt.stop());
@@ -163,7 +163,7 @@ t.test('an empty file is a failed read; an empty List removes everything', async
 t.test('a kubectl List cut short, or written in two halves, is never applied half-way', async (t) => {
   const { file, backends } = await setup(t);
   const [a, b] = backends as [TestServer, TestServer];
-  const objects = (p: number) => [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [p]), service('api', [{ port: 8080 }], { clusterIP: '10.96.0.20' }), ...slicesFor('api', '', [p])];
+  const objects = (p: number) => [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [p]), service({ name: 'api', clusterIP: '10.96.0.20', ports: [{ port: 8080 }] }), ...slicesFor('api', '', [p])];
   // kubectl prints `kind: List` after the items.
   const kubectl = (objs: unknown[]) => stringify({ apiVersion: 'v1', items: objs, kind: 'List', metadata: { resourceVersion: '' } });
   await writeFile(file, kubectl(objects(a.port)));
@@ -195,8 +195,8 @@ t.test('a kubectl List cut short, or written in two halves, is never applied hal
 t.test('a service port that disappears and comes back keeps its proxy port', async (t) => {
   const { file, backends } = await setup(t);
   const [a] = backends as [TestServer];
-  const web = [service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [a.port])];
-  const api = [service('api', [{ port: 8080 }], { clusterIP: '10.96.0.20' }), ...slicesFor('api', '', [a.port])];
+  const web = [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [a.port])];
+  const api = [service({ name: 'api', clusterIP: '10.96.0.20', ports: [{ port: 8080 }] }), ...slicesFor('api', '', [a.port])];
   await writeFile(file, yamlList([...web, ...api]));
   const log = new LogCapture();
   const rt = await startProxy(testRunConfig(file, { logLevel: 'info' }), log.logger);
@@ -213,7 +213,7 @@ t.test('a service port that disappears and comes back keeps its proxy port', asy
 t.test('UTF-16 (PowerShell >) and UTF-8 with a BOM are read; other bytes are refused in one line', async (t) => {
   const { dir, backends } = await setup(t);
   const [a] = backends as [TestServer];
-  const text = yamlList([service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [a.port])]);
+  const text = yamlList([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [a.port])]);
   const be = Buffer.from(`\ufeff${text}`, 'utf16le').swap16();
   const cases: [string, Buffer][] = [
     ['utf16le', Buffer.from(`\ufeff${text}`, 'utf16le')],
@@ -276,7 +276,7 @@ t.test('a Service without a clusterIP gets a stable one from --service-cluster-i
   const [a, b] = backends as [TestServer, TestServer];
   // What `kubectl create service clusterip web --tcp=80 --dry-run=client -o yaml` prints: no clusterIP.
   const svc = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'default' }, spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 80 }], type: 'ClusterIP' } };
-  const taken = service('other', [{ port: 81 }], { clusterIP: '10.96.0.10' });
+  const taken = service({ name: 'other', clusterIP: '10.96.0.10', ports: [{ port: 81 }] });
   await writeFile(file, yamlList([svc, taken, ...slicesFor('web', 'http', [a.port])]));
   const log = new LogCapture();
   const rt = await startProxy(testRunConfig(file, { logLevel: 'info' }), log.logger);
@@ -304,7 +304,7 @@ t.test('a Service without a clusterIP gets a stable one from --service-cluster-i
 t.test('a ConfigMap-mounted file (kubelet swaps the ..data symlink) is applied within a second', async (t) => {
   const { dir, backends } = await setup(t);
   const [a, b, c] = backends as [TestServer, TestServer, TestServer];
-  const content = (p: number) => yamlList([service('web', [{ name: 'http', port: 80 }]), ...slicesFor('web', 'http', [p])]);
+  const content = (p: number) => yamlList([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [p])]);
   // Kubelet's layout: cluster.yaml -> ..data/cluster.yaml, ..data -> ..<timestamp>/
   await mkdir(join(dir, '..2026_01_01_00_00_00.1'));
   await writeFile(join(dir, '..2026_01_01_00_00_00.1', 'cluster.yaml'), content(a.port));

@@ -9,7 +9,7 @@ import { startProxy, type ProxyRuntime } from '../lib/runtime/proxy-runtime.js';
 import { freePort, get, LOOPBACK } from './support/admin-fixture.js';
 import { waitFor } from './support/wait.js';
 import { ApiServerDouble } from './support/apiserver-double.js';
-import { endpointSlice, node, service } from './support/k8s-fixtures.js';
+import { endpointSlice, node, service } from './support/objects.js';
 import { testRunConfig } from './support/run-config.js';
 
 /**

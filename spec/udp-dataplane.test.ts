@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import t from 'tap';
 import { startHarness } from './support/harness.js';
 import { udpAsk, udpEchoServer } from './support/net.js';
-import { service, slice, slicesFor } from './support/objects.js';
+import { endpointSlice, service, slicesFor } from './support/objects.js';
 
 const KEY = 'default/dns:dns/UDP';
 const dnsService = () => service({ name: 'dns', clusterIP: '10.96.0.10', ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] });
@@ -151,8 +151,8 @@ t.test('a session whose endpoint stops serving (not ready) ends at once; the dea
     await b.close();
   });
   const slices = (aReady: boolean) => [
-    slice('dns', 'dns-a', [{ name: 'dns', port: a.port, protocol: 'UDP' }], [{ ready: aReady, serving: aReady }]),
-    slice('dns', 'dns-b', [{ name: 'dns', port: b.port, protocol: 'UDP' }], [{}]),
+    endpointSlice({ service: 'dns', name: 'dns-a', ports: [{ name: 'dns', port: a.port, protocol: 'UDP' }], endpoints: [{ ip: '127.0.0.1', ready: aReady, serving: aReady }] }),
+    endpointSlice({ service: 'dns', name: 'dns-b', ports: [{ name: 'dns', port: b.port, protocol: 'UDP' }], endpoints: [{ ip: '127.0.0.1' }] }),
   ];
   await h.set([dnsService()], slices(true));
   const port = h.port(KEY);
