@@ -176,10 +176,7 @@ listen iperf
 export const nginxStream: Contender = {
   name: 'nginx',
   settings: 'stream module, worker_processes 1',
-  unavailable: () =>
-    !commandExists('nginx')
-      ? 'apt-get install nginx-light libnginx-mod-stream'
-      : null,
+  unavailable: () => (!commandExists('nginx') ? 'apt-get install nginx-light libnginx-mod-stream' : null),
   async start(b, workDir) {
     const p = await ports(b.dnsPort !== null);
     const dir = join(workDir, 'nginx-stream');
@@ -221,10 +218,7 @@ export const socat: Contender = {
   async start(b) {
     const p = await ports(b.dnsPort !== null);
     const tcp = (listen: number, to: number): Started =>
-      startProcess('socat', [
-        `TCP4-LISTEN:${listen},bind=127.0.0.1,reuseaddr,fork,backlog=4096,nodelay`,
-        `TCP4:127.0.0.1:${to},nodelay`,
-      ]);
+      startProcess('socat', [`TCP4-LISTEN:${listen},bind=127.0.0.1,reuseaddr,fork,backlog=4096,nodelay`, `TCP4:127.0.0.1:${to},nodelay`]);
     const procs = [tcp(p.http, b.httpPort), tcp(p.iperf, b.iperfPort)];
     if (p.dns !== null && b.dnsPort !== null) {
       procs.push(startProcess('socat', [`UDP4-LISTEN:${p.dns},bind=127.0.0.1,reuseaddr,fork`, `UDP4:127.0.0.1:${b.dnsPort}`]));

@@ -93,7 +93,9 @@ function populate(api: ApiServerDouble, services: number, ips: readonly string[]
   api.upsert(node({ name: 'bench-node' }));
   for (let i = 0; i < services; i++) {
     const name = `s${i}`;
-    api.upsert(service({ namespace: 'scale', name, clusterIP: serviceIP(i), ports: [{ name: ENDPOINT_PORT_NAME, port: 80, targetPort: port }] }));
+    api.upsert(
+      service({ namespace: 'scale', name, clusterIP: serviceIP(i), ports: [{ name: ENDPOINT_PORT_NAME, port: 80, targetPort: port }] }),
+    );
     api.upsert(
       endpointSlice({
         namespace: 'scale',
@@ -142,7 +144,15 @@ async function startup(
   await api.writeKubeconfig(kubeconfig);
   opts.log(`API server double holds ${services} services, ${services * perService} endpoints`);
 
-  const args = [...kupRunArgs('kubernetes'), '--kubeconfig', kubeconfig, '--hostname-override', 'bench-node', '--proxy-port-range', PORT_RANGE];
+  const args = [
+    ...kupRunArgs('kubernetes'),
+    '--kubeconfig',
+    kubeconfig,
+    '--hostname-override',
+    'bench-node',
+    '--proxy-port-range',
+    PORT_RANGE,
+  ];
   const t0 = performance.now();
   const p = startProcess(process.execPath, args);
   let firstServed = NaN;
@@ -193,7 +203,6 @@ function fdLimitOf(pid: number): number {
     return NaN;
   }
 }
-
 
 /**
  * Latency from an EndpointSlice change to the first new connection reaching
@@ -262,7 +271,15 @@ async function changes(
   }
   const sorted = [...lat].sort((a, b) => a - b);
   const pct = (q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
-  return { count: lat.length, servicesPresent: services, p50ms: median(lat), p99ms: pct(0.99), maxms: sorted[sorted.length - 1] ?? NaN, over100ms: lat.filter((x) => x > 100).length, failed };
+  return {
+    count: lat.length,
+    servicesPresent: services,
+    p50ms: median(lat),
+    p99ms: pct(0.99),
+    maxms: sorted[sorted.length - 1] ?? NaN,
+    over100ms: lat.filter((x) => x > 100).length,
+    failed,
+  };
 }
 
 export async function runControlPlane(opts: ControlPlaneOptions): Promise<ControlPlaneResult> {

@@ -134,7 +134,16 @@ export async function runFileSource(opts: {
     }
     await sleep(7000); // past the parse worker's 5 s idle end
     const rssMiBAfterReloads = treeMemoryKiB(kup.pid).rss / 1024;
-    return { format: opts.format, services: opts.services, fileMiB, firstSyncSeconds, reloadSeconds, maxHealthzMs, rssMiBAfterFirstSync, rssMiBAfterReloads };
+    return {
+      format: opts.format,
+      services: opts.services,
+      fileMiB,
+      firstSyncSeconds,
+      reloadSeconds,
+      maxHealthzMs,
+      rssMiBAfterFirstSync,
+      rssMiBAfterReloads,
+    };
   } finally {
     await kup.stop();
   }
@@ -147,8 +156,12 @@ export function renderFileSource(results: readonly FileSourceResult[]): string {
       `${r.services}`.padStart(8),
       r.fileMiB.toFixed(1).padStart(8),
       r.firstSyncSeconds.toFixed(2).padStart(10),
-      (Math.max(...r.reloadSeconds)).toFixed(2).padStart(10),
-      (Math.max(...r.maxHealthzMs)).toFixed(0).padStart(12),
+      Math.max(...r.reloadSeconds)
+        .toFixed(2)
+        .padStart(10),
+      Math.max(...r.maxHealthzMs)
+        .toFixed(0)
+        .padStart(12),
       r.rssMiBAfterFirstSync.toFixed(0).padStart(10),
       r.rssMiBAfterReloads.toFixed(0).padStart(12),
     ].join(' '),
@@ -175,7 +188,9 @@ async function main(): Promise<void> {
   try {
     for (const format of ['yaml', 'json'] as const) {
       if (values.only !== undefined && values.only !== format) continue;
-      results.push(await runFileSource({ format, services: Number(values.services), reloads: Number(values.reloads), kup: values.kup, workDir, log }));
+      results.push(
+        await runFileSource({ format, services: Number(values.services), reloads: Number(values.reloads), kup: values.kup, workDir, log }),
+      );
     }
   } finally {
     stopAll();

@@ -27,7 +27,14 @@ export const METRICS: readonly Metric[] = [
   { workload: 'tcp8', field: 'gbps', label: 'TCP 8 streams', unit: 'Gbit/s', higherIsBetter: true, digits: 2 },
   { workload: 'dns', field: 'qps', label: 'UDP DNS', unit: 'q/s', higherIsBetter: true, digits: 0 },
   { workload: 'dns', field: 'lossPct', label: 'UDP DNS loss', unit: '%', higherIsBetter: false, digits: 2 },
-  { workload: 'dnsburst', field: 'burstAnsweredPct', label: 'UDP burst: 8,000 DNS queries at once, answered', unit: '%', higherIsBetter: true, digits: 1 },
+  {
+    workload: 'dnsburst',
+    field: 'burstAnsweredPct',
+    label: 'UDP burst: 8,000 DNS queries at once, answered',
+    unit: '%',
+    higherIsBetter: true,
+    digits: 1,
+  },
   { workload: 'keepalive', field: 'cpuUsPerReq', label: 'proxy CPU, keep-alive', unit: 'µs/req', higherIsBetter: false, digits: 1 },
   { workload: 'newconn', field: 'cpuUsPerReq', label: 'proxy CPU, new connection', unit: 'µs/conn', higherIsBetter: false, digits: 1 },
   { workload: 'tcp1', field: 'cpuSecPerGB', label: 'proxy CPU, 1 stream', unit: 's/GB', higherIsBetter: false, digits: 3 },
@@ -105,10 +112,18 @@ export function checkTargets(samples: Samples): TargetCheck[] {
   ratio('TCP throughput (8 streams) >= 1.1x HAProxy', 'tcp8', 'gbps', ['haproxy'], 1.1);
   ratio('UDP queries/s >= 1.5x nginx stream', 'dns', 'qps', ['nginx'], 1.5);
   const loss = m('dns', 'kup', 'lossPct');
-  out.push({ target: 'UDP loss 0', measured: loss === null ? 'not measured' : `${loss.toFixed(3)}%`, met: loss === null ? null : loss === 0 });
+  out.push({
+    target: 'UDP loss 0',
+    measured: loss === null ? 'not measured' : `${loss.toFixed(3)}%`,
+    met: loss === null ? null : loss === 0,
+  });
   ratio('keep-alive p99 no worse than best peer', 'keepalive', 'p99ms', ['haproxy', 'nginx', 'socat'], 1.0, true);
   const idle = m('idle', 'kup', 'perConnKiB');
-  out.push({ target: 'idle connection <= 4 KiB', measured: idle === null ? 'not measured' : `${idle.toFixed(1)} KiB`, met: idle === null ? null : idle <= 4 });
+  out.push({
+    target: 'idle connection <= 4 KiB',
+    measured: idle === null ? 'not measured' : `${idle.toFixed(1)} KiB`,
+    met: idle === null ? null : idle <= 4,
+  });
   return out;
 }
 

@@ -238,7 +238,9 @@ async function main(): Promise<void> {
     `kube-userspace-proxy benchmark, ${date}`,
     `machine: ${m.cpus} x ${m.cpuModel}, ${m.memGiB} GiB, Linux ${m.kernel}, Node ${m.node}; load tool, proxy and backend share the cores`,
     `command: ${command}; ${plan.rounds} round(s), ${plan.seconds}s per workload, medians; wrk -t1 -c50, iperf3 -P1/-P8, dnsperf -c1 -q100`,
-    `settings: ${Object.entries(settings).map(([k, v]) => `${k}: ${v}`).join('; ')}`,
+    `settings: ${Object.entries(settings)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join('; ')}`,
     ...Object.entries(skipped).map(([k, v]) => `skipped ${k}: ${v}`),
     '',
     table,

@@ -47,7 +47,11 @@ export async function wrk(o: WrkOptions): Promise<Sample> {
 /** TCP throughput with iperf3, client to server, in Gbit/s. */
 export async function iperf(port: number, seconds: number, streams: number): Promise<Sample> {
   for (let attempt = 0; ; attempt++) {
-    const r = await runCommand('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J'], (seconds + 20) * 1000);
+    const r = await runCommand(
+      'iperf3',
+      ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J'],
+      (seconds + 20) * 1000,
+    );
     try {
       const j = JSON.parse(r.stdout) as { error?: string; end?: { sum_received?: { bits_per_second: number } } };
       if (j.error !== undefined) throw new Error(j.error);

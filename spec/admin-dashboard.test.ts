@@ -115,8 +115,14 @@ if (missing !== null && process.env.CI === 'true') {
     t.same([...answers].sort(), ['web-1', 'web-2', 'web-3'], 'the traffic went through the proxy to every pod');
     // Polled from here: the page's CSP forbids the eval that waitForFunction would need.
     await waitFor('the connection count moved by the 6 connections sent', async () => (await accepted()) === '6', 5000);
-    const picks = await page.$$eval('[data-key="demo/web:http/TCP"] td.picks', (els: readonly DomElement[]) => els.map((e) => e.textContent ?? ''));
-    t.same(picks.map((p) => p.split(' ')[0]), ['2', '2', '2'], 'picks per endpoint');
+    const picks = await page.$$eval('[data-key="demo/web:http/TCP"] td.picks', (els: readonly DomElement[]) =>
+      els.map((e) => e.textContent ?? ''),
+    );
+    t.same(
+      picks.map((p) => p.split(' ')[0]),
+      ['2', '2', '2'],
+      'picks per endpoint',
+    );
     t.same(external, [], 'the page loads nothing from anywhere else');
     await page.screenshot({ path: join(dir, 'dashboard.png'), fullPage: true });
     t.pass('screenshot saved');

@@ -51,7 +51,11 @@ t.test('/metrics is Prometheus text whose counters move by exactly the traffic s
   t.equal(types.get('kubeproxy_sync_proxy_rules_duration_seconds'), 'histogram');
   t.ok((before.get('kubeproxy_sync_proxy_rules_duration_seconds_count') ?? 0) >= 1, 'the first sync was measured');
   t.ok(Math.abs((before.get('kubeproxy_sync_proxy_rules_last_timestamp_seconds') ?? 0) - Date.now() / 1000) < 60, 'last sync is now-ish');
-  t.equal(before.get('kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"}'), 0, 'lb-draining falls back to its serving terminating local endpoint, as kube-proxy does');
+  t.equal(
+    before.get('kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"}'),
+    0,
+    'lb-draining falls back to its serving terminating local endpoint, as kube-proxy does',
+  );
   t.equal(before.get(`kup_connections_accepted_total{${API},listener="internal"}`), 0);
 
   const port = c.runtime.proxier.get('shop/api:http/TCP' as never)?.internal.port ?? 0;
@@ -62,10 +66,17 @@ t.test('/metrics is Prometheus text whose counters move by exactly the traffic s
   }
   const sent = sizes.reduce((a, b) => a + b, 0);
   let after = await scrape();
-  await waitFor('bytes are counted once the connections close', async () => {
-    after = await scrape();
-    return after.get(`kup_bytes_in_total{${API},listener="internal"}`) === sent && after.get(`kup_connections_active{${API},listener="internal"}`) === 0;
-  }, 5000);
+  await waitFor(
+    'bytes are counted once the connections close',
+    async () => {
+      after = await scrape();
+      return (
+        after.get(`kup_bytes_in_total{${API},listener="internal"}`) === sent &&
+        after.get(`kup_connections_active{${API},listener="internal"}`) === 0
+      );
+    },
+    5000,
+  );
   t.equal(after.get(`kup_connections_accepted_total{${API},listener="internal"}`), 3, 'accepted moved by exactly 3');
   t.equal(after.get(`kup_bytes_in_total{${API},listener="internal"}`), sent, 'bytes in = bytes sent');
   t.equal(after.get(`kup_bytes_out_total{${API},listener="internal"}`), sent, 'bytes out = bytes echoed');
@@ -73,7 +84,11 @@ t.test('/metrics is Prometheus text whose counters move by exactly the traffic s
   let picks = 0;
   for (const [k, v] of after) if (k.startsWith(`kup_endpoint_picks_total{${API}`)) picks += v;
   t.equal(picks, 3, 'picks per endpoint add up to the connections');
-  t.equal(after.get(`kup_endpoint_picks_total{${API},endpoint="${LOOPBACK}:${c.ports.dead}"}`), undefined, 'no series for an endpoint not in use');
+  t.equal(
+    after.get(`kup_endpoint_picks_total{${API},endpoint="${LOOPBACK}:${c.ports.dead}"}`),
+    undefined,
+    'no series for an endpoint not in use',
+  );
 
   // UDP: one session, two datagrams each way.
   const udpPort = c.runtime.proxier.get('shop/dns:53/UDP' as never)?.internal.port ?? 0;
@@ -100,7 +115,10 @@ t.test('series of a service go when the service goes', async (t) => {
   t.ok(await has(), 'dns is there');
   const yaml = fixtureYaml(c.ports);
   // Drop the dns Service (its slice stays, as during a real deletion race).
-  await writeFile(c.file, yaml.replace(/ {2}- apiVersion: v1\n {4}kind: Service\n {4}metadata: \{ name: dns[\s\S]*?(?= {2}- apiVersion: discovery)/, ''));
+  await writeFile(
+    c.file,
+    yaml.replace(/ {2}- apiVersion: v1\n {4}kind: Service\n {4}metadata: \{ name: dns[\s\S]*?(?= {2}- apiVersion: discovery)/, ''),
+  );
   await waitFor('no dns series any more', async () => !(await has()), 8000);
   const m = parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
   t.ok((m.get('kubeproxy_sync_proxy_rules_service_changes_total') ?? 0) >= 5, 'service changes counted');

@@ -18,7 +18,10 @@ function refused(port: number): Promise<boolean> {
 t.test('healthCheckNodePort answers as kube-proxy does, and follows the table', async (t) => {
   const c = await startCluster(t.testdir());
   t.teardown(() => c.close());
-  t.same(c.runtime.admin.healthCheckPorts(), [c.ports.hcLocal, c.ports.hcDraining].sort((a, b) => a - b));
+  t.same(
+    c.runtime.admin.healthCheckPorts(),
+    [c.ports.hcLocal, c.ports.hcDraining].sort((a, b) => a - b),
+  );
 
   const ok = await get(`http://${LOOPBACK}:${c.ports.hcLocal}/any/path?x=1`);
   t.equal(ok.status, 200);
@@ -38,12 +41,19 @@ t.test('healthCheckNodePort answers as kube-proxy does, and follows the table', 
 
   // The local endpoint stops being ready: 503.
   await writeFile(c.file, fixtureYaml(c.ports, { lbLocalReady: false }));
-  await waitFor('503 once no local endpoint is ready', async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 503, 8000);
+  await waitFor(
+    '503 once no local endpoint is ready',
+    async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 503,
+    8000,
+  );
   const none = await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`);
   t.equal(none.headers['x-load-balancing-endpoint-weight'], '0');
 
   // lb-draining goes away: its health check port closes.
-  const yaml = fixtureYaml(c.ports).replace(/ {2}- apiVersion: v1\n {4}kind: Service\n {4}metadata: \{ name: lb-draining[\s\S]*?(?= {2}- apiVersion: discovery)/, '');
+  const yaml = fixtureYaml(c.ports).replace(
+    / {2}- apiVersion: v1\n {4}kind: Service\n {4}metadata: \{ name: lb-draining[\s\S]*?(?= {2}- apiVersion: discovery)/,
+    '',
+  );
   await writeFile(c.file, yaml);
   await waitFor('its port is closed', () => refused(c.ports.hcDraining), 8000);
   await waitFor('lb is back to 200', async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 200, 8000);

@@ -58,10 +58,7 @@ t.test('/status carries the whole table as the file source describes it', async 
   t.ok(lb?.externalProxyPort !== null && lb?.externalProxyPort !== lb?.proxyPort, 'ETP Local gets its own external listener');
   t.same(
     lb?.endpoints.map((e) => [e.port, e.inUse, e.inUseExternal]).sort((x, y) => Number(x[0]) - Number(y[0])),
-    [
-      [c.ports.echoA, true, true] as const,
-      [c.ports.echoB, true, false] as const,
-    ].sort((x, y) => x[0] - y[0]),
+    [[c.ports.echoA, true, true] as const, [c.ports.echoB, true, false] as const].sort((x, y) => x[0] - y[0]),
     'external traffic only goes to the local endpoint',
   );
 
@@ -76,10 +73,14 @@ t.test('/status counts a live connection against its endpoint and drops it when 
   await new Promise<void>((r) => sock.once('connect', () => r()));
   const status = async (): Promise<StatusDocument> => JSON.parse((await get(`${c.metricsUrl}/status`)).text) as StatusDocument;
   let doc = await status();
-  await waitFor('one active connection', async () => {
-    doc = await status();
-    return doc.totals.activeConnections === 1;
-  }, 5000);
+  await waitFor(
+    'one active connection',
+    async () => {
+      doc = await status();
+      return doc.totals.activeConnections === 1;
+    },
+    5000,
+  );
   const api = doc.services.find((s) => s.key === 'shop/api:http/TCP');
   const busy = api?.endpoints.filter((e) => e.activeConnections === 1) ?? [];
   t.equal(busy.length, 1, 'on one endpoint');

@@ -19,7 +19,10 @@ import { sleep, waitFor } from './support/wait.js';
 const PROXY_LABELS = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
 const SERVICE_FIELDS = 'spec.clusterIP!=None';
 
-async function started(t: Test, options: ConstructorParameters<typeof ApiServerDouble>[0] = {}): Promise<{ api: ApiServerDouble; kc: KubeConfig }> {
+async function started(
+  t: Test,
+  options: ConstructorParameters<typeof ApiServerDouble>[0] = {},
+): Promise<{ api: ApiServerDouble; kc: KubeConfig }> {
   const api = new ApiServerDouble(options);
   await api.start();
   t.teardown(() => api.stop());
@@ -71,9 +74,24 @@ t.test('lists honour label and field selectors, namespaces and names', async (t)
   api.upsert(service({ name: 'other-proxy', clusterIP: '10.96.0.11', ports: [{ port: 53, protocol: 'UDP' }], proxyName: 'someone-else' }));
   api.upsert(service({ name: 'headless', clusterIP: 'None', ports: [{ port: 80 }] }));
   api.upsert(service({ name: 'labelled-headless', clusterIP: '10.96.0.12', ports: [{ port: 80 }], labels: { [HEADLESS_LABEL]: '' } }));
-  api.upsert(service({ namespace: 'kube-system', name: 'dns', clusterIP: '10.96.0.53', ports: [{ port: 53, protocol: 'UDP' }], labels: { tier: 'infra' } }));
+  api.upsert(
+    service({
+      namespace: 'kube-system',
+      name: 'dns',
+      clusterIP: '10.96.0.53',
+      ports: [{ port: 53, protocol: 'UDP' }],
+      labels: { tier: 'infra' },
+    }),
+  );
   api.upsert(endpointSlice({ service: 'web', endpoints: [{ ip: '127.0.0.2' }], ports: [{ name: 'http', port: 8080 }] }));
-  api.upsert(endpointSlice({ service: 'other-proxy', endpoints: [{ ip: '127.0.0.3' }], ports: [{ port: 53, protocol: 'UDP' }], labels: { 'service.kubernetes.io/service-proxy-name': 'someone-else' } }));
+  api.upsert(
+    endpointSlice({
+      service: 'other-proxy',
+      endpoints: [{ ip: '127.0.0.3' }],
+      ports: [{ port: 53, protocol: 'UDP' }],
+      labels: { 'service.kubernetes.io/service-proxy-name': 'someone-else' },
+    }),
+  );
   api.upsert(node({ name: 'node-a', zone: 'zone-a' }));
   api.upsert(node({ name: 'node-b', zone: 'zone-b' }));
 
@@ -105,9 +123,16 @@ t.test('lists honour label and field selectors, namespaces and names', async (t)
   t.equal(slices.items[0]?.endpoints?.[0]?.addresses[0], '127.0.0.2');
 
   const nodes = await core.listNode({ fieldSelector: 'metadata.name=node-b' });
-  t.same(nodes.items.map((n) => n.metadata?.labels?.['topology.kubernetes.io/zone']), ['zone-b']);
+  t.same(
+    nodes.items.map((n) => n.metadata?.labels?.['topology.kubernetes.io/zone']),
+    ['zone-b'],
+  );
 
-  await t.rejects(core.listServiceForAllNamespaces({ fieldSelector: 'spec.bogus=1' }), { code: 400 }, 'unsupported field labels are refused');
+  await t.rejects(
+    core.listServiceForAllNamespaces({ fieldSelector: 'spec.bogus=1' }),
+    { code: 400 },
+    'unsupported field labels are refused',
+  );
 });
 
 t.test('a wrong bearer token gets 401 Unauthorized', async (t) => {

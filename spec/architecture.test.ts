@@ -33,7 +33,10 @@ const graph = new Map(LIB.map((f) => [f, importsOf(f)]));
 
 t.test('nothing in lib/ outside lib/cli/ imports lib/cli/', async (t) => {
   const offenders = LIB.filter((f) => f.startsWith('lib/') && !f.startsWith('lib/cli/')).flatMap((f) =>
-    graph.get(f)!.filter((i) => i.target?.startsWith('lib/cli/')).map((i) => `${f} -> ${i.spec}`),
+    graph
+      .get(f)!
+      .filter((i) => i.target?.startsWith('lib/cli/'))
+      .map((i) => `${f} -> ${i.spec}`),
   );
   t.same(offenders, []);
 });
@@ -61,11 +64,14 @@ t.test('no import cycles in lib/ and bin/', async (t) => {
 t.test('the pure core (lib/core) imports no sockets, files, processes or other layers', async (t) => {
   const IO = /^node:(net|dgram|fs|fs\/promises|child_process|http|https|worker_threads)$/;
   // node:net's isIP family is a pure parser, not a socket.
-  const pureNet = (f: string): boolean => /import \{ isIP(v4|v6)?( as \w+)?(, isIP(v4|v6)?)* \} from 'node:net'/.test(readFileSync(join(ROOT, f), 'utf8'));
+  const pureNet = (f: string): boolean =>
+    /import \{ isIP(v4|v6)?( as \w+)?(, isIP(v4|v6)?)* \} from 'node:net'/.test(readFileSync(join(ROOT, f), 'utf8'));
   const offenders = LIB.filter((f) => f.startsWith('lib/core/')).flatMap((f) =>
     graph
       .get(f)!
-      .filter((i) => (IO.test(i.spec) && !(i.spec === 'node:net' && pureNet(f))) || (i.target !== null && !i.target.startsWith('lib/core/')))
+      .filter(
+        (i) => (IO.test(i.spec) && !(i.spec === 'node:net' && pureNet(f))) || (i.target !== null && !i.target.startsWith('lib/core/')),
+      )
       .map((i) => `${f} -> ${i.spec}`),
   );
   t.same(offenders, []);

@@ -4,7 +4,15 @@ import { SessionAffinity } from '../lib/core/balancer/session-affinity.js';
 import type { Endpoint } from '../lib/core/types.js';
 
 const ep = (ip: string): Endpoint => ({
-  ip, port: 80, ready: true, serving: true, terminating: false, nodeName: null, zone: null, zoneHints: [], isLocal: false,
+  ip,
+  port: 80,
+  ready: true,
+  serving: true,
+  terminating: false,
+  nodeName: null,
+  zone: null,
+  zoneHints: [],
+  isLocal: false,
 });
 
 t.test('round-robin rotates and keeps counters across updates', async (t) => {
@@ -40,7 +48,10 @@ t.test('a failed endpoint is passed over during its cool-down, unless it is all 
   b.update([ep('10.0.0.1'), ep('10.0.0.2')]);
   const dead = b.pick('c')!;
   b.reportFailure(dead, 'c');
-  t.same(Array.from({ length: 4 }, () => b.pick('c')!.endpoint.ip), Array(4).fill('10.0.0.2'));
+  t.same(
+    Array.from({ length: 4 }, () => b.pick('c')!.endpoint.ip),
+    Array(4).fill('10.0.0.2'),
+  );
   now += FAILURE_COOLDOWN_MS + 1;
   t.same(Array.from({ length: 2 }, () => b.pick('c')!.endpoint.ip).sort(), ['10.0.0.1', '10.0.0.2'], 'back after the cool-down');
   const single = new Balancer(createStrategy('least-connections'), null, () => now);

@@ -20,8 +20,25 @@ t.test('50 x 20 MB transfers while endpoints change every 100 ms', async (t) => 
     await Promise.all(backends.map((b) => b.close()));
   });
   const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
-  const sets = [[0, 1], [0, 1, 2], [1, 2, 3], [2, 3], [3, 0], [0, 2], [1, 3], [0, 1, 2, 3]];
-  const apply = (i: number) => h.set([svc], slicesFor('web', 'http', sets[i % sets.length]!.map((j) => backends[j]!.port)));
+  const sets = [
+    [0, 1],
+    [0, 1, 2],
+    [1, 2, 3],
+    [2, 3],
+    [3, 0],
+    [0, 2],
+    [1, 3],
+    [0, 1, 2, 3],
+  ];
+  const apply = (i: number) =>
+    h.set(
+      [svc],
+      slicesFor(
+        'web',
+        'http',
+        sets[i % sets.length]!.map((j) => backends[j]!.port),
+      ),
+    );
   await apply(0);
   const port = h.port('default/web:http/TCP');
 
@@ -50,9 +67,13 @@ t.test('50 x 20 MB transfers while endpoints change every 100 ms', async (t) => 
   const replyHash = patternHash(reply);
   let intact = 0;
   for (const r of results) {
-    if (r.ended === 'end' && r.data.length === reply + 64 &&
-        createHash('sha256').update(r.data.subarray(0, reply)).digest('hex') === replyHash &&
-        r.data.subarray(reply).toString() === expected) intact++;
+    if (
+      r.ended === 'end' &&
+      r.data.length === reply + 64 &&
+      createHash('sha256').update(r.data.subarray(0, reply)).digest('hex') === replyHash &&
+      r.data.subarray(reply).toString() === expected
+    )
+      intact++;
   }
   t.comment(`1,000 MB through the proxy in ${seconds.toFixed(1)}s with ${changes} endpoint changes`);
   t.equal(intact, 50, 'every transfer complete and byte-exact both ways');
@@ -61,5 +82,9 @@ t.test('50 x 20 MB transfers while endpoints change every 100 ms', async (t) => 
   t.ok(used >= 3, `connections spread over the changing endpoint sets (${used} backends used)`);
   await new Promise((r) => setTimeout(r, 100));
   t.equal(h.entry('default/web:http/TCP').internal.connections, 0, 'no socket left open');
-  t.equal(backends.reduce((n, b) => n + b.open.size, 0), 0, 'no backend socket left open');
+  t.equal(
+    backends.reduce((n, b) => n + b.open.size, 0),
+    0,
+    'no backend socket left open',
+  );
 });

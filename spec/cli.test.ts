@@ -53,7 +53,16 @@ t.test('kup run serves a file, logs each proxy port, and stops cleanly on SIGTER
     await rm(dir, { recursive: true, force: true });
   });
   const file = join(dir, 'cluster.yaml');
-  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [backend.port])] }));
+  await writeFile(
+    file,
+    stringify({
+      kind: 'List',
+      items: [
+        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+        ...slicesFor('web', 'http', [backend.port]),
+      ],
+    }),
+  );
   const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`, ...ADMIN_ANY_PORT]);
   const done = finished(child);
   const m = await waitForOutput(child, /"servicePort":"default\/web:http\/TCP","proxyPort":(\d+)/);

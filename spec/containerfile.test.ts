@@ -22,13 +22,31 @@ t.test('the Containerfile builds unprivileged and ships only the compiled packag
   t.match(final.lines.join('\n'), /apt-get install[^\n]*\biptables\b/, 'iptables installed');
   const copies = final.lines.filter((l) => /^COPY\b/.test(l)).map((l) => l.replace(/^COPY\s+/, '').split(/\s+/));
   const fromBuild = copies.filter((c) => c[0] === `--from=${build.name}`).map((c) => c[1]);
-  t.same(fromBuild.sort(), ['/src/dist/bin', '/src/dist/lib', '/src/node_modules', '/src/package.json'], 'only the compiled package and runtime deps');
-  t.notOk(fromBuild.some((p) => /spec|\.ts$|tsconfig/.test(p!)), 'no tests or sources in the image');
+  t.same(
+    fromBuild.sort(),
+    ['/src/dist/bin', '/src/dist/lib', '/src/node_modules', '/src/package.json'],
+    'only the compiled package and runtime deps',
+  );
+  t.notOk(
+    fromBuild.some((p) => /spec|\.ts$|tsconfig/.test(p!)),
+    'no tests or sources in the image',
+  );
   const fromContext = copies.filter((c) => !c[0]!.startsWith('--from=')).map((c) => c[0]);
   for (const p of fromContext) t.ok(existsSync(new URL(`../../${p}`, import.meta.url)), `${p} exists in the build context`);
-  t.match(final.lines.find((l) => l.startsWith('ENTRYPOINT')), /^ENTRYPOINT \["node",\s*"--disable-sigusr1",\s*"\/app\/dist\/bin\/kup\.js",\s*"run"\]$/, 'entrypoint is kup run, with no inspector on SIGUSR1');
-  t.match(final.lines.join('\n'), /ln -s \/app\/dist\/bin\/kup\.js \/usr\/local\/bin\/kup/, 'kup is on PATH (the DaemonSet runs `kup run ...`)');
-  t.notOk(final.lines.some((l) => /^USER\s+root/.test(l)), 'no explicit root switch');
+  t.match(
+    final.lines.find((l) => l.startsWith('ENTRYPOINT')),
+    /^ENTRYPOINT \["node",\s*"--disable-sigusr1",\s*"\/app\/dist\/bin\/kup\.js",\s*"run"\]$/,
+    'entrypoint is kup run, with no inspector on SIGUSR1',
+  );
+  t.match(
+    final.lines.join('\n'),
+    /ln -s \/app\/dist\/bin\/kup\.js \/usr\/local\/bin\/kup/,
+    'kup is on PATH (the DaemonSet runs `kup run ...`)',
+  );
+  t.notOk(
+    final.lines.some((l) => /^USER\s+root/.test(l)),
+    'no explicit root switch',
+  );
 
   // What the build stage copies in must exist in a checkout.
   for (const l of build.lines.filter((x) => /^COPY\b/.test(x))) {

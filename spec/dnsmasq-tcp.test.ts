@@ -26,10 +26,22 @@ if (reason !== null && process.env.CI === 'true') {
   t.test('dnsperf over TCP through kup to dnsmasq: no connection left behind', { skip: reason ?? false }, async (t) => {
     const dir = t.testdir();
     const dnsPort = await deadPort();
-    const dnsmasq = spawn('dnsmasq', [
-      '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--listen-address=127.0.0.1',
-      '--bind-interfaces', `--port=${dnsPort}`, '--address=/example.test/10.0.0.1', '--user=root', '--pid-file=',
-    ], { stdio: 'pipe' });
+    const dnsmasq = spawn(
+      'dnsmasq',
+      [
+        '--keep-in-foreground',
+        '--conf-file=/dev/null',
+        '--no-resolv',
+        '--no-hosts',
+        '--listen-address=127.0.0.1',
+        '--bind-interfaces',
+        `--port=${dnsPort}`,
+        '--address=/example.test/10.0.0.1',
+        '--user=root',
+        '--pid-file=',
+      ],
+      { stdio: 'pipe' },
+    );
     t.teardown(() => dnsmasq.kill('SIGKILL'));
     await new Promise((r) => setTimeout(r, 300));
     t.equal(dnsmasq.exitCode, null, 'dnsmasq is running');
@@ -38,9 +50,13 @@ if (reason !== null && process.env.CI === 'true') {
     const baseline = kup.openFds();
     const queries = join(dir, 'queries');
     writeFileSync(queries, Array.from({ length: 50 }, (_, i) => `host${i}.example.test A\n`).join(''));
-    const r = await runCommand('dnsperf', ['-m', 'tcp', '-s', '127.0.0.1', '-p', String(kup.port), '-d', queries, '-c', '4', '-l', '3', '-q', '50'], {
-      timeoutMs: 30_000,
-    });
+    const r = await runCommand(
+      'dnsperf',
+      ['-m', 'tcp', '-s', '127.0.0.1', '-p', String(kup.port), '-d', queries, '-c', '4', '-l', '3', '-q', '50'],
+      {
+        timeoutMs: 30_000,
+      },
+    );
     const completed = /Queries completed:\s+(\d+)/.exec(r.stdout);
     t.ok(completed !== null && Number(completed[1]) >= 400, `dnsperf got answers through kup (${completed?.[1] ?? r.stdout + r.stderr})`);
     const accepted = await kup.metric('kup_connections_accepted_total');

@@ -24,7 +24,8 @@ t.test('every catalogued code is thrown in lib/, and only those', async (t) => {
     for (const m of readFileSync(file, 'utf8').matchAll(/new KupError\(\s*'(KUP_\w+)'/g)) thrown.add(m[1]!);
   }
   t.same([...thrown].sort(), catalogue, 'the codes thrown are the catalogue');
-  for (const [code, meaning] of Object.entries(KUP_ERRORS)) t.ok(meaning.length > 20 && !meaning.includes('\n'), `${code} has a one-line meaning`);
+  for (const [code, meaning] of Object.entries(KUP_ERRORS))
+    t.ok(meaning.length > 20 && !meaning.includes('\n'), `${code} has a one-line meaning`);
 });
 
 t.test('README documents each code: what it means, what to do', async (t) => {
@@ -34,7 +35,12 @@ t.test('README documents each code: what it means, what to do', async (t) => {
   const rows = section
     .split('\n')
     .filter((l) => /^\| `KUP_/.test(l))
-    .map((l) => l.split('|').slice(1, -1).map((c) => c.trim()));
+    .map((l) =>
+      l
+        .split('|')
+        .slice(1, -1)
+        .map((c) => c.trim()),
+    );
   t.same(rows.map((r) => r[0]!.replace(/`/g, '')).sort(), catalogue, 'one row per code, no others');
   for (const r of rows) t.ok(r.length === 3 && r[1]!.length > 10 && r[2]!.length > 10, `${r[0]}: code, meaning, what to do`);
 });

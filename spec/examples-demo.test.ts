@@ -12,7 +12,10 @@ t.test('examples/demo.yaml describes the demo the README promises', async (t) =>
   const { warnings } = tracker.flush();
   t.same(warnings, []);
   const summary = Object.fromEntries(
-    [...tracker.current().values()].map((sp) => [sp.key, { endpoints: sp.clusterEndpoints.map((e) => `${e.ip}:${e.port}`), affinity: sp.affinityTimeoutSeconds }]),
+    [...tracker.current().values()].map((sp) => [
+      sp.key,
+      { endpoints: sp.clusterEndpoints.map((e) => `${e.ip}:${e.port}`), affinity: sp.affinityTimeoutSeconds },
+    ]),
   );
   t.same(summary, {
     'demo/web:http/TCP': { endpoints: ['127.0.0.1:38081', '127.0.0.1:38082', '127.0.0.1:38083'], affinity: 0 },

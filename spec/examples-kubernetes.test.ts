@@ -48,11 +48,10 @@ function load(t: Test, file: string): Doc[] {
 
 t.test('RBAC: read services, endpointslices, nodes; write events; bound to the service account', async (t) => {
   const docs = load(t, 'rbac.yaml');
-  t.same(docs.map((d) => `${d.apiVersion} ${d.kind}`), [
-    'v1 ServiceAccount',
-    'rbac.authorization.k8s.io/v1 ClusterRole',
-    'rbac.authorization.k8s.io/v1 ClusterRoleBinding',
-  ]);
+  t.same(
+    docs.map((d) => `${d.apiVersion} ${d.kind}`),
+    ['v1 ServiceAccount', 'rbac.authorization.k8s.io/v1 ClusterRole', 'rbac.authorization.k8s.io/v1 ClusterRoleBinding'],
+  );
   const [sa, role, binding] = docs as [Doc, Doc, Doc];
   const grants = new Set<string>();
   for (const r of role.rules ?? []) {
@@ -64,7 +63,10 @@ t.test('RBAC: read services, endpointslices, nodes; write events; bound to the s
     t.ok(grants.has(`discovery.k8s.io/endpointslices:${v}`), `endpointslices ${v}`);
   }
   t.ok(grants.has('/events:create') && grants.has('events.k8s.io/events:patch'));
-  t.notOk([...grants].some((g) => /:(update|delete|deletecollection|\*)$/.test(g) || g.includes('*')), 'nothing beyond that');
+  t.notOk(
+    [...grants].some((g) => /:(update|delete|deletecollection|\*)$/.test(g) || g.includes('*')),
+    'nothing beyond that',
+  );
   t.equal(binding.roleRef?.name, role.metadata?.name);
   t.same(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata?.name, namespace: sa.metadata?.namespace }]);
 });

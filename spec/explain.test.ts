@@ -13,7 +13,13 @@ const api = serviceStatus('shop', 'api', 'http', 80, {
   endpoints: [endpointStatus('10.244.0.5', 8080), endpointStatus('10.244.0.6', 8080, { ready: false, inUse: false, inUseExternal: false })],
   nextEndpoint: '10.244.0.5:8080',
 });
-const dns = serviceStatus('shop', 'dns', '', 53, { protocol: 'UDP', type: 'NodePort', clusterIPs: ['10.96.0.53'], nodePort: 30053, proxyPort: 40002 });
+const dns = serviceStatus('shop', 'dns', '', 53, {
+  protocol: 'UDP',
+  type: 'NodePort',
+  clusterIPs: ['10.96.0.53'],
+  nodePort: 30053,
+  proxyPort: 40002,
+});
 const lb = serviceStatus('shop', 'lb', 'web', 80, {
   type: 'LoadBalancer',
   clusterIPs: ['10.96.0.20'],
@@ -22,7 +28,10 @@ const lb = serviceStatus('shop', 'lb', 'web', 80, {
   externalTrafficPolicy: 'Local',
   proxyPort: 40003,
   externalProxyPort: 40004,
-  endpoints: [endpointStatus('10.244.0.7', 8080), endpointStatus('10.244.1.7', 8080, { nodeName: 'node-b', isLocal: false, inUseExternal: false })],
+  endpoints: [
+    endpointStatus('10.244.0.7', 8080),
+    endpointStatus('10.244.1.7', 8080, { nodeName: 'node-b', isLocal: false, inUseExternal: false }),
+  ],
   nextEndpoint: '10.244.0.7:8080',
   externalNextEndpoint: '10.244.0.7:8080',
 });
@@ -40,7 +49,10 @@ t.test('parseDestination: IP:PORT[/tcp|udp], IPv6 in brackets; anything else is 
     } catch (e) {
       err = e;
     }
-    t.ok(err instanceof KupError && err.code === 'KUP_BAD_FLAG' && err.message.startsWith(`"${bad}" is not IP:PORT[/tcp|udp]`), `${bad}: ${String(err)}`);
+    t.ok(
+      err instanceof KupError && err.code === 'KUP_BAD_FLAG' && err.message.startsWith(`"${bad}" is not IP:PORT[/tcp|udp]`),
+      `${bad}: ${String(err)}`,
+    );
   }
 });
 
@@ -54,17 +66,28 @@ t.test('a ClusterIP matches its service port through the portal chains', async (
   t.equal(m.rule, '-d 10.96.0.10/32 -p tcp -m tcp --dport 80');
   t.equal(m.scope, 'internal');
   t.equal(m.listenerPort, 40001);
-  t.same(m.endpoints.map((e) => e.ip), ['10.244.0.5'], 'only the endpoint in use');
+  t.same(
+    m.endpoints.map((e) => e.ip),
+    ['10.244.0.5'],
+    'only the endpoint in use',
+  );
   t.same(x.misses, []);
 });
 
 t.test('external addresses use the external listener and its policy', async (t) => {
-  for (const [dest, kind] of [['198.51.100.7:80/tcp', 'LoadBalancer IP'], ['192.0.2.10:80', 'externalIP']] as const) {
+  for (const [dest, kind] of [
+    ['198.51.100.7:80/tcp', 'LoadBalancer IP'],
+    ['192.0.2.10:80', 'externalIP'],
+  ] as const) {
     const m = explain(doc, parseDestination(dest), here).matches[0]!;
     t.equal(m.kind, kind, dest);
     t.equal(m.scope, 'external');
     t.equal(m.listenerPort, 40004);
-    t.same(m.endpoints.map((e) => e.ip), ['10.244.0.7'], 'only the local endpoint (Local policy)');
+    t.same(
+      m.endpoints.map((e) => e.ip),
+      ['10.244.0.7'],
+      'only the local endpoint (Local policy)',
+    );
     t.match(m.notes.join('\n'), /externalTrafficPolicy Local/);
   }
 });
@@ -73,7 +96,10 @@ t.test('a NodePort matches on any address but says whether it is this machine', 
   const local = explain(doc, parseDestination('192.0.2.99:30053/udp'), here).matches[0]!;
   t.equal(local.kind, 'NodePort');
   t.equal(local.rule, '-p udp -m udp --dport 30053 -m addrtype --dst-type LOCAL');
-  t.same(local.notes, ['192.0.2.99 is an address of this machine', 'no usable endpoint: connections are refused at once (UDP datagrams dropped)']);
+  t.same(local.notes, [
+    '192.0.2.99 is an address of this machine',
+    'no usable endpoint: connections are refused at once (UDP datagrams dropped)',
+  ]);
   const remote = explain(doc, parseDestination('203.0.113.1:30053'), here).matches[0]!;
   t.match(remote.notes[0], /matches only where 203\.0\.113\.1 is one of the node's own addresses/);
 });
@@ -99,7 +125,10 @@ t.test('formatExplanation: what the user reads', async (t) => {
   const text = formatExplanation(doc, explain(doc, parseDestination('10.96.0.10:80'), here));
   const lines = text.split('\n');
   t.equal(lines[0], '10.96.0.10:80 -> shop/api:http/TCP (ClusterIP)');
-  t.equal(lines[1], '  rule      KUP-PORTALS-CONTAINER (packets from pods) and KUP-PORTALS-HOST (packets from this node): -d 10.96.0.10/32 -p tcp -m tcp --dport 80');
+  t.equal(
+    lines[1],
+    '  rule      KUP-PORTALS-CONTAINER (packets from pods) and KUP-PORTALS-HOST (packets from this node): -d 10.96.0.10/32 -p tcp -m tcp --dport 80',
+  );
   t.equal(lines[2], "  listener  127.0.0.1:40001/TCP (the service port's listener)");
   t.equal(lines[3], '  strategy  round-robin, no session affinity, internalTrafficPolicy Cluster');
   t.equal(lines[4], '  endpoints 1 in play of 2 listed');
@@ -110,5 +139,8 @@ t.test('formatExplanation: what the user reads', async (t) => {
 
   const offline = formatExplanation({ ...doc, health: null }, explain(doc, parseDestination('10.96.0.10:80'), here));
   t.match(offline, /listener {2}not running: kup picks the proxy port when it starts/, 'without a running proxy (--source)');
-  t.equal(formatExplanation(doc, explain(doc, parseDestination('203.0.113.9:80/tcp'), here)).split('\n')[0], '203.0.113.9:80/TCP: nothing matches');
+  t.equal(
+    formatExplanation(doc, explain(doc, parseDestination('203.0.113.9:80/tcp'), here)).split('\n')[0],
+    '203.0.113.9:80/TCP: nothing matches',
+  );
 });

@@ -71,7 +71,14 @@ t.test('an endpoint that never answers (no SYN-ACK) costs one dial timeout, then
     await h.close();
     await live.close();
   });
-  await h.set([svc()], slicesFor('web', 'http', [hole, live.port].sort((a, b) => a - b)));
+  await h.set(
+    [svc()],
+    slicesFor(
+      'web',
+      'http',
+      [hole, live.port].sort((a, b) => a - b),
+    ),
+  );
   const started = Date.now();
   const answers: string[] = [];
   for (let i = 0; i < 4; i++) answers.push(await whoAnswers(h.port(KEY)));
@@ -90,7 +97,14 @@ t.test('an endpoint that resets before any byte: the client is moved to another 
     await live.close();
     await rst.close();
   });
-  await h.set([svc()], slicesFor('web', 'http', [rst.port, live.port].sort((a, b) => a - b)));
+  await h.set(
+    [svc()],
+    slicesFor(
+      'web',
+      'http',
+      [rst.port, live.port].sort((a, b) => a - b),
+    ),
+  );
   const answers: string[] = [];
   for (let i = 0; i < 4; i++) answers.push(await whoAnswers(h.port(KEY)));
   t.same(answers, ['live', 'live', 'live', 'live'], 'every client served');
@@ -161,10 +175,10 @@ t.test('no descriptor is left behind after faults and normal traffic', async (t)
     await live.close();
     await rst.close();
   });
-  await h.set([svc(), service({ name: 'bad', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] })], [
-    ...slicesFor('web', 'http', [live.port]),
-    ...slicesFor('bad', 'http', [rst.port]),
-  ]);
+  await h.set(
+    [svc(), service({ name: 'bad', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] })],
+    [...slicesFor('web', 'http', [live.port]), ...slicesFor('bad', 'http', [rst.port])],
+  );
   await whoAnswers(h.port(KEY));
   const before = openFds();
   for (let i = 0; i < 50; i++) {
@@ -173,7 +187,11 @@ t.test('no descriptor is left behind after faults and normal traffic', async (t)
     const c = await connect(h.port(KEY));
     c.destroy(); // a client that goes away at once
   }
-  await waitFor('both services\' connections to close', () => h.entry(KEY).internal.connections === 0 && h.entry('default/bad:http/TCP').internal.connections === 0, 5000);
+  await waitFor(
+    "both services' connections to close",
+    () => h.entry(KEY).internal.connections === 0 && h.entry('default/bad:http/TCP').internal.connections === 0,
+    5000,
+  );
   await new Promise((r) => setTimeout(r, 100));
   t.ok(openFds() <= before + 2, `descriptors back to ${before} (now ${openFds()})`);
 });

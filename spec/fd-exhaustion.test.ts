@@ -24,7 +24,10 @@ t.test('at the descriptor budget new clients are shed, established ones carry on
     await h.close();
     await backend.close();
   });
-  await h.set([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] })], slicesFor('web', 'http', [backend.port]));
+  await h.set(
+    [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] })],
+    slicesFor('web', 'http', [backend.port]),
+  );
   const port = h.port(KEY);
   const held: Socket[] = [await connect(port), await connect(port)];
   await waitFor('two backend connections open', () => backend.open.size === 2, 5000);
@@ -34,7 +37,11 @@ t.test('at the descriptor budget new clients are shed, established ones carry on
   t.match(h.log.messages('warn'), [/out of file descriptors: shedding new connections/]);
   const answers = held.map((s) => collect(s, 5000));
   for (const s of held) s.end();
-  t.same((await Promise.all(answers)).map((r) => r.data.toString()), ['a\n', 'a\n'], 'established connections finished normally');
+  t.same(
+    (await Promise.all(answers)).map((r) => r.data.toString()),
+    ['a\n', 'a\n'],
+    'established connections finished normally',
+  );
   await waitFor('one descriptor in use', () => budget.inUse === 1, 5000);
   t.equal((await exchange(port)).data.toString(), 'a\n', 'accepting resumed');
   t.match(h.log.messages('info'), [/opened proxy port/, /descriptors available again/]);
@@ -48,8 +55,28 @@ t.test('kup run under a tiny open-files limit: no crash, established connections
     await rm(dir, { recursive: true, force: true });
   });
   const file = join(dir, 'c.yaml');
-  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [backend.port])] }));
-  const args = ['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`, '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:0'];
+  await writeFile(
+    file,
+    stringify({
+      kind: 'List',
+      items: [
+        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+        ...slicesFor('web', 'http', [backend.port]),
+      ],
+    }),
+  );
+  const args = [
+    'run',
+    '--no-iptables',
+    '--bind-address',
+    '127.0.0.1',
+    '--source',
+    `file:${file}`,
+    '--healthz-bind-address',
+    '',
+    '--metrics-bind-address',
+    '127.0.0.1:0',
+  ];
   // Recorded from spawn: kup says it is out of descriptors while the loop below is still connecting.
   const child = recordOutput(spawn('sh', ['-c', `ulimit -n 160 && exec "$0" "$@"`, process.execPath, KUP, ...args], { stdio: 'pipe' }));
   const done = finished(child, 60_000);

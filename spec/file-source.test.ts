@@ -47,17 +47,33 @@ t.test('the file changes and new connections follow within a second', async (t) 
   await writeFile(`${file}.tmp`, yamlList([svc, ...slicesFor('web', 'http', [b.port, c.port])]));
   await rename(`${file}.tmp`, file);
   const seen: string[] = [];
-  const ms = await waitFor('a connection answered by a new endpoint', async () => {
-    seen.push(await whoAnswers(port));
-    return seen.at(-1) !== 'a';
-  }, 1000);
+  const ms = await waitFor(
+    'a connection answered by a new endpoint',
+    async () => {
+      seen.push(await whoAnswers(port));
+      return seen.at(-1) !== 'a';
+    },
+    1000,
+  );
   t.ok(ms < 1000, `new connections follow the change in ${ms}ms`);
   const next = [await whoAnswers(port), await whoAnswers(port)];
-  t.same([seen.at(-1), ...next].slice(0, 2).sort(), ['b', 'c'], `round-robin over the new endpoints: ${seen.join(',')} | ${next.join(',')}`);
+  t.same(
+    [seen.at(-1), ...next].slice(0, 2).sort(),
+    ['b', 'c'],
+    `round-robin over the new endpoints: ${seen.join(',')} | ${next.join(',')}`,
+  );
   t.equal(rt.proxier.get('default/web:http/TCP' as never)!.internal.port, port, 'same listener');
 
   // A second service appears; the first is untouched.
-  await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [b.port, c.port]), service({ name: 'api', clusterIP: '10.96.0.20', ports: [{ port: 8080 }] }), ...slicesFor('api', '', [a.port])]));
+  await writeFile(
+    file,
+    yamlList([
+      svc,
+      ...slicesFor('web', 'http', [b.port, c.port]),
+      service({ name: 'api', clusterIP: '10.96.0.20', ports: [{ port: 8080 }] }),
+      ...slicesFor('api', '', [a.port]),
+    ]),
+  );
   await waitFor('the api listener', () => rt.proxier.get('default/api:8080/TCP' as never) !== undefined, 2500);
   t.equal(await whoAnswers(rt.proxier.get('default/api:8080/TCP' as never)!.internal.port), 'a', 'an unnamed port is keyed by its number');
 });
@@ -66,7 +82,12 @@ t.test('a malformed object is skipped with a warning while the rest keep serving
   const { file, backends } = await setup(t);
   const [a] = backends as [TestServer];
   const good = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
-  const bad = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'broken', namespace: 'default' }, spec: { clusterIP: '10.96.0.99', ports: [{ name: 'http', port: 'eighty' }] } };
+  const bad = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'broken', namespace: 'default' },
+    spec: { clusterIP: '10.96.0.99', ports: [{ name: 'http', port: 'eighty' }] },
+  };
   const notAnObject = 'just a string';
   await writeFile(file, `${yamlList([good, bad, ...slicesFor('web', 'http', [a.port])])}---\n${JSON.stringify(notAnObject)}\n`);
   const log = new LogCapture();
@@ -88,10 +109,18 @@ t.test('a malformed object is skipped with a warning while the rest keep serving
 
   // The file disappears: the last good state keeps serving; it comes back: applied.
   await rm(file);
-  await waitFor('the ENOENT error logged', () => log.messages('error').some((m) => /cannot read .*ENOENT; keeping the last good state/.test(m)), 5000);
+  await waitFor(
+    'the ENOENT error logged',
+    () => log.messages('error').some((m) => /cannot read .*ENOENT; keeping the last good state/.test(m)),
+    5000,
+  );
   t.equal(await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port), 'a', 'still serving with the file gone');
   await writeFile(file, yamlList([good, ...slicesFor('web', 'http', [backends[1]!.port])]));
-  await waitFor('b to answer', async () => (await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port)) === 'b', 5000);
+  await waitFor(
+    'b to answer',
+    async () => (await whoAnswers(rt.proxier.get('default/web:http/TCP' as never)!.internal.port)) === 'b',
+    5000,
+  );
   t.equal(rt.source.state().lastError, null, 'recovered once the file is back');
 });
 
@@ -101,23 +130,30 @@ t.test('kup logs which services use topology hints', async (t) => {
   // Both backends are on 127.0.0.1 (one per slice, told apart by port); only one is hinted for this node's zone.
   const hinted = (name: string, port: number, zone: string) =>
     endpointSlice({ service: 'web', name, endpoints: [{ ip: '127.0.0.1', hints: [zone] }], ports: [{ name: 'http', port }] });
-  await writeFile(file, yamlList([
-    node({ name: 'node-a', zone: 'zone-a' }),
-    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
-    hinted('web-h', a.port, 'zone-a'),
-    hinted('web-o', b.port, 'zone-b'),
-  ]));
+  await writeFile(
+    file,
+    yamlList([
+      node({ name: 'node-a', zone: 'zone-a' }),
+      service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+      hinted('web-h', a.port, 'zone-a'),
+      hinted('web-o', b.port, 'zone-b'),
+    ]),
+  );
   const log = new LogCapture();
   const rt = await startProxy(config(file), log.logger);
   t.teardown(() => rt.stop());
-  t.match(log.lines.find((l) => l['msg'] === 'using topology hints for this zone'), { servicePort: 'default/web:http/TCP', zone: 'zone-a', endpoints: 1 });
+  t.match(
+    log.lines.find((l) => l['msg'] === 'using topology hints for this zone'),
+    { servicePort: 'default/web:http/TCP', zone: 'zone-a', endpoints: 1 },
+  );
   const port = rt.proxier.get('default/web:http/TCP' as never)!.internal.port;
   t.same([await whoAnswers(port), await whoAnswers(port)], ['a', 'a'], "only the endpoint hinted for this node's zone is used");
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const reloads = (log: LogCapture) => log.lines.filter((l) => l['msg'] === 'file changed; objects reloaded');
-const portOf = (rt: { proxier: { get(k: never): { internal: { port: number } } | undefined } }, key: string) => rt.proxier.get(key as never)?.internal.port;
+const portOf = (rt: { proxier: { get(k: never): { internal: { port: number } } | undefined } }, key: string) =>
+  rt.proxier.get(key as never)?.internal.port;
 
 t.test('a shell redirect (truncate, then write) is applied only once written: no listener closes, same proxy port', async (t) => {
   const { file, backends } = await setup(t);
@@ -133,15 +169,29 @@ t.test('a shell redirect (truncate, then write) is applied only once written: no
   await sleep(100);
   await writeFile(file, yamlList([svc, ...slicesFor('web', 'http', [b.port])]));
   await waitFor('(await whoAnswers(port)) === "b"', async () => (await whoAnswers(port)) === 'b', 3000);
-  t.same(log.messages().filter((m) => m === 'closed proxy port'), [], 'no listener closed');
-  t.same(reloads(log).map((l) => l['services']), [1], 'one reload, of the whole file');
+  t.same(
+    log.messages().filter((m) => m === 'closed proxy port'),
+    [],
+    'no listener closed',
+  );
+  t.same(
+    reloads(log).map((l) => l['services']),
+    [1],
+    'one reload, of the whole file',
+  );
   t.equal(portOf(rt, 'default/web:http/TCP'), port, 'same proxy port');
 });
 
 t.test('an empty file is a failed read; an empty List removes everything', async (t) => {
   const { file, backends } = await setup(t);
   const [a] = backends as [TestServer];
-  await writeFile(file, yamlList([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [a.port])]));
+  await writeFile(
+    file,
+    yamlList([
+      service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+      ...slicesFor('web', 'http', [a.port]),
+    ]),
+  );
   const log = new LogCapture();
   const rt = await startProxy(testRunConfig(file, { logLevel: 'info' }), log.logger);
   t.teardown(() => rt.stop());
@@ -163,7 +213,12 @@ t.test('an empty file is a failed read; an empty List removes everything', async
 t.test('a kubectl List cut short, or written in two halves, is never applied half-way', async (t) => {
   const { file, backends } = await setup(t);
   const [a, b] = backends as [TestServer, TestServer];
-  const objects = (p: number) => [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [p]), service({ name: 'api', clusterIP: '10.96.0.20', ports: [{ port: 8080 }] }), ...slicesFor('api', '', [p])];
+  const objects = (p: number) => [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [p]),
+    service({ name: 'api', clusterIP: '10.96.0.20', ports: [{ port: 8080 }] }),
+    ...slicesFor('api', '', [p]),
+  ];
   // kubectl prints `kind: List` after the items.
   const kubectl = (objs: unknown[]) => stringify({ apiVersion: 'v1', items: objs, kind: 'List', metadata: { resourceVersion: '' } });
   await writeFile(file, kubectl(objects(a.port)));
@@ -188,14 +243,25 @@ t.test('a kubectl List cut short, or written in two halves, is never applied hal
   await sleep(200);
   await appendFile(file, half2);
   await waitFor('(await whoAnswers(apiPort)) === "b"', async () => (await whoAnswers(apiPort)) === 'b', 3000);
-  t.same(log.messages().filter((m) => m === 'closed proxy port'), [], 'api never removed');
-  t.same(reloads(log).map((l) => l['services']), [2], 'applied once, whole');
+  t.same(
+    log.messages().filter((m) => m === 'closed proxy port'),
+    [],
+    'api never removed',
+  );
+  t.same(
+    reloads(log).map((l) => l['services']),
+    [2],
+    'applied once, whole',
+  );
 });
 
 t.test('a service port that disappears and comes back keeps its proxy port', async (t) => {
   const { file, backends } = await setup(t);
   const [a] = backends as [TestServer];
-  const web = [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [a.port])];
+  const web = [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [a.port]),
+  ];
   const api = [service({ name: 'api', clusterIP: '10.96.0.20', ports: [{ port: 8080 }] }), ...slicesFor('api', '', [a.port])];
   await writeFile(file, yamlList([...web, ...api]));
   const log = new LogCapture();
@@ -213,7 +279,10 @@ t.test('a service port that disappears and comes back keeps its proxy port', asy
 t.test('UTF-16 (PowerShell >) and UTF-8 with a BOM are read; other bytes are refused in one line', async (t) => {
   const { dir, backends } = await setup(t);
   const [a] = backends as [TestServer];
-  const text = yamlList([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [a.port])]);
+  const text = yamlList([
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [a.port]),
+  ]);
   const be = Buffer.from(`\ufeff${text}`, 'utf16le').swap16();
   const cases: [string, Buffer][] = [
     ['utf16le', Buffer.from(`\ufeff${text}`, 'utf16le')],
@@ -229,7 +298,10 @@ t.test('UTF-16 (PowerShell >) and UTF-8 with a BOM are read; other bytes are ref
   }
   const latin1 = join(dir, 'latin1.yaml');
   await writeFile(latin1, Buffer.concat([Buffer.from('# caf'), Buffer.from([0xe9]), Buffer.from(`\n${text}`)]));
-  await t.rejects(startProxy(config(latin1), new LogCapture().logger), { code: 'KUP_BAD_FILE', message: /latin1\.yaml: not UTF-8 text .*save it as UTF-8$/ });
+  await t.rejects(startProxy(config(latin1), new LogCapture().logger), {
+    code: 'KUP_BAD_FILE',
+    message: /latin1\.yaml: not UTF-8 text .*save it as UTF-8$/,
+  });
   const nobom = join(dir, 'nobom.yaml');
   await writeFile(nobom, Buffer.from(text, 'utf16le'));
   await t.rejects(startProxy(config(nobom), new LogCapture().logger), { message: /NUL bytes \(UTF-16 without a byte-order mark\?\)/ });
@@ -264,7 +336,15 @@ ${yamlList(slicesFor('api', 'http', [a.port]))}`,
 
   const bad = join(dir, 'alias.yaml');
   await writeFile(bad, 'apiVersion: v1\nkind: List\nitems: *nope\n');
-  const r = await runKup(['run', '--no-iptables', '--source', `file:${bad}`, '--healthz-bind-address=', '--metrics-bind-address=', '--log-level=error']);
+  const r = await runKup([
+    'run',
+    '--no-iptables',
+    '--source',
+    `file:${bad}`,
+    '--healthz-bind-address=',
+    '--metrics-bind-address=',
+    '--log-level=error',
+  ]);
   t.equal(r.code, 1);
   t.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
   t.match(r.stderr, /^kup: .*alias\.yaml: not valid YAML: .*nope/);
@@ -275,7 +355,12 @@ t.test('a Service without a clusterIP gets a stable one from --service-cluster-i
   const { file, backends } = await setup(t);
   const [a, b] = backends as [TestServer, TestServer];
   // What `kubectl create service clusterip web --tcp=80 --dry-run=client -o yaml` prints: no clusterIP.
-  const svc = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'default' }, spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 80 }], type: 'ClusterIP' } };
+  const svc = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'web', namespace: 'default' },
+    spec: { ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 80 }], type: 'ClusterIP' },
+  };
   const taken = service({ name: 'other', clusterIP: '10.96.0.10', ports: [{ port: 81 }] });
   await writeFile(file, yamlList([svc, taken, ...slicesFor('web', 'http', [a.port])]));
   const log = new LogCapture();
@@ -290,13 +375,20 @@ t.test('a Service without a clusterIP gets a stable one from --service-cluster-i
   await writeFile(file, yamlList([svc, taken, ...slicesFor('web', 'http', [b.port])]));
   await waitFor('(await whoAnswers(sp!.internal.port)) === "b"', async () => (await whoAnswers(sp!.internal.port)) === 'b', 3000);
   t.equal(rt.proxier.get('default/web:http/TCP' as never)!.sp.clusterIPs[0], ip, 'the same address after a reload');
-  t.same(log.lines.filter((l) => /has no clusterIP; assigned/.test(String(l['msg']))).map((l) => l['clusterIP']), [ip], 'logged once');
+  t.same(
+    log.lines.filter((l) => /has no clusterIP; assigned/.test(String(l['msg']))).map((l) => l['clusterIP']),
+    [ip],
+    'logged once',
+  );
 
   // Deterministic: another kup (another node) gives the same address; another range gives one inside it.
   const again = await startProxy(config(file), new LogCapture().logger);
   t.equal(again.proxier.get('default/web:http/TCP' as never)!.sp.clusterIPs[0], ip, 'the same on every node');
   await again.stop();
-  const other = await startProxy(testRunConfig(file, { serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', '172.20.0.0/16') }), new LogCapture().logger);
+  const other = await startProxy(
+    testRunConfig(file, { serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', '172.20.0.0/16') }),
+    new LogCapture().logger,
+  );
   t.match(other.proxier.get('default/web:http/TCP' as never)!.sp.clusterIPs[0], /^172\.20\.\d+\.\d+$/);
   await other.stop();
 });
@@ -304,7 +396,8 @@ t.test('a Service without a clusterIP gets a stable one from --service-cluster-i
 t.test('a ConfigMap-mounted file (kubelet swaps the ..data symlink) is applied within a second', async (t) => {
   const { dir, backends } = await setup(t);
   const [a, b, c] = backends as [TestServer, TestServer, TestServer];
-  const content = (p: number) => yamlList([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [p])]);
+  const content = (p: number) =>
+    yamlList([service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [p])]);
   // Kubelet's layout: cluster.yaml -> ..data/cluster.yaml, ..data -> ..<timestamp>/
   await mkdir(join(dir, '..2026_01_01_00_00_00.1'));
   await writeFile(join(dir, '..2026_01_01_00_00_00.1', 'cluster.yaml'), content(a.port));
@@ -315,7 +408,10 @@ t.test('a ConfigMap-mounted file (kubelet swaps the ..data symlink) is applied w
   const port = portOf(rt, 'default/web:http/TCP')!;
   t.equal(await whoAnswers(port), 'a');
   let current = '..2026_01_01_00_00_00.1';
-  for (const [i, next] of [[2, b], [3, c]] as const) {
+  for (const [i, next] of [
+    [2, b],
+    [3, c],
+  ] as const) {
     await sleep(1100); // past min-sync-period
     // The atomic writer: new timestamped dir, ..data_tmp -> it, rename over ..data, old dir removed.
     const dirName = `..2026_01_01_00_00_00.${i}`;

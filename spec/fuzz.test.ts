@@ -22,15 +22,57 @@ function rng(seed: number): () => number {
 }
 
 const NASTY: unknown[] = [
-  '', ' ', 'a b', '"quoted"', "it's", '$(reboot)', '`id`', 'line\nCOMMIT\n*filter', '-A INPUT -j ACCEPT', 'x'.repeat(300),
-  'ünïcode', '../../etc', null, undefined, 0, -1, 65536, 1.5, 'NaN', true, {}, [], ['10.0.0.1'], { ip: '10.0.0.1' },
-  '10.0.0.1', '10.0.0.256', '::1', 'fe80::1%eth0', '1.2.3.4/32', '::ffff:10.0.0.1', '2001:db8::1', '010.001.002.003',
-  80, 443, 30080, 'http', 'TCP', 'UDP', 'SCTP', 'ICMP', 'None', 'ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName', 'Local',
+  '',
+  ' ',
+  'a b',
+  '"quoted"',
+  "it's",
+  '$(reboot)',
+  '`id`',
+  'line\nCOMMIT\n*filter',
+  '-A INPUT -j ACCEPT',
+  'x'.repeat(300),
+  'ünïcode',
+  '../../etc',
+  null,
+  undefined,
+  0,
+  -1,
+  65536,
+  1.5,
+  'NaN',
+  true,
+  {},
+  [],
+  ['10.0.0.1'],
+  { ip: '10.0.0.1' },
+  '10.0.0.1',
+  '10.0.0.256',
+  '::1',
+  'fe80::1%eth0',
+  '1.2.3.4/32',
+  '::ffff:10.0.0.1',
+  '2001:db8::1',
+  '010.001.002.003',
+  80,
+  443,
+  30080,
+  'http',
+  'TCP',
+  'UDP',
+  'SCTP',
+  'ICMP',
+  'None',
+  'ClusterIP',
+  'NodePort',
+  'LoadBalancer',
+  'ExternalName',
+  'Local',
 ];
 
 function gen(r: () => number) {
-  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
-  const maybe = <T,>(good: T): unknown => (r() < 0.8 ? good : pick(NASTY));
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const maybe = <T>(good: T): unknown => (r() < 0.8 ? good : pick(NASTY));
   const ip4 = () => `10.${Math.floor(r() * 256)}.${Math.floor(r() * 256)}.${Math.floor(r() * 256)}`;
   const ip6 = () => `fd00::${Math.floor(r() * 65535).toString(16)}`;
   const port = () => 1 + Math.floor(r() * 65535);
@@ -83,7 +125,8 @@ function gen(r: () => number) {
   return { service, slices };
 }
 
-const TOKEN = /^(-A|-d|-s|-p|-m|-j|!|--dport|--to-ports|--to-destination|--comment|--reject-with|--dst-type|tcp|udp|comment|addrtype|LOCAL|REDIRECT|DNAT|REJECT|ACCEPT|RETURN|DROP|tcp-reset|icmp-port-unreachable|icmp6-port-unreachable|KUP-[A-Z-]+)$/;
+const TOKEN =
+  /^(-A|-d|-s|-p|-m|-j|!|--dport|--to-ports|--to-destination|--comment|--reject-with|--dst-type|tcp|udp|comment|addrtype|LOCAL|REDIRECT|DNAT|REJECT|ACCEPT|RETURN|DROP|tcp-reset|icmp-port-unreachable|icmp6-port-unreachable|KUP-[A-Z-]+)$/;
 
 function checkRule(line: string): string | null {
   if (/^(\*nat|\*filter|COMMIT)$/.test(line) || /^:KUP-[A-Z-]+ - \[0:0\]$/.test(line)) return null;
@@ -133,9 +176,16 @@ t.test('generated objects: no throw, only valid rules', async (t) => {
     for (const w of flushed.warnings) if (w.includes('\n')) problems.push(`multi-line warning: ${JSON.stringify(w)}`);
     const proxyPorts = new Map<ServicePortKey, ProxyPortNumbers>();
     let p = 20000;
-    for (const sp of tracker.current().values()) proxyPorts.set(sp.key, needsExternalListener(sp) ? { internal: p++, external: p++ } : { internal: p++ });
+    for (const sp of tracker.current().values())
+      proxyPorts.set(sp.key, needsExternalListener(sp) ? { internal: p++, external: p++ } : { internal: p++ });
     for (const bindAddress of ['0.0.0.0', '127.0.0.1', '::']) {
-      const out = renderRules({ table: tracker.current(), proxyPorts, bindAddress, hostIPs: { ipv4: '192.0.2.2', ipv6: '2001:db8::2' }, commentSupported: true });
+      const out = renderRules({
+        table: tracker.current(),
+        proxyPorts,
+        bindAddress,
+        hostIPs: { ipv4: '192.0.2.2', ipv6: '2001:db8::2' },
+        commentSupported: true,
+      });
       for (const line of `${out.ipv4}\n${out.ipv6}`.split('\n').filter((l) => l !== '')) {
         rules++;
         const bad = checkRule(line);
@@ -143,7 +193,9 @@ t.test('generated objects: no throw, only valid rules', async (t) => {
       }
     }
   }
-  t.comment(`seed ${seed}: ${objects} objects, ${tracker.current().size} service ports in the last round, ${warnings} warnings, ${rules} rule lines`);
+  t.comment(
+    `seed ${seed}: ${objects} objects, ${tracker.current().size} service ports in the last round, ${warnings} warnings, ${rules} rule lines`,
+  );
   t.ok(objects > 2000, 'a few thousand objects');
   t.ok(rules > 1000, 'many rules rendered');
   t.same(problems.slice(0, 5), [], 'every rule line is made of valid tokens only');
@@ -154,7 +206,14 @@ t.test('a slice with 10,000 endpoints is applied whole', async (t) => {
   const endpoints = Array.from({ length: 10_000 }, (_, i) => ({ addresses: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`] }));
   tracker.replaceAll({
     services: [{ metadata: { name: 'big', namespace: 'default' }, spec: { clusterIP: '10.96.0.1', ports: [{ name: 'http', port: 80 }] } }],
-    slices: [{ metadata: { name: 'big-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'big' } }, addressType: 'IPv4', ports: [{ name: 'http', port: 8080 }], endpoints }],
+    slices: [
+      {
+        metadata: { name: 'big-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'big' } },
+        addressType: 'IPv4',
+        ports: [{ name: 'http', port: 8080 }],
+        endpoints,
+      },
+    ],
   });
   const { warnings } = tracker.flush();
   t.same(warnings, []);

@@ -79,7 +79,9 @@ async function setup(t: Test): Promise<Setup> {
       ports: [{ name: 'tcp', port: 80, nodePort: await freePort() }],
     }),
   );
-  api.upsert(endpointSlice({ service: 'lb', endpoints: [{ ip: LOOPBACK, nodeName: 'node-a' }], ports: [{ name: 'tcp', port: backend.port }] }));
+  api.upsert(
+    endpointSlice({ service: 'lb', endpoints: [{ ip: LOOPBACK, nodeName: 'node-a' }], ports: [{ name: 'tcp', port: backend.port }] }),
+  );
   return { api, kubeconfig, healthzPort: await freePort(), hcPort, backend };
 }
 
@@ -97,95 +99,130 @@ function start(s: Setup, syncPeriodMs: number): Promise<ProxyRuntime> {
   );
 }
 
-t.test('health answers from start-up; an API outage longer than 2 x syncPeriod (6 s at --sync-period 2s, as 90 s at 30s) keeps /healthz and the healthCheckNodePort at 200 while the data plane serves', async (t) => {
-  const s = await setup(t);
-  // The API server is away when kup starts: no initial list, no first sync.
-  await s.api.stop();
-  const starting = start(s, 2000);
-  let runtime: ProxyRuntime | null = null;
-  t.teardown(async () => {
-    // A start-up still waiting for the initial list ends once the API server answers.
-    if (!s.api.running) await s.api.start();
-    await (runtime ?? (await starting.catch(() => null)))?.stop();
-  });
-  await waitFor('/healthz answers 200 before the first sync', async () => (await healthz(s.healthzPort).catch(() => null))?.status === 200, 5000);
-  const early = await healthz(s.healthzPort);
-  t.equal(early.nodeEligible, true, 'eligible while starting up');
-  t.equal(early.lastUpdated, early.currentTime);
-  await s.api.start();
-  runtime = await starting;
-  const proxyPort = runtime.proxier.get(servicePortKey('default', 'lb', 'tcp', 'TCP'))?.internal.port;
-  t.ok(proxyPort, 'the service has a listener');
-  t.equal(await ask(proxyPort!), 'pong');
-  t.equal((await get(`http://${LOOPBACK}:${s.hcPort}/`)).status, 200);
-
-  await s.api.stop();
-  const seen = { healthz: new Set<number>(), hc: new Set<number>(), data: new Set<string>(), livez: new Set<number>() };
-  const until = Date.now() + 7000;
-  while (Date.now() < until) {
-    seen.healthz.add((await healthz(s.healthzPort)).status);
-    seen.livez.add((await get(`http://${LOOPBACK}:${s.healthzPort}/livez`)).status);
-    seen.hc.add((await get(`http://${LOOPBACK}:${s.hcPort}/`)).status);
-    seen.data.add(await ask(proxyPort!));
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  t.same([...seen.healthz], [200], '/healthz stayed 200 through the outage');
-  t.same([...seen.livez], [200], '/livez stayed 200');
-  t.same([...seen.hc], [200], 'the healthCheckNodePort stayed 200');
-  t.same([...seen.data], ['pong'], 'the data plane served every connection');
-  const metricsUrl = `http://${LOOPBACK}:${runtime.admin.metricsAddress!.port}`;
-  const status = JSON.parse((await get(`${metricsUrl}/status`)).text) as { source: { lastError: string | null }; health: { healthy: boolean } };
-  t.not(status.source.lastError, null, 'the outage shows on /status');
-  t.equal(status.health.healthy, true);
-  t.match((await get(`${metricsUrl}/metrics`)).text, /kup_source_healthy\{source="kubernetes"\} 0/, 'and in metrics');
-  await s.api.start();
-  await waitFor(
-    'the source is healthy again once the API server is back',
-    async () => /kup_source_healthy\{source="kubernetes"\} 1/.test((await get(`${metricsUrl}/metrics`)).text),
-    20_000,
-  );
-});
-
-t.test('node eligibility: Node deleted, deletionTimestamp set, autoscaler taint -> 503 with nodeEligible false; back to 200 when restored', async (t) => {
-  const s = await setup(t);
-  const runtime = await start(s, 1000);
-  t.teardown(() => runtime.stop());
-  const h = (): Promise<Healthz> => healthz(s.healthzPort);
-  t.same([(await h()).status, (await h()).nodeEligible], [200, true]);
-  // Within one sync period (1 s) of the change reaching the API server.
-  const becomes = async (status: number, eligible: boolean): Promise<boolean> =>
-    waitFor(
-      `status ${status}, nodeEligible ${eligible}`,
-      async () => {
-        const r = await h();
-        return r.status === status && r.nodeEligible === eligible;
-      },
-      1000,
-    ).then(
-      () => true,
-      () => false,
+t.test(
+  'health answers from start-up; an API outage longer than 2 x syncPeriod (6 s at --sync-period 2s, as 90 s at 30s) keeps /healthz and the healthCheckNodePort at 200 while the data plane serves',
+  async (t) => {
+    const s = await setup(t);
+    // The API server is away when kup starts: no initial list, no first sync.
+    await s.api.stop();
+    const starting = start(s, 2000);
+    let runtime: ProxyRuntime | null = null;
+    t.teardown(async () => {
+      // A start-up still waiting for the initial list ends once the API server answers.
+      if (!s.api.running) await s.api.start();
+      await (runtime ?? (await starting.catch(() => null)))?.stop();
+    });
+    await waitFor(
+      '/healthz answers 200 before the first sync',
+      async () => (await healthz(s.healthzPort).catch(() => null))?.status === 200,
+      5000,
     );
-  const base = node({ name: 'node-a' });
+    const early = await healthz(s.healthzPort);
+    t.equal(early.nodeEligible, true, 'eligible while starting up');
+    t.equal(early.lastUpdated, early.currentTime);
+    await s.api.start();
+    runtime = await starting;
+    const proxyPort = runtime.proxier.get(servicePortKey('default', 'lb', 'tcp', 'TCP'))?.internal.port;
+    t.ok(proxyPort, 'the service has a listener');
+    t.equal(await ask(proxyPort!), 'pong');
+    t.equal((await get(`http://${LOOPBACK}:${s.hcPort}/`)).status, 200);
 
-  const cases: [string, () => void][] = [
-    ['tainted ToBeDeletedByClusterAutoscaler', () => s.api.upsert({ ...base, spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler', value: '1700000000', effect: 'NoSchedule' }] } })],
-    ['deletionTimestamp set', () => s.api.upsert({ ...base, metadata: { ...base.metadata, deletionTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'), finalizers: ['example.com/hold'] } })],
-    ['Node deleted', () => s.api.remove('Node', undefined, 'node-a')],
-  ];
-  for (const [what, change] of cases) {
-    change();
-    t.ok(await becomes(503, false), `${what}: 503, nodeEligible false`);
-    const r = await h();
-    t.not(r.lastUpdated, r.currentTime, `${what}: lastUpdated is the last sync, not now`);
-    t.equal((await get(`http://${LOOPBACK}:${s.healthzPort}/livez`)).status, 200, `${what}: /livez is proxy health only`);
-    t.equal((await get(`http://${LOOPBACK}:${s.hcPort}/`)).status, 200, `${what}: the healthCheckNodePort follows endpoints, as kube-proxy's`);
-    s.api.upsert(base);
-    t.ok(await becomes(200, true), `${what} undone: 200, nodeEligible true`);
-  }
-  const metrics = (await get(`http://${LOOPBACK}:${runtime.admin.metricsAddress!.port}/metrics`)).text;
-  t.match(metrics, /kubeproxy_proxy_healthz_total\{code="503"\} [1-9]/);
-  t.match(metrics, /kup_node_eligible 1/);
-});
+    await s.api.stop();
+    const seen = { healthz: new Set<number>(), hc: new Set<number>(), data: new Set<string>(), livez: new Set<number>() };
+    const until = Date.now() + 7000;
+    while (Date.now() < until) {
+      seen.healthz.add((await healthz(s.healthzPort)).status);
+      seen.livez.add((await get(`http://${LOOPBACK}:${s.healthzPort}/livez`)).status);
+      seen.hc.add((await get(`http://${LOOPBACK}:${s.hcPort}/`)).status);
+      seen.data.add(await ask(proxyPort!));
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    t.same([...seen.healthz], [200], '/healthz stayed 200 through the outage');
+    t.same([...seen.livez], [200], '/livez stayed 200');
+    t.same([...seen.hc], [200], 'the healthCheckNodePort stayed 200');
+    t.same([...seen.data], ['pong'], 'the data plane served every connection');
+    const metricsUrl = `http://${LOOPBACK}:${runtime.admin.metricsAddress!.port}`;
+    const status = JSON.parse((await get(`${metricsUrl}/status`)).text) as {
+      source: { lastError: string | null };
+      health: { healthy: boolean };
+    };
+    t.not(status.source.lastError, null, 'the outage shows on /status');
+    t.equal(status.health.healthy, true);
+    t.match((await get(`${metricsUrl}/metrics`)).text, /kup_source_healthy\{source="kubernetes"\} 0/, 'and in metrics');
+    await s.api.start();
+    await waitFor(
+      'the source is healthy again once the API server is back',
+      async () => /kup_source_healthy\{source="kubernetes"\} 1/.test((await get(`${metricsUrl}/metrics`)).text),
+      20_000,
+    );
+  },
+);
+
+t.test(
+  'node eligibility: Node deleted, deletionTimestamp set, autoscaler taint -> 503 with nodeEligible false; back to 200 when restored',
+  async (t) => {
+    const s = await setup(t);
+    const runtime = await start(s, 1000);
+    t.teardown(() => runtime.stop());
+    const h = (): Promise<Healthz> => healthz(s.healthzPort);
+    t.same([(await h()).status, (await h()).nodeEligible], [200, true]);
+    // Within one sync period (1 s) of the change reaching the API server.
+    const becomes = async (status: number, eligible: boolean): Promise<boolean> =>
+      waitFor(
+        `status ${status}, nodeEligible ${eligible}`,
+        async () => {
+          const r = await h();
+          return r.status === status && r.nodeEligible === eligible;
+        },
+        1000,
+      ).then(
+        () => true,
+        () => false,
+      );
+    const base = node({ name: 'node-a' });
+
+    const cases: [string, () => void][] = [
+      [
+        'tainted ToBeDeletedByClusterAutoscaler',
+        () =>
+          s.api.upsert({
+            ...base,
+            spec: { taints: [{ key: 'ToBeDeletedByClusterAutoscaler', value: '1700000000', effect: 'NoSchedule' }] },
+          }),
+      ],
+      [
+        'deletionTimestamp set',
+        () =>
+          s.api.upsert({
+            ...base,
+            metadata: {
+              ...base.metadata,
+              deletionTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+              finalizers: ['example.com/hold'],
+            },
+          }),
+      ],
+      ['Node deleted', () => s.api.remove('Node', undefined, 'node-a')],
+    ];
+    for (const [what, change] of cases) {
+      change();
+      t.ok(await becomes(503, false), `${what}: 503, nodeEligible false`);
+      const r = await h();
+      t.not(r.lastUpdated, r.currentTime, `${what}: lastUpdated is the last sync, not now`);
+      t.equal((await get(`http://${LOOPBACK}:${s.healthzPort}/livez`)).status, 200, `${what}: /livez is proxy health only`);
+      t.equal(
+        (await get(`http://${LOOPBACK}:${s.hcPort}/`)).status,
+        200,
+        `${what}: the healthCheckNodePort follows endpoints, as kube-proxy's`,
+      );
+      s.api.upsert(base);
+      t.ok(await becomes(200, true), `${what} undone: 200, nodeEligible true`);
+    }
+    const metrics = (await get(`http://${LOOPBACK}:${runtime.admin.metricsAddress!.port}/metrics`)).text;
+    t.match(metrics, /kubeproxy_proxy_healthz_total\{code="503"\} [1-9]/);
+    t.match(metrics, /kup_node_eligible 1/);
+  },
+);
 
 t.test('healthCheckNodePort counts distinct local ready endpoint IPs per Service: 2 ports, dual-stack pods weigh 1 each', async (t) => {
   const s = await setup(t);
@@ -209,12 +246,30 @@ t.test('healthCheckNodePort counts distinct local ready endpoint IPs per Service
     { name: 'admin', port: 8081 },
   ];
   // Two local pods with an IPv4 and an IPv6 address each, one pod on another node.
-  s.api.upsert(endpointSlice({ service: 'dual', addressType: 'IPv4', ports: slicePorts, endpoints: [
-    { ip: '10.244.0.5', nodeName: 'node-a' }, { ip: '10.244.0.6', nodeName: 'node-a' }, { ip: '10.244.1.7', nodeName: 'node-b' },
-  ] }));
-  s.api.upsert(endpointSlice({ service: 'dual', addressType: 'IPv6', ports: slicePorts, endpoints: [
-    { ip: 'fd00:244::5', nodeName: 'node-a' }, { ip: 'fd00:244::6', nodeName: 'node-a' }, { ip: 'fd00:244:1::7', nodeName: 'node-b' },
-  ] }));
+  s.api.upsert(
+    endpointSlice({
+      service: 'dual',
+      addressType: 'IPv4',
+      ports: slicePorts,
+      endpoints: [
+        { ip: '10.244.0.5', nodeName: 'node-a' },
+        { ip: '10.244.0.6', nodeName: 'node-a' },
+        { ip: '10.244.1.7', nodeName: 'node-b' },
+      ],
+    }),
+  );
+  s.api.upsert(
+    endpointSlice({
+      service: 'dual',
+      addressType: 'IPv6',
+      ports: slicePorts,
+      endpoints: [
+        { ip: 'fd00:244::5', nodeName: 'node-a' },
+        { ip: 'fd00:244::6', nodeName: 'node-a' },
+        { ip: 'fd00:244:1::7', nodeName: 'node-b' },
+      ],
+    }),
+  );
   const runtime = await start(s, 30_000);
   t.teardown(() => runtime.stop());
   const r = await get(`http://${LOOPBACK}:${hcPort}/`);
@@ -223,33 +278,43 @@ t.test('healthCheckNodePort counts distinct local ready endpoint IPs per Service
   t.equal(r.headers['x-load-balancing-endpoint-weight'], '2');
 });
 
-t.test('a healthCheckNodePort already in use: one FailedToStartServiceHealthcheck event on the Service, as kube-proxy words it', async (t) => {
-  const s = await setup(t);
-  const squatter = createServer();
-  await new Promise<void>((r) => squatter.listen(s.hcPort, LOOPBACK, r));
-  t.teardown(() => new Promise<void>((r) => squatter.close(() => r())));
-  // A short sync period: the port is retried every sync, the event is not repeated.
-  const runtime = await start(s, 300);
-  t.teardown(() => runtime.stop());
-  await waitFor('the event reached the API server', () => s.api.events.some((e) => e.body.reason === 'FailedToStartServiceHealthcheck'), 5000);
-  await new Promise((r) => setTimeout(r, 1500));
-  const failed = s.api.events.filter((e) => e.body.reason === 'FailedToStartServiceHealthcheck');
-  t.equal(failed.length, 1, 'once, though retried at every sync');
-  const e = failed[0]!;
-  t.equal(e.api, 'events.k8s.io/v1');
-  t.equal(e.namespace, 'default');
-  t.equal(e.body.type, 'Warning');
-  t.equal(e.body.action, 'Listen');
-  t.same(e.body.regarding, { kind: 'Service', namespace: 'default', name: 'lb', uid: 'default/lb' });
-  t.equal(e.body.note, `node node-a failed to start healthcheck "default/lb" on port ${s.hcPort}: listen tcp ${LOOPBACK}:${s.hcPort}: bind: address already in use`);
-  t.equal(e.body.reportingController, 'kup');
-  t.equal(e.body.reportingInstance, 'kup-node-a');
-  const started = s.api.events.filter((x) => x.body.reason === 'Starting');
-  t.equal(started.length, 1, "kube-proxy's Starting event on the Node");
-  t.same(started[0]?.body.regarding, { kind: 'Node', name: 'node-a', uid: 'node-a' });
-  t.equal(started[0]?.namespace, 'default');
+t.test(
+  'a healthCheckNodePort already in use: one FailedToStartServiceHealthcheck event on the Service, as kube-proxy words it',
+  async (t) => {
+    const s = await setup(t);
+    const squatter = createServer();
+    await new Promise<void>((r) => squatter.listen(s.hcPort, LOOPBACK, r));
+    t.teardown(() => new Promise<void>((r) => squatter.close(() => r())));
+    // A short sync period: the port is retried every sync, the event is not repeated.
+    const runtime = await start(s, 300);
+    t.teardown(() => runtime.stop());
+    await waitFor(
+      'the event reached the API server',
+      () => s.api.events.some((e) => e.body.reason === 'FailedToStartServiceHealthcheck'),
+      5000,
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    const failed = s.api.events.filter((e) => e.body.reason === 'FailedToStartServiceHealthcheck');
+    t.equal(failed.length, 1, 'once, though retried at every sync');
+    const e = failed[0]!;
+    t.equal(e.api, 'events.k8s.io/v1');
+    t.equal(e.namespace, 'default');
+    t.equal(e.body.type, 'Warning');
+    t.equal(e.body.action, 'Listen');
+    t.same(e.body.regarding, { kind: 'Service', namespace: 'default', name: 'lb', uid: 'default/lb' });
+    t.equal(
+      e.body.note,
+      `node node-a failed to start healthcheck "default/lb" on port ${s.hcPort}: listen tcp ${LOOPBACK}:${s.hcPort}: bind: address already in use`,
+    );
+    t.equal(e.body.reportingController, 'kup');
+    t.equal(e.body.reportingInstance, 'kup-node-a');
+    const started = s.api.events.filter((x) => x.body.reason === 'Starting');
+    t.equal(started.length, 1, "kube-proxy's Starting event on the Node");
+    t.same(started[0]?.body.regarding, { kind: 'Node', name: 'node-a', uid: 'node-a' });
+    t.equal(started[0]?.namespace, 'default');
 
-  // The data plane is not held up by any of it.
-  const proxyPort = runtime.proxier.get(servicePortKey('default', 'lb', 'tcp', 'TCP'))?.internal.port;
-  t.equal(await ask(proxyPort!), 'pong');
-});
+    // The data plane is not held up by any of it.
+    const proxyPort = runtime.proxier.get(servicePortKey('default', 'lb', 'tcp', 'TCP'))?.internal.port;
+    t.equal(await ask(proxyPort!), 'pong');
+  },
+);

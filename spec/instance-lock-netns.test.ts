@@ -53,8 +53,18 @@ async function suite(t: Test): Promise<void> {
   const file = join(dir, 'cluster.yaml');
   writeFileSync(file, CLUSTER);
   const stateDir = join(dir, 'state');
-  const args = ['--source', `file:${file}`, '--hostname-override', 'node-a', '--min-sync-period', '0', '--metrics-bind-address', '',
-    '--state-dir', stateDir];
+  const args = [
+    '--source',
+    `file:${file}`,
+    '--hostname-override',
+    'node-a',
+    '--min-sync-period',
+    '0',
+    '--metrics-bind-address',
+    '',
+    '--state-dir',
+    stateDir,
+  ];
 
   const first = startKup(node, args);
   t.teardown(() => void first.kill('SIGKILL'));
@@ -77,7 +87,11 @@ async function suite(t: Test): Promise<void> {
   const r = await secondDone;
   t.equal(r.code, 1, 'the second kup exits 1');
   const lines = r.stderr.trim().split('\n');
-  t.match(lines.at(-1), new RegExp(`^kup: another kup \\(pid ${first.pid}\\) is running with --state-dir ${stateDir}; not touching iptables`), 'one line naming the running kup');
+  t.match(
+    lines.at(-1),
+    new RegExp(`^kup: another kup \\(pid ${first.pid}\\) is running with --state-dir ${stateDir}; not touching iptables`),
+    'one line naming the running kup',
+  );
   t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
   t.same([...seen], [rules], `the rules never changed while the second kup ran (${seen.size} snapshot(s) taken)`);
   t.equal(await node.iptablesSave(), rules, 'nor after it exited');
@@ -100,7 +114,7 @@ async function suite(t: Test): Promise<void> {
   t.notOk(existsSync(join(stateDir, 'kup.sock')), 'and so is its lock');
 }
 
-t.test('a second kup on the same node exits 1 without touching the running one\'s rules', async (t) => {
+t.test("a second kup on the same node exits 1 without touching the running one's rules", async (t) => {
   if (!(await requireNetns(t))) return;
   await sweepLeftovers();
   await suite(t);

@@ -125,7 +125,17 @@ async function suite(t: Test): Promise<void> {
   writeFileSync(file, CLUSTER);
   // The real `kup run`, as a user starts it, inside the node namespace.
   // Its own --state-dir (lock): another test's kup in another namespace is not a second kup on this node.
-  const proxy = node.spawnNode(KUP, ['run', '--source', `file:${file}`, '--hostname-override', 'node-a', '--min-sync-period', '0', '--state-dir', join(dir, 'state')]);
+  const proxy = node.spawnNode(KUP, [
+    'run',
+    '--source',
+    `file:${file}`,
+    '--hostname-override',
+    'node-a',
+    '--min-sync-period',
+    '0',
+    '--state-dir',
+    join(dir, 'state'),
+  ]);
   const log = stderrLog(proxy);
   t.match(await log.waitFor(/"msg":"synced \d+ service ports/), /servicePorts":2/, 'the proxy synced its listeners and rules');
   t.match(log.text(), /iptables backend (nft|legacy)/, 'the backend in use is logged');

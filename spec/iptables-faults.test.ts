@@ -37,7 +37,10 @@ async function probe(ns: Netns, host: string, port: number): Promise<{ ok: boole
 }
 
 async function healthz(ns: Netns): Promise<number> {
-  const r = await ns.exec(NODE_BIN, ['-e', "require('http').get('http://127.0.0.1:10256/healthz',r=>{console.log(r.statusCode);process.exit(0)}).on('error',()=>{console.log(0);process.exit(0)})"]);
+  const r = await ns.exec(NODE_BIN, [
+    '-e',
+    "require('http').get('http://127.0.0.1:10256/healthz',r=>{console.log(r.statusCode);process.exit(0)}).on('error',()=>{console.log(0);process.exit(0)})",
+  ]);
   return Number(r.stdout.trim());
 }
 
@@ -61,14 +64,40 @@ async function suite(t: Test): Promise<void> {
   for (const name of ['iptables-restore', 'iptables-nft-restore', 'iptables-legacy-restore']) {
     const real = ['/usr/sbin', '/sbin'].map((d) => join(d, name)).find((p) => existsSync(p));
     if (real === undefined) continue;
-    writeFileSync(join(bin, name), `#!/bin/sh\nif [ -e '${flag}' ]; then echo "${name}: line 4 failed: injected fault" >&2; exit 1; fi\nexec '${real}' "$@"\n`);
+    writeFileSync(
+      join(bin, name),
+      `#!/bin/sh\nif [ -e '${flag}' ]; then echo "${name}: line 4 failed: injected fault" >&2; exit 1; fi\nexec '${real}' "$@"\n`,
+    );
     chmodSync(join(bin, name), 0o755);
   }
 
-  const kup = spawn('ip', ['netns', 'exec', node.name, 'env', `PATH=${bin}:${process.env['PATH'] ?? ''}`, NODE_BIN, KUP, 'run',
-    '--source', `file:${file}`, '--hostname-override', 'node-a', '--sync-period', '2s', '--min-sync-period', '0', '--metrics-bind-address', '',
-    // Its own lock: another test's kup in another namespace must not look like a second kup on this node.
-    '--state-dir', join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const kup = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      node.name,
+      'env',
+      `PATH=${bin}:${process.env['PATH'] ?? ''}`,
+      NODE_BIN,
+      KUP,
+      'run',
+      '--source',
+      `file:${file}`,
+      '--hostname-override',
+      'node-a',
+      '--sync-period',
+      '2s',
+      '--min-sync-period',
+      '0',
+      '--metrics-bind-address',
+      '',
+      // Its own lock: another test's kup in another namespace must not look like a second kup on this node.
+      '--state-dir',
+      join(dir, 'state'),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let log = '';
   kup.stderr.on('data', (d: Buffer) => (log += d.toString()));
   t.teardown(() => void kup.kill('SIGKILL'));

@@ -99,12 +99,31 @@ async function netnsSuite(t: Test): Promise<void> {
     nodePort: 30080,
     externalIPs: ['203.0.113.250'],
   });
-  const dns = servicePort({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIPs: ['10.96.0.53'] });
+  const dns = servicePort({
+    namespace: 'kube-system',
+    name: 'dns',
+    portName: 'dns',
+    protocol: 'UDP',
+    port: 53,
+    clusterIPs: ['10.96.0.53'],
+  });
   const emptySpec = { name: 'empty', port: 80, clusterIPs: ['10.96.0.20'], endpoints: [] };
   const empty = servicePort(emptySpec);
   const emptyUdp = servicePort({ name: 'empty-udp', protocol: 'UDP', port: 53, clusterIPs: ['10.96.0.21'], endpoints: [] });
-  const lbOpen = servicePort({ name: 'lb-open', port: 443, clusterIPs: ['10.96.0.30'], loadBalancerIPs: ['192.0.2.50'], loadBalancerSourceRanges: ['10.200.0.0/30'] });
-  const lbClosed = servicePort({ name: 'lb-closed', port: 443, clusterIPs: ['10.96.0.31'], loadBalancerIPs: ['192.0.2.51'], loadBalancerSourceRanges: ['198.51.100.0/24'] });
+  const lbOpen = servicePort({
+    name: 'lb-open',
+    port: 443,
+    clusterIPs: ['10.96.0.30'],
+    loadBalancerIPs: ['192.0.2.50'],
+    loadBalancerSourceRanges: ['10.200.0.0/30'],
+  });
+  const lbClosed = servicePort({
+    name: 'lb-closed',
+    port: 443,
+    clusterIPs: ['10.96.0.31'],
+    loadBalancerIPs: ['192.0.2.51'],
+    loadBalancerSourceRanges: ['198.51.100.0/24'],
+  });
   const local = servicePort({
     name: 'local',
     port: 8080,
@@ -158,8 +177,16 @@ async function netnsSuite(t: Test): Promise<void> {
     t.match(await probe(client, 'tcp', '10.200.0.1', 30080), { ok: true, reply: 'web' }, 'NodePort on the node address');
     t.match(await probe(client, 'tcp', '203.0.113.250', 80), { ok: true, reply: 'web' }, 'externalIP');
     t.match(await probe(client, 'udp', '10.96.0.53', 53), { ok: true, reply: 'dns' }, 'UDP ClusterIP (reply from the ClusterIP)');
-    t.match(await probe(client, 'tcp', '10.96.0.40', 8080), { ok: true, reply: 'local-internal' }, 'ETP Local: ClusterIP goes to the internal listener');
-    t.match(await probe(client, 'tcp', '10.200.0.1', 30081), { ok: true, reply: 'local-external' }, 'ETP Local: NodePort goes to the external listener');
+    t.match(
+      await probe(client, 'tcp', '10.96.0.40', 8080),
+      { ok: true, reply: 'local-internal' },
+      'ETP Local: ClusterIP goes to the internal listener',
+    );
+    t.match(
+      await probe(client, 'tcp', '10.200.0.1', 30081),
+      { ok: true, reply: 'local-external' },
+      'ETP Local: NodePort goes to the external listener',
+    );
     t.match(await probe(client, 'tcp', '192.0.2.50', 443), { ok: true, reply: 'lb-open' }, 'LB IP from a source in range');
     const closed = await probe(client, 'tcp', '192.0.2.51', 443);
     t.match(closed, { ok: false, error: 'ECONNREFUSED' }, 'LB IP from a source out of range is refused');
@@ -185,7 +212,15 @@ async function netnsSuite(t: Test): Promise<void> {
   });
 
   await t.test('the REJECT goes away when endpoints arrive', async (t) => {
-    const withEndpoints = tableOf([web, dns, servicePort({ ...emptySpec, endpoints: [endpoint('10.244.0.9', 80)] }), emptyUdp, lbOpen, lbClosed, local]);
+    const withEndpoints = tableOf([
+      web,
+      dns,
+      servicePort({ ...emptySpec, endpoints: [endpoint('10.244.0.9', 80)] }),
+      emptyUdp,
+      lbOpen,
+      lbClosed,
+      local,
+    ]);
     driver.stdin!.write(writeFixture('two', withEndpoints, proxyPorts) + '\n');
     const r = JSON.parse(await driverLine()) as { ok: boolean };
     t.equal(r.ok, true, 'second sync succeeded');
@@ -199,9 +234,25 @@ async function netnsSuite(t: Test): Promise<void> {
     const before = await node.iptablesSave('ipv4');
     const rule = before.split('\n').find((l) => l.startsWith('-A KUP-PORTALS-CONTAINER') && l.includes('10.96.0.10/32'));
     t.ok(rule, 'the ClusterIP portal is there');
-    await node.run('iptables', ['-t', 'nat', '-D', ...rule!.slice(3).split(' ').map((a) => a.replace(/^"|"$/g, ''))]);
+    await node.run('iptables', [
+      '-t',
+      'nat',
+      '-D',
+      ...rule!
+        .slice(3)
+        .split(' ')
+        .map((a) => a.replace(/^"|"$/g, '')),
+    ]);
     const jump = before.split('\n').find((l) => l.startsWith('-A PREROUTING') && l.includes('KUP-PORTALS-CONTAINER'));
-    await node.run('iptables', ['-t', 'nat', '-D', ...jump!.slice(3).split(' ').map((a) => a.replace(/^"|"$/g, ''))]);
+    await node.run('iptables', [
+      '-t',
+      'nat',
+      '-D',
+      ...jump!
+        .slice(3)
+        .split(' ')
+        .map((a) => a.replace(/^"|"$/g, '')),
+    ]);
     t.not(await node.iptablesSave('ipv4'), before, 'rule and jump are gone');
     let restored = false;
     for (let i = 0; i < 50 && !restored; i++) {

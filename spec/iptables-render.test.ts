@@ -9,8 +9,22 @@ import { formatJumpRule, jumpRules, renderCleanup, renderRules, sanitizeComment,
 import { endpoint, servicePort, tableOf } from './support/service-fixtures.js';
 
 const web = servicePort({ name: 'web', portName: 'http', port: 80, clusterIPs: ['10.96.0.10', 'fd00:96::10'], nodePort: 30080 });
-const dnsUdp = servicePort({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIPs: ['10.96.0.53'] });
-const dnsTcp = servicePort({ namespace: 'kube-system', name: 'dns', portName: 'dns-tcp', protocol: 'TCP', port: 53, clusterIPs: ['10.96.0.53'] });
+const dnsUdp = servicePort({
+  namespace: 'kube-system',
+  name: 'dns',
+  portName: 'dns',
+  protocol: 'UDP',
+  port: 53,
+  clusterIPs: ['10.96.0.53'],
+});
+const dnsTcp = servicePort({
+  namespace: 'kube-system',
+  name: 'dns',
+  portName: 'dns-tcp',
+  protocol: 'TCP',
+  port: 53,
+  clusterIPs: ['10.96.0.53'],
+});
 const ext = servicePort({ name: 'ext', port: 8443, clusterIPs: ['10.96.0.20'], externalIPs: ['203.0.113.250', '2001:db8::250'] });
 const lb = servicePort({
   name: 'lb',
@@ -162,7 +176,10 @@ t.test('a non-wildcard bind address: DNAT to it in both chains, other family lef
   t.match(r.ipv4, /-A KUP-NODEPORT-CONTAINER .* --dport 30080 .* -j DNAT --to-destination 10\.0\.0\.7:40001\n/);
   t.notMatch(r.ipv4, /REDIRECT/, 'REDIRECT would land on the interface address, which the listener does not hear');
   t.equal(r.ruleCount.ipv6, 0, 'no IPv6 rules: a DNAT cannot cross families');
-  t.ok(r.warnings.some((w) => w.includes('ipv6 addresses not proxied')), 'and it says so');
+  t.ok(
+    r.warnings.some((w) => w.includes('ipv6 addresses not proxied')),
+    'and it says so',
+  );
 });
 
 t.test('without a known node address, host traffic goes to loopback', async (t) => {
@@ -187,7 +204,13 @@ t.test('endpoints arriving remove the REJECT', async (t) => {
 });
 
 t.test('source ranges only in the other family block the load balancer IP entirely', async (t) => {
-  const v6only = servicePort({ name: 'lb6', port: 443, clusterIPs: ['10.96.0.60'], loadBalancerIPs: ['192.0.2.60'], loadBalancerSourceRanges: ['2001:db8:77::/48'] });
+  const v6only = servicePort({
+    name: 'lb6',
+    port: 443,
+    clusterIPs: ['10.96.0.60'],
+    loadBalancerIPs: ['192.0.2.60'],
+    loadBalancerSourceRanges: ['2001:db8:77::/48'],
+  });
   const r = renderRules({ ...base, table: tableOf([v6only]), proxyPorts: new Map([[v6only.key, { internal: 41000 }]]) });
   t.notMatch(r.ipv4, /192\.0\.2\.60\/32 .*REDIRECT/, 'nobody redirected');
   t.match(r.ipv4, /-A KUP-FIREWALL -d 192\.0\.2\.60\/32 .* -j REJECT --reject-with tcp-reset/, 'everyone rejected');
@@ -198,7 +221,7 @@ t.test('hostile names and malformed addresses cannot inject rules', async (t) =>
   const hostile = servicePort({
     namespace: 'ns"; -A INPUT -j DROP',
     name: 'a b$(reboot)\n-A OUTPUT -j DROP\nCOMMIT',
-    portName: "it's \"quoted\"",
+    portName: 'it\'s "quoted"',
     port: 80,
     clusterIPs: ['10.96.0.70', '10.96.0.71 -j DROP', '10.96.0.72/32', 'not-an-ip', 'fe80::1%eth0'],
     externalIPs: ['$(id)'],

@@ -79,8 +79,25 @@ t.test('kup run follows the API server double and proxies to what it says', asyn
 
   const kup: ChildProcess = spawn(
     NODE,
-    [KUP, 'run', '--kubeconfig', kubeconfig, '--no-iptables', '--hostname-override', 'node-a', '--bind-address', '127.0.0.1',
-      '--min-sync-period', '0', '--healthz-bind-address', '', '--metrics-bind-address', '', '--log-level', 'info'],
+    [
+      KUP,
+      'run',
+      '--kubeconfig',
+      kubeconfig,
+      '--no-iptables',
+      '--hostname-override',
+      'node-a',
+      '--bind-address',
+      '127.0.0.1',
+      '--min-sync-period',
+      '0',
+      '--healthz-bind-address',
+      '',
+      '--metrics-bind-address',
+      '',
+      '--log-level',
+      'info',
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   t.teardown(async () => {
@@ -155,7 +172,13 @@ t.test('kup run follows the API server double and proxies to what it says', asyn
     await new Promise<void>((r) => hold.listen(0, '127.0.0.1', r));
     t.teardown(() => new Promise<void>((r) => hold.close(() => r())));
     api.upsert(service({ name: 'hold', clusterIP: '10.96.0.13', ports: [{ name: 'tcp', port: 80 }] }));
-    api.upsert(endpointSlice({ service: 'hold', endpoints: [{ ip: '127.0.0.1', nodeName: 'node-a' }], ports: [{ name: 'tcp', port: (hold.address() as AddressInfo).port }] }));
+    api.upsert(
+      endpointSlice({
+        service: 'hold',
+        endpoints: [{ ip: '127.0.0.1', nodeName: 'node-a' }],
+        ports: [{ name: 'tcp', port: (hold.address() as AddressInfo).port }],
+      }),
+    );
     await waitFor('the hold listener', () => proxyPort('default/hold:tcp/TCP') !== undefined, 10_000);
     const held = connect(proxyPort('default/hold:tcp/TCP')!, '127.0.0.1');
     const heldReply = new Promise<string>((r) => {
@@ -184,13 +207,23 @@ t.test('kup run follows the API server double and proxies to what it says', asyn
       if (after !== BACKEND_IPS[0]) await new Promise((r) => setTimeout(r, 200));
     }
     t.equal(after, BACKEND_IPS[0], 'the change made during the outage applied after it');
-    t.ok(raw.some((l) => /"level":"warn"/.test(l) && /restart|retry|unavailable|ECONNREFUSED|error/i.test(l)), 'the outage was logged');
+    t.ok(
+      raw.some((l) => /"level":"warn"/.test(l) && /restart|retry|unavailable|ECONNREFUSED|error/i.test(l)),
+      'the outage was logged',
+    );
     api.upsert(slice(BACKEND_IPS.slice(1)));
   });
 
   await t.test('a service of another proxy is ignored', async (t) => {
     api.upsert(service({ name: 'other', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }], proxyName: 'someone-else' }));
-    api.upsert(endpointSlice({ service: 'other', endpoints: [{ ip: BACKEND_IPS[0]! }], ports: [{ name: 'http', port: be.port }], labels: { 'service.kubernetes.io/service-proxy-name': 'someone-else' } }));
+    api.upsert(
+      endpointSlice({
+        service: 'other',
+        endpoints: [{ ip: BACKEND_IPS[0]! }],
+        ports: [{ name: 'http', port: be.port }],
+        labels: { 'service.kubernetes.io/service-proxy-name': 'someone-else' },
+      }),
+    );
     api.upsert(service({ name: 'marker', clusterIP: '10.96.0.12', ports: [{ name: 'http', port: 80 }] }));
     await waitFor('the later marker service', () => proxyPort('default/marker:http/TCP') !== undefined, 10_000);
     t.equal(proxyPort('default/other:http/TCP'), undefined, 'no listener for it');
@@ -202,5 +235,8 @@ t.test('kup run follows the API server double and proxies to what it says', asyn
     t.equal(await request(port), 'ECONNREFUSED', 'nothing listens on the old proxy port');
   });
 
-  t.notOk(logs.some((l) => l.level === 'error' || l.level === 'fatal'), 'no errors logged');
+  t.notOk(
+    logs.some((l) => l.level === 'error' || l.level === 'fatal'),
+    'no errors logged',
+  );
 });

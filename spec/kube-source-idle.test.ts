@@ -26,7 +26,11 @@ t.test('an idle cluster: the 30 s watch timeout re-watches at once and changes s
   api.upsert(service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ port: 80 }] }));
 
   const logs: string[] = [];
-  const source = new KubeSource({ kubeconfig, nodeName: 'node-a', logger: pino({ level: 'debug' }, { write: (l: string) => void logs.push(l) }) });
+  const source = new KubeSource({
+    kubeconfig,
+    nodeName: 'node-a',
+    logger: pino({ level: 'debug' }, { write: (l: string) => void logs.push(l) }),
+  });
   t.teardown(() => source.stop());
   const store = new RecordingStore();
   await source.start(store);
@@ -37,7 +41,10 @@ t.test('an idle cluster: the 30 s watch timeout re-watches at once and changes s
   t.equal(api.openWatchesOf('Service'), 1, 'and one is open now');
   t.equal(api.counters.lists.Service, 1, 'without a relist');
   t.equal(source.state().lastError, null, 'a timeout is not an error');
-  t.notOk(logs.some((l) => l.includes('restarting in')), 'no restart was needed');
+  t.notOk(
+    logs.some((l) => l.includes('restarting in')),
+    'no restart was needed',
+  );
 
   const before = Date.now();
   api.upsert(service({ name: 'after-idle', clusterIP: '10.96.0.11', ports: [{ port: 80 }] }));

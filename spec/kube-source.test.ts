@@ -54,7 +54,14 @@ function seed(api: ApiServerDouble): void {
   api.upsert(web());
   api.upsert(webSlice(['127.0.0.2', '127.0.0.3']));
   api.upsert(service({ name: 'elsewhere', clusterIP: '10.96.0.11', ports: [{ port: 80 }], proxyName: 'other-proxy' }));
-  api.upsert(endpointSlice({ service: 'elsewhere', endpoints: [{ ip: '127.0.0.9' }], ports: [{ port: 80 }], labels: { 'service.kubernetes.io/service-proxy-name': 'other-proxy' } }));
+  api.upsert(
+    endpointSlice({
+      service: 'elsewhere',
+      endpoints: [{ ip: '127.0.0.9' }],
+      ports: [{ port: 80 }],
+      labels: { 'service.kubernetes.io/service-proxy-name': 'other-proxy' },
+    }),
+  );
   api.upsert(service({ name: 'headless', clusterIP: 'None', ports: [{ port: 80 }] }));
   api.upsert(service({ name: 'labelled-headless', clusterIP: '10.96.0.12', ports: [{ port: 80 }], labels: { [HEADLESS_LABEL]: '' } }));
   api.upsert(node({ name: 'node-a', zone: 'zone-a' }));
@@ -101,8 +108,15 @@ t.test('adds, updates, deletes and selector changes arrive', async (t) => {
   h.api.remove('Service', 'default', 'web');
   h.api.remove('EndpointSlice', 'default', webSlice([]).metadata!.name!);
   await waitFor('deletions', () => store.services.size === 0 && store.slices.size === 0);
-  t.notOk(store.log.some((l) => l.includes('headless')), 'headless services never arrive');
-  t.same(store.deletions(), ['deleteService default/api', 'deleteService default/web', `deleteSlice default/${webSlice([]).metadata?.name}`]);
+  t.notOk(
+    store.log.some((l) => l.includes('headless')),
+    'headless services never arrive',
+  );
+  t.same(store.deletions(), [
+    'deleteService default/api',
+    'deleteService default/web',
+    `deleteSlice default/${webSlice([]).metadata?.name}`,
+  ]);
   h.api.upsert(node({ name: 'node-a', zone: 'zone-c' }));
   await waitFor('the node relabelled', () => store.node?.metadata?.labels?.[ZONE_LABEL] === 'zone-c');
   h.api.remove('Node', undefined, 'node-a');
@@ -123,13 +137,19 @@ t.test('a watch cut mid-stream plus compaction (410) converges with nothing lost
   h.api.compact();
   await waitFor(
     'convergence after relist',
-    () => store.services.has('default/newcomer') && !store.services.has('default/doomed') && store.services.get('default/web')?.spec?.ports?.[0]?.port === 82,
+    () =>
+      store.services.has('default/newcomer') &&
+      !store.services.has('default/doomed') &&
+      store.services.get('default/web')?.spec?.ports?.[0]?.port === 82,
   );
   t.ok(h.api.counters.gone >= 1, 'the server answered 410 Gone');
   t.ok(h.api.counters.lists.Service > listsBefore, 'the source relisted');
   t.same(store.deletions(), ['deleteService default/doomed'], 'only the really deleted service is deleted');
   t.ok(store.slices.size === 1, 'slices kept');
-  t.ok(h.logs.some((l) => /watching services failed.*restarting in 1s/.test(l)), 'the restart is logged');
+  t.ok(
+    h.logs.some((l) => /watching services failed.*restarting in 1s/.test(l)),
+    'the restart is logged',
+  );
   await waitFor('the error to clear', () => source.state().lastError === null);
   t.ok(Number(source.state().detail.servicesRestarts) >= 1);
 });
@@ -187,7 +207,12 @@ t.test('start() waits for an API server that is not up yet, and stop() ends the 
   const h = await harness(t);
   seed(h.api);
   await h.api.stop();
-  const source = new KubeSource({ kubeconfig: h.kubeconfig, nodeName: 'node-a', logger: h.logger, restartBackoff: { initialMs: 200, maxMs: 400 } });
+  const source = new KubeSource({
+    kubeconfig: h.kubeconfig,
+    nodeName: 'node-a',
+    logger: h.logger,
+    restartBackoff: { initialMs: 200, maxMs: 400 },
+  });
   const store = new RecordingStore();
   let resolved = false;
   const starting = source.start(store).then(() => {
@@ -215,7 +240,10 @@ t.test('a missing node is reported as null', async (t) => {
   h.api.upsert(web());
   const { store } = await started(t, h, { nodeName: 'Node-Z' });
   await waitFor('applyNode(null)', () => store.node === null);
-  t.ok(h.logs.some((l) => l.includes('node node-z not found')), 'the node name is lowercased and its absence logged');
+  t.ok(
+    h.logs.some((l) => l.includes('node node-z not found')),
+    'the node name is lowercased and its absence logged',
+  );
   h.api.upsert(node({ name: 'node-z', zone: 'zone-z' }));
   await waitFor('the node once it registers', () => store.node?.metadata?.name === 'node-z');
 });
@@ -225,7 +253,12 @@ t.test('a bad token never syncs and says why', async (t) => {
   h.api.upsert(web());
   const badConfig = join(h.dir, 'bad-kubeconfig');
   await writeFile(badConfig, (await import('node:fs')).readFileSync(h.kubeconfig, 'utf8').replace('token: right', 'token: wrong'));
-  const source = new KubeSource({ kubeconfig: badConfig, nodeName: 'node-a', logger: h.logger, restartBackoff: { initialMs: 100, maxMs: 200 } });
+  const source = new KubeSource({
+    kubeconfig: badConfig,
+    nodeName: 'node-a',
+    logger: h.logger,
+    restartBackoff: { initialMs: 100, maxMs: 200 },
+  });
   t.teardown(() => source.stop());
   void source.start(new RecordingStore()).catch(() => {});
   await waitFor('an error', () => source.state().lastError !== null);
@@ -259,7 +292,11 @@ t.test('kubeconfig lookup: flag, $KUBECONFIG, ~/.kube/config, in-cluster, none',
   t.throws(() => loadKubeConfig({ kubeconfig: join(h.dir, 'garbage') }), { code: 'KUP_BAD_FILE' });
 
   t.equal(loadKubeConfig({ kubeconfig: h.kubeconfig, env: {} }).server, h.api.url, '--kubeconfig');
-  t.equal(loadKubeConfig({ env: { KUBECONFIG: `${join(h.dir, 'missing')}:${h.kubeconfig}` }, homeDir: empty }).server, h.api.url, '$KUBECONFIG, missing entries skipped');
+  t.equal(
+    loadKubeConfig({ env: { KUBECONFIG: `${join(h.dir, 'missing')}:${h.kubeconfig}` }, homeDir: empty }).server,
+    h.api.url,
+    '$KUBECONFIG, missing entries skipped',
+  );
   const home = join(h.dir, 'home');
   await mkdir(join(home, '.kube'), { recursive: true });
   await writeFile(join(home, '.kube', 'config'), (await import('node:fs')).readFileSync(h.kubeconfig));

@@ -53,7 +53,7 @@ t.test('a released port goes back to its owner, and to no one else while other p
   // Memory fades.
   a.release(p2, 'api|internal');
   now += PORT_MEMORY_MS + 1;
-  t.equal(a.allocate(new Set(), 'y|internal'), p2, 'after the memory time the port is anyone\'s');
+  t.equal(a.allocate(new Set(), 'y|internal'), p2, "after the memory time the port is anyone's");
 });
 
 t.test('kernel-chosen ports: the owner asks for its old port first, else 0', async (t) => {

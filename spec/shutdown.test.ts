@@ -35,9 +35,30 @@ async function startProxyProcess(t: { teardown(fn: () => Promise<void>): void },
   const dir = await mkdtemp(join(tmpdir(), 'kup-stop-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'c.yaml');
-  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [backendPort])] }));
-  const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`,
-    '--healthz-bind-address', '127.0.0.1:0', '--metrics-bind-address', '', '--shutdown-grace-period', grace]);
+  await writeFile(
+    file,
+    stringify({
+      kind: 'List',
+      items: [
+        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+        ...slicesFor('web', 'http', [backendPort]),
+      ],
+    }),
+  );
+  const child = startKup([
+    'run',
+    '--no-iptables',
+    '--bind-address',
+    '127.0.0.1',
+    '--source',
+    `file:${file}`,
+    '--healthz-bind-address',
+    '127.0.0.1:0',
+    '--metrics-bind-address',
+    '',
+    '--shutdown-grace-period',
+    grace,
+  ]);
   const done = finished(child, 30_000);
   const m = await waitForOutput(child, /"proxyPort":(\d+)/);
   return { child, done, port: Number(m[1]) };
@@ -59,10 +80,17 @@ t.test('SIGTERM under traffic: stop accepting, let established connections finis
   child.kill('SIGTERM');
   await waitForOutput(child, /"msg":"stopping"/);
   await new Promise((r) => setTimeout(r, 100));
-  const late = await connect(port).then((s) => (s.destroy(), 'accepted'), (e: NodeJS.ErrnoException) => e.code);
+  const late = await connect(port).then(
+    (s) => (s.destroy(), 'accepted'),
+    (e: NodeJS.ErrnoException) => e.code,
+  );
   t.equal(late, 'ECONNREFUSED', 'no new connections once stopping');
   const results = await Promise.all(replies);
-  t.same(results.map((r) => r.data.toString()), Array(20).fill('done'), 'all 20 established connections finished');
+  t.same(
+    results.map((r) => r.data.toString()),
+    Array(20).fill('done'),
+    'all 20 established connections finished',
+  );
   const r = await done;
   t.equal(r.code, 0, 'exit 0');
   const ms = Date.now() - signalled;

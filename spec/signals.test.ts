@@ -55,13 +55,32 @@ async function objectsFile(t: { teardown(fn: () => Promise<void>): void }, backe
   const dir = await mkdtemp(join(tmpdir(), 'kup-signals-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'objects.yaml');
-  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [backendPort])] }));
+  await writeFile(
+    file,
+    stringify({
+      kind: 'List',
+      items: [
+        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+        ...slicesFor('web', 'http', [backendPort]),
+      ],
+    }),
+  );
   return file;
 }
 
 const runArgs = (file: string): string[] => [
-  'run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`,
-  '--healthz-bind-address', '127.0.0.1:0', '--metrics-bind-address', '', '--min-sync-period', '0',
+  'run',
+  '--no-iptables',
+  '--bind-address',
+  '127.0.0.1',
+  '--source',
+  `file:${file}`,
+  '--healthz-bind-address',
+  '127.0.0.1:0',
+  '--metrics-bind-address',
+  '',
+  '--min-sync-period',
+  '0',
 ];
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -122,7 +141,16 @@ t.test('SIGHUP re-reads the file source at once, says so in one line, and never 
 
   // The re-read sees what is on disk now (the watch would notice too: this checks
   // that a HUP racing a change leaves the new state served, on the same port).
-  await writeFile(file, stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }), ...slicesFor('web', 'http', [b.port])] }));
+  await writeFile(
+    file,
+    stringify({
+      kind: 'List',
+      items: [
+        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+        ...slicesFor('web', 'http', [b.port]),
+      ],
+    }),
+  );
   child.kill('SIGHUP');
   let got = '';
   for (let i = 0; i < 40 && got !== 'web-b\n'; i++) {

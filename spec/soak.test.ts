@@ -10,5 +10,8 @@ t.test('a 30 s soak: no request fails, memory and descriptors level off', async 
   t.ok(r.requests.keepAlive > 1000, `keep-alive requests made (${r.requests.keepAlive})`);
   t.ok(r.requests.udp > 1000, `UDP queries made (${r.requests.udp})`);
   t.ok(r.samples.length >= 25, 'sampled every second');
-  t.ok(r.levelsOff, `RSS ${Math.round(r.rssKiB.early / 1024)} -> ${Math.round(r.rssKiB.late / 1024)} MiB, descriptors ${r.fds.early} -> ${r.fds.late}`);
+  t.ok(
+    r.levelsOff,
+    `RSS ${Math.round(r.rssKiB.early / 1024)} -> ${Math.round(r.rssKiB.late / 1024)} MiB, descriptors ${r.fds.early} -> ${r.fds.late}`,
+  );
 });

@@ -92,7 +92,7 @@ function floodingClient(port: number, timeoutMs: number): Promise<ClientResult> 
 }
 
 for (const [closeAfterMs, what] of [
-  [0, 'at once (its answer and FIN cross the client\'s requests)'],
+  [0, "at once (its answer and FIN cross the client's requests)"],
   [200, '200ms after its FIN'],
 ] as const) {
   t.test(`an endpoint that closes ${what} while its client is still sending: nothing leaks, SIGTERM exits`, async (t) => {
@@ -116,10 +116,17 @@ for (const [closeAfterMs, what] of [
 
     const answers = new Set([...backend.sent.values()].map((b) => b.toString()));
     const got = results.map((r) => r.data);
-    t.ok(got.every((g) => g === '' || answers.has(g)), 'no client received a partial or foreign answer');
+    t.ok(
+      got.every((g) => g === '' || answers.has(g)),
+      'no client received a partial or foreign answer',
+    );
     const complete = got.filter((g) => answers.has(g)).length;
-    if (closeAfterMs > 0) t.equal(complete, CONNECTIONS, `every client received the endpoint's whole answer (${complete} of ${CONNECTIONS})`);
-    else t.comment(`${complete} of ${CONNECTIONS} answers arrived (see splice.ts: bytes still unread when a write to the endpoint fails are lost)`);
+    if (closeAfterMs > 0)
+      t.equal(complete, CONNECTIONS, `every client received the endpoint's whole answer (${complete} of ${CONNECTIONS})`);
+    else
+      t.comment(
+        `${complete} of ${CONNECTIONS} answers arrived (see splice.ts: bytes still unread when a write to the endpoint fails are lost)`,
+      );
     const receivedBytes = got.reduce((n, g) => n + g.length, 0);
 
     let active = Number.NaN;

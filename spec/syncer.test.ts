@@ -107,7 +107,11 @@ t.test('a change during backoff syncs in full; its failure keeps the one pending
   h.clock.advance(400);
   h.change();
   await h.syncs(2);
-  t.same(h.calls[1], { full: true, at: h.calls[0]!.at + 400, diffEmpty: false }, 'the change ran at once, as a full sync (the failed diff is gone)');
+  t.same(
+    h.calls[1],
+    { full: true, at: h.calls[0]!.at + 400, diffEmpty: false },
+    'the change ran at once, as a full sync (the failed diff is gone)',
+  );
   t.equal(h.records[1]!.ok, false);
   t.same(h.clock.pendingOnce(), [600], 'still the one retry, at its first moment');
 

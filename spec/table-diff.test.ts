@@ -14,7 +14,13 @@ const dns = servicePort({ name: 'dns', portName: 'dns', protocol: 'UDP', port: 5
 const keys = (ps: readonly { key: ServicePortKey }[]): string[] => ps.map((p) => p.key).sort();
 
 t.test('added, removed and updated are told apart; unchanged ports are in none of them', async (t) => {
-  const webScaled = servicePort({ name: 'web', portName: 'http', port: 80, clusterIPs: ['10.96.0.10'], endpoints: [endpoint('10.244.0.5', 8080), endpoint('10.244.0.6', 8080)] });
+  const webScaled = servicePort({
+    name: 'web',
+    portName: 'http',
+    port: 80,
+    clusterIPs: ['10.96.0.10'],
+    endpoints: [endpoint('10.244.0.5', 8080), endpoint('10.244.0.6', 8080)],
+  });
   const d = diffTables(tableOf([web, api]), tableOf([webScaled, dns]));
   t.same(keys(d.added), [dns.key], 'dns is new');
   t.same(keys(d.removed), [api.key], 'api is gone');
@@ -37,7 +43,13 @@ t.test('any field that differs is an update (a NodePort, a policy, an endpoint c
   const variants = [
     servicePort({ name: 'web', portName: 'http', port: 80, clusterIPs: ['10.96.0.10'], nodePort: 30080 }),
     servicePort({ name: 'web', portName: 'http', port: 80, clusterIPs: ['10.96.0.10'], externalTrafficPolicy: 'Local' }),
-    servicePort({ name: 'web', portName: 'http', port: 80, clusterIPs: ['10.96.0.10'], endpoints: [{ ...endpoint('10.244.0.5', 8080), ready: false }] }),
+    servicePort({
+      name: 'web',
+      portName: 'http',
+      port: 80,
+      clusterIPs: ['10.96.0.10'],
+      endpoints: [{ ...endpoint('10.244.0.5', 8080), ready: false }],
+    }),
   ];
   for (const v of variants) {
     t.notOk(servicePortEqual(web, v));

@@ -22,7 +22,14 @@ t.test('round-robin spreads 30 connections 10/10/10 over 3 backends', async (t) 
     await h.close();
     await Promise.all(backends.map((b) => b.close()));
   });
-  await h.set([web()], slicesFor('web', 'http', backends.map((b) => b.port)));
+  await h.set(
+    [web()],
+    slicesFor(
+      'web',
+      'http',
+      backends.map((b) => b.port),
+    ),
+  );
   const port = h.port(KEY);
   const answers: string[] = [];
   for (let i = 0; i < 30; i++) answers.push(await whoAnswers(port));
@@ -37,7 +44,14 @@ t.test('least-connections prefers the idle backend while two long connections ho
     await h.close();
     await Promise.all(backends.map((b) => b.close()));
   });
-  await h.set([web()], slicesFor('web', 'http', backends.map((b) => b.port)));
+  await h.set(
+    [web()],
+    slicesFor(
+      'web',
+      'http',
+      backends.map((b) => b.port),
+    ),
+  );
   const port = h.port(KEY);
   // Two long connections: the first two picks (a, then b by round-robin tie-break).
   const long1 = await connect(port);
@@ -66,7 +80,13 @@ t.test('ClientIP affinity keeps a client on one backend and lets go after the ti
   });
   const ports = backends.map((b) => b.port);
   const sticky = (timeoutSeconds: number) =>
-    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }], sessionAffinity: 'ClientIP', sessionAffinityTimeoutSeconds: timeoutSeconds });
+    service({
+      name: 'web',
+      clusterIP: '10.96.0.10',
+      ports: [{ name: 'http', port: 80 }],
+      sessionAffinity: 'ClientIP',
+      sessionAffinityTimeoutSeconds: timeoutSeconds,
+    });
   await h.set([sticky(1)], slicesFor('web', 'http', ports));
   const port = h.port(KEY);
   const first: string[] = [];
@@ -282,7 +302,14 @@ t.test('--proxy-port-range: ports come from the range, skipping ones in use', as
   const ports = [h.port(KEY), h.port('default/api:http/TCP')].sort();
   t.same(ports, [base + 1, base + 2], 'the two listeners got the free ports of the range');
   t.equal(await whoAnswers(ports[0]!), 'a');
-  await h.set([web(), service({ name: 'api', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] }), service({ name: 'third', clusterIP: '10.96.0.12', ports: [{ name: 'http', port: 80 }] })], []);
+  await h.set(
+    [
+      web(),
+      service({ name: 'api', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] }),
+      service({ name: 'third', clusterIP: '10.96.0.12', ports: [{ name: 'http', port: 80 }] }),
+    ],
+    [],
+  );
   t.equal(h.proxier.get('default/third:http/TCP' as never), undefined, 'no port left for a third listener');
   t.match(h.log.messages('error'), [/cannot open proxy port; will retry at the next sync/]);
   t.match(String(h.proxier.failures().get('default/third:http/TCP' as never)?.error), /no free port left in --proxy-port-range/);
@@ -311,6 +338,7 @@ t.test('bind address 0.0.0.0 listens on every address, IPv4 and IPv6', async (t)
     },
     (e: NodeJS.ErrnoException) => e.code ?? 'error',
   );
-  if (v6 === 'EADDRNOTAVAIL' || v6 === 'ENETUNREACH' || v6 === 'EAFNOSUPPORT') t.comment(`no IPv6 loopback here (${v6}); IPv4 checked only`);
+  if (v6 === 'EADDRNOTAVAIL' || v6 === 'ENETUNREACH' || v6 === 'EAFNOSUPPORT')
+    t.comment(`no IPv6 loopback here (${v6}); IPv4 checked only`);
   else t.equal(v6, 'a', 'over IPv6 loopback');
 });

@@ -27,65 +27,159 @@ t.test('ports, named targetPorts and endpoint merging', async (t) => {
     ],
   });
   const slices = [
-    endpointSlice({ service: 'web', name: 'web-1', ports: [{ name: 'http', port: 8080 }, { name: 'dns', port: 5353, protocol: 'UDP' }], endpoints: [
-      { ip: '10.0.0.1' },
-      { ip: '10.0.0.2', ready: false, serving: true, terminating: true },
-    ] }),
+    endpointSlice({
+      service: 'web',
+      name: 'web-1',
+      ports: [
+        { name: 'http', port: 8080 },
+        { name: 'dns', port: 5353, protocol: 'UDP' },
+      ],
+      endpoints: [{ ip: '10.0.0.1' }, { ip: '10.0.0.2', ready: false, serving: true, terminating: true }],
+    }),
     // The same endpoint in a second slice, not terminating there: that entry wins.
-    endpointSlice({ service: 'web', name: 'web-2', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.2' }, { ip: '10.0.0.3' }] }),
+    endpointSlice({
+      service: 'web',
+      name: 'web-2',
+      ports: [{ name: 'http', port: 8080 }],
+      endpoints: [{ ip: '10.0.0.2' }, { ip: '10.0.0.3' }],
+    }),
   ];
   const r = translateService(svc, slices, ctx);
-  t.same(r.ports.map((p) => p.key), ['default/web:http/TCP', 'default/web:dns/UDP']);
+  t.same(
+    r.ports.map((p) => p.key),
+    ['default/web:http/TCP', 'default/web:dns/UDP'],
+  );
   t.match(r.warnings, [/port "sctp": SCTP is not supported/]);
   const http = r.ports[0]!;
-  t.same(http.endpoints.map((e) => `${e.ip}:${e.port}:${e.terminating}`), ['10.0.0.1:8080:false', '10.0.0.2:8080:false', '10.0.0.3:8080:false'],
-    'the named targetPort resolves through the slice port name; duplicates merged');
-  t.same(r.ports[1]!.endpoints.map((e) => `${e.ip}:${e.port}`), ['10.0.0.1:5353', '10.0.0.2:5353']);
+  t.same(
+    http.endpoints.map((e) => `${e.ip}:${e.port}:${e.terminating}`),
+    ['10.0.0.1:8080:false', '10.0.0.2:8080:false', '10.0.0.3:8080:false'],
+    'the named targetPort resolves through the slice port name; duplicates merged',
+  );
+  t.same(
+    r.ports[1]!.endpoints.map((e) => `${e.ip}:${e.port}`),
+    ['10.0.0.1:5353', '10.0.0.2:5353'],
+  );
 });
 
 t.test('ready endpoints, else serving-and-terminating ones', async (t) => {
   const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
-  const r = translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: [
-    { ip: '10.0.0.1', ready: false, serving: true, terminating: true },
-    { ip: '10.0.0.2', ready: false, serving: false, terminating: true },
-    { ip: '10.0.0.3', ready: false, serving: false, terminating: false },
-  ] })], ctx);
-  t.same(r.ports[0]!.clusterEndpoints.map((e) => e.ip), ['10.0.0.1'], 'only the serving terminating one is used');
-  const r2 = translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: [
-    { ip: '10.0.0.1', ready: false, serving: true, terminating: true },
-    { ip: '10.0.0.4' },
-  ] })], ctx);
-  t.same(r2.ports[0]!.clusterEndpoints.map((e) => e.ip), ['10.0.0.4'], 'a ready endpoint takes precedence');
+  const r = translateService(
+    svc,
+    [
+      endpointSlice({
+        service: 'web',
+        name: 'w',
+        ports: [{ name: 'http', port: 8080 }],
+        endpoints: [
+          { ip: '10.0.0.1', ready: false, serving: true, terminating: true },
+          { ip: '10.0.0.2', ready: false, serving: false, terminating: true },
+          { ip: '10.0.0.3', ready: false, serving: false, terminating: false },
+        ],
+      }),
+    ],
+    ctx,
+  );
+  t.same(
+    r.ports[0]!.clusterEndpoints.map((e) => e.ip),
+    ['10.0.0.1'],
+    'only the serving terminating one is used',
+  );
+  const r2 = translateService(
+    svc,
+    [
+      endpointSlice({
+        service: 'web',
+        name: 'w',
+        ports: [{ name: 'http', port: 8080 }],
+        endpoints: [{ ip: '10.0.0.1', ready: false, serving: true, terminating: true }, { ip: '10.0.0.4' }],
+      }),
+    ],
+    ctx,
+  );
+  t.same(
+    r2.ports[0]!.clusterEndpoints.map((e) => e.ip),
+    ['10.0.0.4'],
+    'a ready endpoint takes precedence',
+  );
 });
 
 t.test('traffic policies and this node', async (t) => {
-  const eps = [{ ip: '10.0.0.1', nodeName: 'node-a' }, { ip: '10.0.0.2', nodeName: 'node-b' }];
+  const eps = [
+    { ip: '10.0.0.1', nodeName: 'node-a' },
+    { ip: '10.0.0.2', nodeName: 'node-b' },
+  ];
   const local = service({
-    name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, nodePort: 30080 }],
-    type: 'NodePort', internalTrafficPolicy: 'Cluster', externalTrafficPolicy: 'Local',
+    name: 'web',
+    clusterIP: '10.96.0.10',
+    ports: [{ name: 'http', port: 80, nodePort: 30080 }],
+    type: 'NodePort',
+    internalTrafficPolicy: 'Cluster',
+    externalTrafficPolicy: 'Local',
   });
-  const sp = translateService(local, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: eps })], ctx).ports[0]!;
-  t.same(internalEndpoints(sp).map((e) => e.ip), ['10.0.0.1', '10.0.0.2']);
-  t.same(externalEndpoints(sp).map((e) => e.ip), ['10.0.0.1'], 'externalTrafficPolicy Local: this node only');
+  const sp = translateService(
+    local,
+    [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: eps })],
+    ctx,
+  ).ports[0]!;
+  t.same(
+    internalEndpoints(sp).map((e) => e.ip),
+    ['10.0.0.1', '10.0.0.2'],
+  );
+  t.same(
+    externalEndpoints(sp).map((e) => e.ip),
+    ['10.0.0.1'],
+    'externalTrafficPolicy Local: this node only',
+  );
   t.equal(needsExternalListener(sp), true, 'different sets for internal and external traffic need two listeners');
   const itp = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }], internalTrafficPolicy: 'Local' });
-  const sp2 = translateService(itp, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: eps })], ctx).ports[0]!;
-  t.same(internalEndpoints(sp2).map((e) => e.ip), ['10.0.0.1'], 'internalTrafficPolicy Local');
+  const sp2 = translateService(
+    itp,
+    [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: eps })],
+    ctx,
+  ).ports[0]!;
+  t.same(
+    internalEndpoints(sp2).map((e) => e.ip),
+    ['10.0.0.1'],
+    'internalTrafficPolicy Local',
+  );
   t.equal(needsExternalListener(sp2), false, 'a ClusterIP service has no external traffic');
 });
 
 t.test('topology hints are used only when every ready endpoint has them', async (t) => {
   const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
-  const hinted = translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: [
-    { ip: '10.0.0.1', hints: ['zone-a'] },
-    { ip: '10.0.0.2', hints: ['zone-b'] },
-  ] })], ctx).ports[0]!;
+  const hinted = translateService(
+    svc,
+    [
+      endpointSlice({
+        service: 'web',
+        name: 'w',
+        ports: [{ name: 'http', port: 8080 }],
+        endpoints: [
+          { ip: '10.0.0.1', hints: ['zone-a'] },
+          { ip: '10.0.0.2', hints: ['zone-b'] },
+        ],
+      }),
+    ],
+    ctx,
+  ).ports[0]!;
   t.equal(hinted.usesTopologyHints, true);
-  t.same(hinted.clusterEndpoints.map((e) => e.ip), ['10.0.0.1']);
-  const partial = translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints: [
-    { ip: '10.0.0.1', hints: ['zone-a'] },
-    { ip: '10.0.0.2' },
-  ] })], ctx).ports[0]!;
+  t.same(
+    hinted.clusterEndpoints.map((e) => e.ip),
+    ['10.0.0.1'],
+  );
+  const partial = translateService(
+    svc,
+    [
+      endpointSlice({
+        service: 'web',
+        name: 'w',
+        ports: [{ name: 'http', port: 8080 }],
+        endpoints: [{ ip: '10.0.0.1', hints: ['zone-a'] }, { ip: '10.0.0.2' }],
+      }),
+    ],
+    ctx,
+  ).ports[0]!;
   t.equal(partial.usesTopologyHints, false);
   t.equal(partial.clusterEndpoints.length, 2);
 });
@@ -107,10 +201,20 @@ t.test('dual-stack, externalIPs, LoadBalancer IPs and affinity', async (t) => {
   svc.status = {
     loadBalancer: { ingress: [{ ip: '198.51.100.7' }, { ip: '198.51.100.8', ipMode: 'Proxy' }, { hostname: 'lb.example' }] },
   };
-  const r = translateService(svc, [
-    endpointSlice({ service: 'web', name: 'w4', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] }),
-    endpointSlice({ service: 'web', name: 'w6', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: 'fd00::1' }, { ip: '10.0.0.9' }], addressType: 'IPv6' }),
-  ], ctx);
+  const r = translateService(
+    svc,
+    [
+      endpointSlice({ service: 'web', name: 'w4', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] }),
+      endpointSlice({
+        service: 'web',
+        name: 'w6',
+        ports: [{ name: 'http', port: 8080 }],
+        endpoints: [{ ip: 'fd00::1' }, { ip: '10.0.0.9' }],
+        addressType: 'IPv6',
+      }),
+    ],
+    ctx,
+  );
   const sp = r.ports[0]!;
   t.same(sp.clusterIPs, ['10.96.0.10', 'fd00::10']);
   t.same(sp.externalIPs, ['203.0.113.5']);
@@ -118,17 +222,46 @@ t.test('dual-stack, externalIPs, LoadBalancer IPs and affinity', async (t) => {
   t.same(sp.loadBalancerSourceRanges, ['192.0.2.0/24']);
   t.equal(sp.affinityTimeoutSeconds, 10800, 'the default ClientIP timeout');
   t.equal(sp.healthCheckNodePort, 32000);
-  t.same(sp.endpoints.map((e) => e.ip), ['10.0.0.1', 'fd00::1'], 'an IPv4 address in an IPv6 slice is refused');
-  t.match(r.warnings.join('\n'), /externalIP "not-an-ip".*\n.*loadBalancerSourceRange "10.0.0.0\/99".*\n.*1 endpoint\(s\) without a valid IPv6 address/);
+  t.same(
+    sp.endpoints.map((e) => e.ip),
+    ['10.0.0.1', 'fd00::1'],
+    'an IPv4 address in an IPv6 slice is refused',
+  );
+  t.match(
+    r.warnings.join('\n'),
+    /externalIP "not-an-ip".*\n.*loadBalancerSourceRange "10.0.0.0\/99".*\n.*1 endpoint\(s\) without a valid IPv6 address/,
+  );
 });
 
 t.test('malformed objects: one warning each, never a throw', async (t) => {
   const bad = [
     { metadata: { name: 'x' } },
     { metadata: { name: 'Bad Name; $(rm -rf /)' }, spec: { clusterIP: '10.0.0.1', ports: [{ port: 80 }] } },
-    { metadata: { name: 'p', namespace: 'default' }, spec: { clusterIP: '10.0.0.1', ports: [{ port: 0 }, { port: 65536 }, { port: '80' }, 'x', { name: 'a', port: 1 }, { name: 'a', port: 2 }, { port: 5, protocol: 'ICMP' }] } },
+    {
+      metadata: { name: 'p', namespace: 'default' },
+      spec: {
+        clusterIP: '10.0.0.1',
+        ports: [
+          { port: 0 },
+          { port: 65536 },
+          { port: '80' },
+          'x',
+          { name: 'a', port: 1 },
+          { name: 'a', port: 2 },
+          { port: 5, protocol: 'ICMP' },
+        ],
+      },
+    },
     { metadata: { name: 'q' }, spec: { clusterIP: '999.1.1.1', ports: [{ port: 80 }] } },
-    { metadata: { name: 'r' }, spec: { clusterIP: '10.0.0.1', ports: [{ port: 80 }], sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 999999 } } } },
+    {
+      metadata: { name: 'r' },
+      spec: {
+        clusterIP: '10.0.0.1',
+        ports: [{ port: 80 }],
+        sessionAffinity: 'ClientIP',
+        sessionAffinityConfig: { clientIP: { timeoutSeconds: 999999 } },
+      },
+    },
     null,
     42,
   ];
@@ -153,31 +286,52 @@ t.test('malformed objects: one warning each, never a throw', async (t) => {
     /metadata.name is missing/,
   ]);
   const ok = translateService(bad[2] as never, [], ctx);
-  t.same(ok.ports.map((p) => p.key), ['default/p:a/TCP'], 'the good port of a partly bad service is kept');
+  t.same(
+    ok.ports.map((p) => p.key),
+    ['default/p:a/TCP'],
+    'the good port of a partly bad service is kept',
+  );
 });
 
 t.test('change tracker: only changed services are retranslated and diffed', async (t) => {
   const tr = new ChangeTracker({ nodeName: 'node-a' });
   const a = service({ name: 'a', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
   const b = service({ name: 'b', clusterIP: '10.96.0.11', ports: [{ name: 'http', port: 80 }] });
-  tr.replaceAll({ services: [a, b], slices: [endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] })] });
+  tr.replaceAll({
+    services: [a, b],
+    slices: [endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] })],
+  });
   const first = tr.flush();
   t.same(first.diff.added.map((s) => s.key).sort(), ['default/a:http/TCP', 'default/b:http/TCP']);
   t.equal(first.servicesChanged, 2);
 
   // Same objects again: nothing pending.
-  tr.replaceAll({ services: [a, b], slices: [endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] })] });
+  tr.replaceAll({
+    services: [a, b],
+    slices: [endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }] })],
+  });
   t.equal(tr.hasPending(), false, 'an identical reload changes nothing');
 
-  tr.applySlice(endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }] }));
+  tr.applySlice(
+    endpointSlice({ service: 'a', name: 'a1', ports: [{ name: 'http', port: 8080 }], endpoints: [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }] }),
+  );
   const second = tr.flush();
   t.equal(second.servicesChanged, 1, 'only service a was retranslated');
-  t.same(second.diff.updated.map((u) => u.next.key), ['default/a:http/TCP']);
-  t.same(second.diff.updated[0]!.next.endpoints.map((e) => e.ip), ['10.0.0.1', '10.0.0.2']);
+  t.same(
+    second.diff.updated.map((u) => u.next.key),
+    ['default/a:http/TCP'],
+  );
+  t.same(
+    second.diff.updated[0]!.next.endpoints.map((e) => e.ip),
+    ['10.0.0.1', '10.0.0.2'],
+  );
 
   tr.deleteService('default', 'b');
   const third = tr.flush();
-  t.same(third.diff.removed.map((s) => s.key), ['default/b:http/TCP']);
+  t.same(
+    third.diff.removed.map((s) => s.key),
+    ['default/b:http/TCP'],
+  );
   t.equal(tr.current().size, 1);
 
   // A slice that arrives before its service is applied once the service comes.
@@ -185,11 +339,18 @@ t.test('change tracker: only changed services are retranslated and diffed', asyn
   tr.flush();
   tr.applyService(service({ name: 'c', clusterIP: '10.96.0.12', ports: [{ name: 'http', port: 80 }] }));
   const fourth = tr.flush();
-  t.same(fourth.diff.added[0]!.endpoints.map((e) => e.ip), ['10.0.0.9']);
+  t.same(
+    fourth.diff.added[0]!.endpoints.map((e) => e.ip),
+    ['10.0.0.9'],
+  );
   // A slice whose Service does not exist is named once; a port name the slices lack is named too.
-  tr.applySlice(endpointSlice({ service: 'ghost', name: 'ghost-1', ports: [{ name: 'http', port: 9090 }], endpoints: [{ ip: '10.0.0.5' }] }));
+  tr.applySlice(
+    endpointSlice({ service: 'ghost', name: 'ghost-1', ports: [{ name: 'http', port: 9090 }], endpoints: [{ ip: '10.0.0.5' }] }),
+  );
   t.match(tr.flush().warnings, [/EndpointSlice default\/ghost-1: Service default\/ghost does not exist/]);
-  tr.applySlice(endpointSlice({ service: 'ghost', name: 'ghost-1', ports: [{ name: 'http', port: 9091 }], endpoints: [{ ip: '10.0.0.5' }] }));
+  tr.applySlice(
+    endpointSlice({ service: 'ghost', name: 'ghost-1', ports: [{ name: 'http', port: 9091 }], endpoints: [{ ip: '10.0.0.5' }] }),
+  );
   t.same(tr.flush().warnings, [], 'not repeated while it stays an orphan');
   tr.applyService(service({ name: 'ghost', clusterIP: '10.96.0.13', ports: [{ name: 'web', port: 80 }] }));
   const named = tr.flush();
@@ -211,7 +372,10 @@ t.test('change tracker: objects from an API server are compared by resourceVersi
   t.equal(tr.hasPending(), false, 'the same resourceVersion is the same object');
   tr.applyService(v('11', 81));
   t.equal(tr.hasPending(), true, 'a new resourceVersion is a change');
-  t.same(tr.flush().diff.updated.map((u) => [u.prev.port, u.next.port]), [[80, 81]]);
+  t.same(
+    tr.flush().diff.updated.map((u) => [u.prev.port, u.next.port]),
+    [[80, 81]],
+  );
   const byContent = new ChangeTracker({ nodeName: 'node-a' });
   byContent.applyService(v('10', 80));
   byContent.flush();

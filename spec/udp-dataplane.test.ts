@@ -14,12 +14,24 @@ t.test('UDP round trip through the proxy, round-robin over sessions', async (t) 
     await h.close();
     await Promise.all(backends.map((b) => b.close()));
   });
-  await h.set([dnsService()], slicesFor('dns', 'dns', backends.map((b) => b.port), 'UDP'));
+  await h.set(
+    [dnsService()],
+    slicesFor(
+      'dns',
+      'dns',
+      backends.map((b) => b.port),
+      'UDP',
+    ),
+  );
   const port = h.port(KEY);
   const replies: string[] = [];
   for (let i = 0; i < 4; i++) replies.push(String(await udpAsk(port, `q${i}`)));
   const who = replies.map((r) => r.split(':')[0]);
-  t.same(replies.map((r) => r.split(':')[1]), ['q0', 'q1', 'q2', 'q3'], 'every query answered');
+  t.same(
+    replies.map((r) => r.split(':')[1]),
+    ['q0', 'q1', 'q2', 'q3'],
+    'every query answered',
+  );
   t.ok(who[0] !== who[1] && who[0] === who[2] && who[1] === who[3], `new clients alternate: ${who.join(',')}`);
 
   // One client keeps its session: all its datagrams go to one endpoint, replies come from the service port.
@@ -132,7 +144,10 @@ t.test('a session whose endpoint is removed ends at once; the same client port i
   t.equal(l.connections, 0, 'the session to A ended with the update, before any datagram');
   t.equal(l.stats.active, 0, 'live sessions gauge');
   t.equal(l.stats.sessionsEndpointGone, 1, 'counted as closed because its endpoint left');
-  t.ok(h.log.messages('info').some((m) => /closed UDP sessions whose endpoint left/.test(m)), 'and logged once for the update');
+  t.ok(
+    h.log.messages('info').some((m) => /closed UDP sessions whose endpoint left/.test(m)),
+    'and logged once for the update',
+  );
 
   t.equal(String(await udpAsk(port, 'q3', 2000, client)), 'b:q3', 'the very next datagram from the same port is answered by B');
   t.equal(String(await udpAsk(port, 'q4', 2000, client)), 'b:q4');
@@ -151,8 +166,18 @@ t.test('a session whose endpoint stops serving (not ready) ends at once; the dea
     await b.close();
   });
   const slices = (aReady: boolean) => [
-    endpointSlice({ service: 'dns', name: 'dns-a', ports: [{ name: 'dns', port: a.port, protocol: 'UDP' }], endpoints: [{ ip: '127.0.0.1', ready: aReady, serving: aReady }] }),
-    endpointSlice({ service: 'dns', name: 'dns-b', ports: [{ name: 'dns', port: b.port, protocol: 'UDP' }], endpoints: [{ ip: '127.0.0.1' }] }),
+    endpointSlice({
+      service: 'dns',
+      name: 'dns-a',
+      ports: [{ name: 'dns', port: a.port, protocol: 'UDP' }],
+      endpoints: [{ ip: '127.0.0.1', ready: aReady, serving: aReady }],
+    }),
+    endpointSlice({
+      service: 'dns',
+      name: 'dns-b',
+      ports: [{ name: 'dns', port: b.port, protocol: 'UDP' }],
+      endpoints: [{ ip: '127.0.0.1' }],
+    }),
   ];
   await h.set([dnsService()], slices(true));
   const port = h.port(KEY);

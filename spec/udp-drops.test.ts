@@ -66,8 +66,20 @@ t.test('a burst the paused listener cannot hold: kup_udp_receive_drops_total and
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'objects.yaml');
   await writeFile(file, stringify({ kind: 'List', items: [dnsService(), ...slicesFor('dns', 'dns', [backend.port], 'UDP')] }));
-  const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`, '--healthz-bind-address', '',
-    '--metrics-bind-address', '127.0.0.1:0', '--udp-buffer-size', '64Ki']);
+  const child = startKup([
+    'run',
+    '--no-iptables',
+    '--bind-address',
+    '127.0.0.1',
+    '--source',
+    `file:${file}`,
+    '--healthz-bind-address',
+    '',
+    '--metrics-bind-address',
+    '127.0.0.1:0',
+    '--udp-buffer-size',
+    '64Ki',
+  ]);
   t.teardown(() => void child.kill('SIGKILL'));
   const done = finished(child, 60_000);
   const port = Number((await waitForOutput(child, /"proxyPort":(\d+)/))[1]);

@@ -21,7 +21,10 @@ import { buildStatus, type StatusDocument } from './status.js';
  * runtime object exists, so the admin face never depends on the runtime.
  */
 export interface AdminTarget {
-  readonly config: Pick<RunConfig, 'nodeName' | 'bindAddress' | 'syncPeriodMs' | 'lbStrategy' | 'healthzBindAddress' | 'metricsBindAddress'>;
+  readonly config: Pick<
+    RunConfig,
+    'nodeName' | 'bindAddress' | 'syncPeriodMs' | 'lbStrategy' | 'healthzBindAddress' | 'metricsBindAddress'
+  >;
   readonly logger: Logger;
   readonly source: Pick<Source, 'kind' | 'state' | 'recorder'>;
   readonly tracker: Pick<ChangeTracker, 'counters' | 'current'>;
@@ -111,8 +114,16 @@ export class Admin {
   observeNode(node: V1Node | null): void {
     if (!this.monitor.syncNode(node)) return;
     const e = this.monitor.nodeEligibility;
-    if (e.eligible) this.rt.logger.info({ node: this.rt.config.nodeName }, 'node is eligible for load-balancer traffic again: /healthz follows proxy health');
-    else this.rt.logger.warn({ node: this.rt.config.nodeName, nodeEligible: false }, `${e.reason ?? 'node not eligible'}: /healthz answers 503 so load balancers drain this node`);
+    if (e.eligible)
+      this.rt.logger.info(
+        { node: this.rt.config.nodeName },
+        'node is eligible for load-balancer traffic again: /healthz follows proxy health',
+      );
+    else
+      this.rt.logger.warn(
+        { node: this.rt.config.nodeName, nodeEligible: false },
+        `${e.reason ?? 'node not eligible'}: /healthz answers 503 so load balancers drain this node`,
+      );
   }
 
   status(clientIP: string): StatusDocument {
@@ -145,7 +156,8 @@ export class Admin {
     });
     await server.start();
     this.healthServer = server;
-    if (this.healthzAddress !== null) this.rt.logger.info({ healthz: `${hostUrl(this.healthzAddress)}/healthz` }, 'health server listening');
+    if (this.healthzAddress !== null)
+      this.rt.logger.info({ healthz: `${hostUrl(this.healthzAddress)}/healthz` }, 'health server listening');
   }
 
   /** After the first sync: metrics, /status, dashboard and the service health checks. */
@@ -181,7 +193,13 @@ export class Admin {
     rt.logger.info(where, 'admin servers listening');
     // kube-proxy's birth cry, once serving.
     const node = rt.config.nodeName;
-    this.events?.record({ regarding: { kind: 'Node', namespace: '', name: node, uid: node }, type: 'Normal', reason: 'Starting', action: 'StartKubeProxy', note: '' });
+    this.events?.record({
+      regarding: { kind: 'Node', namespace: '', name: node, uid: node },
+      type: 'Normal',
+      reason: 'Starting',
+      action: 'StartKubeProxy',
+      note: '',
+    });
   }
 
   /** From now on health says 503, so load balancers move away while connections drain. */

@@ -70,8 +70,10 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
     rule = `${dst(d.ip)} -p ${proto} -m ${proto} --dport ${s.portNumber}`;
   }
   const endpoints = s.endpoints.filter((e) => (external ? e.inUseExternal : e.inUse));
-  if (external && s.externalTrafficPolicy === 'Local') notes.push('externalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
-  if (!external && s.internalTrafficPolicy === 'Local') notes.push('internalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
+  if (external && s.externalTrafficPolicy === 'Local')
+    notes.push('externalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
+  if (!external && s.internalTrafficPolicy === 'Local')
+    notes.push('internalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
   if (endpoints.length === 0) notes.push('no usable endpoint: connections are refused at once (UDP datagrams dropped)');
   return {
     kind,
@@ -132,7 +134,8 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
             ? `${d.ip} is an address of this machine`
             : `matches only where ${d.ip} is one of the node's own addresses (it is not one of this machine's)`,
         ];
-        if (d.ip.startsWith('127.') || d.ip === '::1') notes.push('loopback: NodePorts are accepted on local addresses other than loopback');
+        if (d.ip.startsWith('127.') || d.ip === '::1')
+          notes.push('loopback: NodePorts are accepted on local addresses other than loopback');
         matches.push(match('NodePort', s, d, notes));
       }
     }
@@ -144,7 +147,13 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
         if (s.proxyPort === d.port) matches.push(match('proxy port', s, d));
         else if (s.externalProxyPort === d.port) {
           const m = match('NodePort', s, d);
-          matches.push({ ...m, kind: 'proxy port', chains: [], rule: 'none: addressed straight to the listener', notes: ['the listener for external traffic'] });
+          matches.push({
+            ...m,
+            kind: 'proxy port',
+            chains: [],
+            rule: 'none: addressed straight to the listener',
+            notes: ['the listener for external traffic'],
+          });
         }
       }
     }
@@ -189,7 +198,8 @@ export function formatExplanation(doc: StatusDocument, x: Explanation): string {
         ? `none: the listener could not be opened${s.listenerError === null ? '' : ` (${s.listenerError})`}`
         : `${joinHostPort(doc.bindAddress, m.listenerPort)}/${s.protocol} (${which})`;
     lines.push(`  listener  ${listener}`);
-    const affinity = s.sessionAffinityTimeoutSeconds > 0 ? `ClientIP session affinity ${s.sessionAffinityTimeoutSeconds}s` : 'no session affinity';
+    const affinity =
+      s.sessionAffinityTimeoutSeconds > 0 ? `ClientIP session affinity ${s.sessionAffinityTimeoutSeconds}s` : 'no session affinity';
     const policy =
       m.scope === 'external' || m.kind === 'NodePort' || m.kind === 'externalIP' || m.kind === 'LoadBalancer IP'
         ? `externalTrafficPolicy ${s.externalTrafficPolicy}`
@@ -202,7 +212,9 @@ export function formatExplanation(doc: StatusDocument, x: Explanation): string {
     const unused = s.endpoints.filter((e) => !m.endpoints.includes(e));
     if (unused.length > 0) lines.push(`            (not in play: ${unused.map((e) => joinHostPort(e.ip, e.port)).join(', ')})`);
     const forWhom = doc.client === '' ? 'a new client' : `client ${doc.client}`;
-    lines.push(`  next      ${m.next === null ? 'none: no endpoint to send it to' : `${m.next} (the next connection from ${forWhom} goes here)`}`);
+    lines.push(
+      `  next      ${m.next === null ? 'none: no endpoint to send it to' : `${m.next} (the next connection from ${forWhom} goes here)`}`,
+    );
     for (const n of m.notes) lines.push(`  note      ${n}`);
   }
   return `${lines.join('\n')}\n`;

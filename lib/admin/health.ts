@@ -67,7 +67,10 @@ export class HealthMonitor {
     // the source's initial state is in and the first sync started), so a long
     // initial list never counts; a first sync that fails does (its change stays queued).
     if (sync.lastQueuedTime !== 0 && now - sync.lastQueuedTime >= this.timeoutMs) {
-      const why = sync.consecutiveFailures > 0 ? `; syncs are failing (${sync.consecutiveFailures} in a row): ${sync.lastError ?? 'unknown error'}` : '';
+      const why =
+        sync.consecutiveFailures > 0
+          ? `; syncs are failing (${sync.consecutiveFailures} in a row): ${sync.lastError ?? 'unknown error'}`
+          : '';
       proxyReason = `a change has waited ${seconds(now - sync.lastQueuedTime)} to be applied (limit ${seconds(this.timeoutMs)})${why}`;
     }
     const proxyHealthy = proxyReason === null;

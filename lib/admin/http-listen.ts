@@ -7,7 +7,12 @@ import { KupError } from '../core/errors.js';
 export function listenHttp(server: Server, host: string, port: number, what: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
-      const why = err.code === 'EADDRINUSE' ? 'the port is in use (is another kup or kube-proxy running?)' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.message;
+      const why =
+        err.code === 'EADDRINUSE'
+          ? 'the port is in use (is another kup or kube-proxy running?)'
+          : err.code === 'EADDRNOTAVAIL'
+            ? 'no such local address'
+            : err.message;
       reject(new KupError('KUP_LISTEN_FAILED', `cannot start the ${what} on ${joinHostPort(host, port)}: ${why}`, { cause: err }));
     };
     server.once('error', onError);

@@ -70,7 +70,8 @@ export class MetricsServer {
         res.writeHead(200, {
           'Content-Type': 'text/html; charset=utf-8',
           // The page loads nothing from anywhere: say so, so a injected name in a table can't either.
-          'Content-Security-Policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+          'Content-Security-Policy':
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
           ...SECURITY_HEADERS,
         });
         res.end(req.method === 'HEAD' ? undefined : DASHBOARD_HTML);

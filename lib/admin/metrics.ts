@@ -10,7 +10,11 @@ import type { ListenerView } from './status.js';
 /** What the metrics read; a ProxyRuntime provides all of it. */
 export interface MetricsSource {
   readonly tracker: Pick<ChangeTracker, 'counters' | 'current'>;
-  readonly proxier: { entries(): Iterable<ServicePortListeners>; failures(): ReadonlyMap<string, unknown>; refreshUdpDrops(): Promise<void> };
+  readonly proxier: {
+    entries(): Iterable<ServicePortListeners>;
+    failures(): ReadonlyMap<string, unknown>;
+    refreshUdpDrops(): Promise<void>;
+  };
   readonly syncer: { readonly state: Readonly<SyncState> };
   readonly source: { state(): SourceState };
   installedRules(): string | null;
@@ -22,7 +26,8 @@ export interface MetricsSource {
 const SYNC_BUCKETS = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384];
 /** kube-proxy's network programming buckets: 0.25s steps to 1s, then 1s to 59s, 5s to 115s, 30s to 5min. */
 const PROGRAMMING_BUCKETS = [
-  0.25, 0.5,
+  0.25,
+  0.5,
   ...Array.from({ length: 59 }, (_, i) => i + 1),
   ...Array.from({ length: 12 }, (_, i) => 60 + 5 * i),
   ...Array.from({ length: 7 }, (_, i) => 120 + 30 * i),
@@ -33,7 +38,13 @@ type PortLabels = Record<(typeof PORT_LABELS)[number], string>;
 const ENDPOINT_LABELS = ['namespace', 'service', 'port', 'protocol', 'endpoint'] as const;
 
 function portLabels(sp: ServicePort, listener: 'internal' | 'external'): PortLabels {
-  return { namespace: sp.namespace, service: sp.name, port: sp.portName === '' ? String(sp.port) : sp.portName, protocol: sp.protocol, listener };
+  return {
+    namespace: sp.namespace,
+    service: sp.name,
+    port: sp.portName === '' ? String(sp.port) : sp.portName,
+    protocol: sp.protocol,
+    listener,
+  };
 }
 
 function* listeners(src: MetricsSource): Generator<[ServicePort, 'internal' | 'external', ListenerView]> {
@@ -88,8 +99,18 @@ export class ProxyMetrics {
       buckets: PROGRAMMING_BUCKETS,
       registers,
     });
-    this.healthz = new Counter({ name: 'kubeproxy_proxy_healthz_total', help: 'Cumulative proxy healthz HTTP status', labelNames: ['code'], registers });
-    this.livez = new Counter({ name: 'kubeproxy_proxy_livez_total', help: 'Cumulative proxy livez HTTP status', labelNames: ['code'], registers });
+    this.healthz = new Counter({
+      name: 'kubeproxy_proxy_healthz_total',
+      help: 'Cumulative proxy healthz HTTP status',
+      labelNames: ['code'],
+      registers,
+    });
+    this.livez = new Counter({
+      name: 'kubeproxy_proxy_livez_total',
+      help: 'Cumulative proxy livez HTTP status',
+      labelNames: ['code'],
+      registers,
+    });
 
     const sync = (): Readonly<SyncState> => src.syncer.state;
     new Gauge({
@@ -174,20 +195,60 @@ export class ProxyMetrics {
       only?: 'TCP' | 'UDP',
     ): void => {
       const fill = (set: (labels: PortLabels, v: number) => void): void => {
-        for (const [sp, scope, l] of listeners(src)) if (only === undefined || sp.protocol === only) set(portLabels(sp, scope), read(l.stats));
+        for (const [sp, scope, l] of listeners(src))
+          if (only === undefined || sp.protocol === only) set(portLabels(sp, scope), read(l.stats));
       };
       scraped(kind, name, help, PORT_LABELS, registers, fill);
     };
-    perListener('kup_connections_accepted_total', 'TCP connections accepted / UDP sessions created per service port listener', (s) => s.accepted, 'counter');
+    perListener(
+      'kup_connections_accepted_total',
+      'TCP connections accepted / UDP sessions created per service port listener',
+      (s) => s.accepted,
+      'counter',
+    );
     perListener('kup_connections_active', 'Open TCP connections / live UDP sessions per service port listener', (s) => s.active, 'gauge');
-    perListener('kup_dial_failures_total', 'Dials (TCP) or backend sockets (UDP) to an endpoint that failed', (s) => s.dialFailures, 'counter');
-    perListener('kup_connections_no_endpoints_total', 'Clients turned away because no endpoint was usable', (s) => s.noEndpoints, 'counter');
-    perListener('kup_connections_exhausted_total', 'TCP clients closed because every dial attempt failed', (s) => s.exhausted, 'counter', 'TCP');
-    perListener('kup_bytes_in_total', 'Bytes from clients to endpoints, counted when a TCP connection closes', (s) => s.bytesIn, 'counter', 'TCP');
-    perListener('kup_bytes_out_total', 'Bytes from endpoints to clients, counted when a TCP connection closes', (s) => s.bytesOut, 'counter', 'TCP');
+    perListener(
+      'kup_dial_failures_total',
+      'Dials (TCP) or backend sockets (UDP) to an endpoint that failed',
+      (s) => s.dialFailures,
+      'counter',
+    );
+    perListener(
+      'kup_connections_no_endpoints_total',
+      'Clients turned away because no endpoint was usable',
+      (s) => s.noEndpoints,
+      'counter',
+    );
+    perListener(
+      'kup_connections_exhausted_total',
+      'TCP clients closed because every dial attempt failed',
+      (s) => s.exhausted,
+      'counter',
+      'TCP',
+    );
+    perListener(
+      'kup_bytes_in_total',
+      'Bytes from clients to endpoints, counted when a TCP connection closes',
+      (s) => s.bytesIn,
+      'counter',
+      'TCP',
+    );
+    perListener(
+      'kup_bytes_out_total',
+      'Bytes from endpoints to clients, counted when a TCP connection closes',
+      (s) => s.bytesOut,
+      'counter',
+      'TCP',
+    );
     perListener('kup_udp_datagrams_in_total', 'UDP datagrams relayed from clients to endpoints', (s) => s.datagramsIn, 'counter', 'UDP');
     perListener('kup_udp_datagrams_out_total', 'UDP datagrams relayed from endpoints to clients', (s) => s.datagramsOut, 'counter', 'UDP');
-    perListener('kup_udp_datagrams_dropped_total', 'UDP datagrams dropped (no endpoint, queue full, send error)', (s) => s.datagramsDropped, 'counter', 'UDP');
+    perListener(
+      'kup_udp_datagrams_dropped_total',
+      'UDP datagrams dropped (no endpoint, queue full, send error)',
+      (s) => s.datagramsDropped,
+      'counter',
+      'UDP',
+    );
     perListener(
       'kup_udp_receive_drops_total',
       "UDP datagrams the kernel dropped on the listener's socket before kup read them (receive buffer full; /proc/net/udp drops)",
@@ -195,7 +256,13 @@ export class ProxyMetrics {
       'counter',
       'UDP',
     );
-    perListener('kup_udp_sessions_evicted_total', 'UDP sessions evicted because the session cap was reached', (s) => s.sessionsEvicted, 'counter', 'UDP');
+    perListener(
+      'kup_udp_sessions_evicted_total',
+      'UDP sessions evicted because the session cap was reached',
+      (s) => s.sessionsEvicted,
+      'counter',
+      'UDP',
+    );
     perListener(
       'kup_udp_sessions_endpoint_gone_total',
       'UDP sessions closed because their endpoint left the usable set (removed, or no longer serving)',
@@ -206,7 +273,12 @@ export class ProxyMetrics {
     perListener('kup_accept_errors_total', 'accept() errors reported by the listening socket', (s) => s.acceptErrors, 'counter', 'TCP');
     perListener('kup_connections_shed_total', 'Clients shed because the process was out of file descriptors', (s) => s.shed, 'counter');
 
-    const perEndpoint = (name: string, help: string, read: (active: number, picks: number, failures: number) => number, kind: 'counter' | 'gauge'): void => {
+    const perEndpoint = (
+      name: string,
+      help: string,
+      read: (active: number, picks: number, failures: number) => number,
+      kind: 'counter' | 'gauge',
+    ): void => {
       const fill = (set: (labels: Record<(typeof ENDPOINT_LABELS)[number], string>, v: number) => void): void => {
         for (const p of src.proxier.entries()) {
           // One series per endpoint of the port, both listeners summed.
@@ -219,7 +291,10 @@ export class ProxyMetrics {
           }
           const base = portLabels(p.sp, 'internal');
           for (const [id, [a, pk, f]] of sums) {
-            set({ namespace: base.namespace, service: base.service, port: base.port, protocol: base.protocol, endpoint: id }, read(a, pk, f));
+            set(
+              { namespace: base.namespace, service: base.service, port: base.port, protocol: base.protocol, endpoint: id },
+              read(a, pk, f),
+            );
           }
         }
       };

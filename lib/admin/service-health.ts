@@ -43,10 +43,13 @@ export function serviceHealthTargets(table: ServiceTable): Map<number, ServiceHe
 function goListenError(host: string, port: number, err: unknown): string {
   const cause = err instanceof Error ? (err.cause as NodeJS.ErrnoException | undefined) : undefined;
   const why =
-    cause?.code === 'EADDRINUSE' ? 'bind: address already in use'
-    : cause?.code === 'EADDRNOTAVAIL' ? 'bind: cannot assign requested address'
-    : cause?.code === 'EACCES' ? 'bind: permission denied'
-    : (cause?.message ?? errorMessage(err));
+    cause?.code === 'EADDRINUSE'
+      ? 'bind: address already in use'
+      : cause?.code === 'EADDRNOTAVAIL'
+        ? 'bind: cannot assign requested address'
+        : cause?.code === 'EACCES'
+          ? 'bind: permission denied'
+          : (cause?.message ?? errorMessage(err));
   return `listen tcp ${joinHostPort(host, port)}: ${why}`;
 }
 

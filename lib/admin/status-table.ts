@@ -22,7 +22,12 @@ export function formatStatusTable(doc: StatusDocument): string {
   const rows: string[][] = [['SERVICE', 'TYPE', 'VIPS', 'PROXY PORT', 'ENDPOINTS', 'ACTIVE']];
   for (const s of doc.services) {
     const ready = s.endpoints.filter((e) => e.ready).length;
-    const port = s.proxyPort === null ? (s.listenerError === null ? '-' : 'FAILED') : String(s.proxyPort) + (s.externalProxyPort === null ? '' : `,${s.externalProxyPort}`);
+    const port =
+      s.proxyPort === null
+        ? s.listenerError === null
+          ? '-'
+          : 'FAILED'
+        : String(s.proxyPort) + (s.externalProxyPort === null ? '' : `,${s.externalProxyPort}`);
     rows.push([`${s.name}:${s.port}/${s.protocol}`, s.type, vipList(s), port, `${ready}/${s.endpoints.length}`, String(s.stats.active)]);
   }
   const failed = doc.services.filter((s) => s.listenerError !== null).map((s) => `  ${s.key}: ${s.listenerError ?? ''}`);

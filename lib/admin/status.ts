@@ -1,6 +1,14 @@
 import type { Balancer } from '../core/balancer/balancer.js';
 import type { EndpointState } from '../core/balancer/endpoint-state.js';
-import { endpointId, portLabel, type Protocol, type ServicePort, type ServiceTable, type ServiceType, type TrafficPolicy } from '../core/types.js';
+import {
+  endpointId,
+  portLabel,
+  type Protocol,
+  type ServicePort,
+  type ServiceTable,
+  type ServiceType,
+  type TrafficPolicy,
+} from '../core/types.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import type { SourceKind, SourceState } from '../sources/source.js';
 import type { SyncState } from '../sync/syncer.js';
@@ -32,7 +40,12 @@ export interface StatusDocument {
   readonly source: SourceStatus;
   readonly sync: SyncStatus | null;
   readonly iptables: { readonly installed: boolean; readonly ruleLines: number };
-  readonly totals: { readonly servicePorts: number; readonly endpoints: number; readonly readyEndpoints: number; readonly activeConnections: number };
+  readonly totals: {
+    readonly servicePorts: number;
+    readonly endpoints: number;
+    readonly readyEndpoints: number;
+    readonly activeConnections: number;
+  };
   readonly services: readonly ServiceStatus[];
 }
 
@@ -198,9 +211,12 @@ function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: 
       failures: (i?.failures ?? 0) + (x?.failures ?? 0),
     };
   });
-  const stats = sumStats(view === undefined ? [] : view.external === null ? [view.internal.stats] : [view.internal.stats, view.external.stats]);
+  const stats = sumStats(
+    view === undefined ? [] : view.external === null ? [view.internal.stats] : [view.internal.stats, view.external.stats],
+  );
   const next = view?.internal.balancer.peek(input.clientIP)?.id ?? null;
-  const nextExternal = view === undefined ? null : view.external === null ? next : (view.external.balancer.peek(input.clientIP)?.id ?? null);
+  const nextExternal =
+    view === undefined ? null : view.external === null ? next : (view.external.balancer.peek(input.clientIP)?.id ?? null);
   return {
     key: sp.key,
     name: sp.serviceName,

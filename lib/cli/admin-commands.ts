@@ -53,7 +53,11 @@ export function addAdminCommands(program: Command): void {
     .option('--source <source>', 'work it out from "kubernetes" or "file:PATH" without running the proxy')
     .option('--kubeconfig <path>', 'kubeconfig for --source kubernetes')
     .option('--hostname-override <name>', "with --source: this node's name (default: the host name)")
-    .addOption(new Option('--lb-strategy <strategy>', 'with --source: the strategy kup would run with').choices(LB_STRATEGIES).default('round-robin'))
+    .addOption(
+      new Option('--lb-strategy <strategy>', 'with --source: the strategy kup would run with')
+        .choices(LB_STRATEGIES)
+        .default('round-robin'),
+    )
     .option('--client <ip>', 'follow the session affinity of this client for the next pick')
     .action(async (destination: string, flags: ExplainFlags) => {
       const d = parseDestination(destination);

@@ -47,9 +47,7 @@ export async function startDemo(config: RunConfig, logger: Logger): Promise<Demo
   };
   try {
     for (const w of wanted.values()) {
-      backends.push(
-        await (w.protocol === 'TCP' ? startHttpBackend(w.name, w.ip, w.port) : startUdpEchoBackend(w.name, w.ip, w.port)),
-      );
+      backends.push(await (w.protocol === 'TCP' ? startHttpBackend(w.name, w.ip, w.port) : startUdpEchoBackend(w.name, w.ip, w.port)));
     }
   } catch (err) {
     await closeBackends();
@@ -105,7 +103,9 @@ export function describeDemo(demo: Demo): string {
   const h = demo.runtime.admin.healthzAddress;
   if (h !== null) lines.push(`Health:    ${hostUrl(h)}/healthz    Metrics: ${m === null ? 'off' : `${hostUrl(m)}/metrics`}`);
   lines.push('');
-  lines.push(`Edit ${demo.runtime.config.source.kind === 'file' ? demo.runtime.config.source.path : 'the file'} while this runs: changes apply within a second.`);
+  lines.push(
+    `Edit ${demo.runtime.config.source.kind === 'file' ? demo.runtime.config.source.path : 'the file'} while this runs: changes apply within a second.`,
+  );
   lines.push('Press Ctrl-C to stop.');
   return lines.join('\n');
 }

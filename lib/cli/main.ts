@@ -33,7 +33,11 @@ function addRunFlags(cmd: Command): Command {
     .option('--udp-timeout <duration>', 'idle time after which a UDP session is closed', RUN_DEFAULTS.udpTimeout)
     .option('--udp-max-sessions <n>', 'most UDP sessions per service port (oldest evicted)', RUN_DEFAULTS.udpMaxSessions)
     .option('--tcp-idle-timeout <duration>', 'close a TCP connection idle this long both ways (0: never)', RUN_DEFAULTS.tcpIdleTimeout)
-    .option('--udp-buffer-size <bytes>', "receive and send buffer asked for each UDP socket (0: the kernel's default)", RUN_DEFAULTS.udpBufferSize)
+    .option(
+      '--udp-buffer-size <bytes>',
+      "receive and send buffer asked for each UDP socket (0: the kernel's default)",
+      RUN_DEFAULTS.udpBufferSize,
+    )
     .addOption(
       new Option('--lb-strategy <strategy>', 'how endpoints are chosen')
         .choices(['round-robin', 'least-connections'])
@@ -45,11 +49,17 @@ function addRunFlags(cmd: Command): Command {
     .option('--min-sync-period <duration>', 'changes are applied at most this often (0 allowed)', RUN_DEFAULTS.minSyncPeriod)
     .option('--healthz-bind-address <ip:port>', 'health server address (empty: off)', RUN_DEFAULTS.healthzBindAddress)
     .option('--metrics-bind-address <ip:port>', 'metrics, /status and dashboard address (empty: off)', RUN_DEFAULTS.metricsBindAddress)
-    .option('--service-cluster-ip-range <cidr>', 'file source: where Services without a clusterIP get one', RUN_DEFAULTS.serviceClusterIpRange)
+    .option(
+      '--service-cluster-ip-range <cidr>',
+      'file source: where Services without a clusterIP get one',
+      RUN_DEFAULTS.serviceClusterIpRange,
+    )
     .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
     .option('--state-dir <dir>', 'state directory; holds the lock allowing one kup with iptables per directory', RUN_DEFAULTS.stateDir)
     .addOption(
-      new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default(RUN_DEFAULTS.logLevel),
+      new Option('--log-level <level>', 'log level')
+        .choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+        .default(RUN_DEFAULTS.logLevel),
     );
 }
 
@@ -91,7 +101,8 @@ export function buildProgram(): Command {
       }
       runtime.reload().then(
         (done) => log.info({ signal: 'SIGHUP' }, `SIGHUP: ${done}`),
-        (err: unknown) => log.error({ signal: 'SIGHUP', err: errorMessage(err) }, 'SIGHUP: re-read failed; still serving the last good state'),
+        (err: unknown) =>
+          log.error({ signal: 'SIGHUP', err: errorMessage(err) }, 'SIGHUP: re-read failed; still serving the last good state'),
       );
     };
     // Left installed until the process exits: a SIGHUP while stopping must not kill it half-way.
@@ -123,8 +134,13 @@ export function buildProgram(): Command {
         logLevel: explicit('logLevel') ? flags.logLevel : 'warn',
       });
       // The demo's admin servers stay on loopback too; only their ports come from the flags.
-      const loopback = (a: HostPort | null): HostPort | null => (a === null ? null : { host: a.host === '::1' ? '::1' : '127.0.0.1', port: a.port });
-      const config = { ...parsed, healthzBindAddress: loopback(parsed.healthzBindAddress), metricsBindAddress: loopback(parsed.metricsBindAddress) };
+      const loopback = (a: HostPort | null): HostPort | null =>
+        a === null ? null : { host: a.host === '::1' ? '::1' : '127.0.0.1', port: a.port };
+      const config = {
+        ...parsed,
+        healthzBindAddress: loopback(parsed.healthzBindAddress),
+        metricsBindAddress: loopback(parsed.metricsBindAddress),
+      };
       const log = createLogger(config.logLevel);
       const demo = await startDemo(config, log);
       process.stdout.write(`${describeDemo(demo)}\n`);
@@ -142,7 +158,11 @@ export function buildProgram(): Command {
     .option('--hostname-override <name>', "this node's name, to tell local endpoints")
     .option('--bind-address <ip>', 'address the proxy listeners bind to', RUN_DEFAULTS.bindAddress)
     .option('--proxy-port-range <range>', 'number listeners from this range', RUN_DEFAULTS.proxyPortRange)
-    .option('--service-cluster-ip-range <cidr>', 'file source: where Services without a clusterIP get one', RUN_DEFAULTS.serviceClusterIpRange)
+    .option(
+      '--service-cluster-ip-range <cidr>',
+      'file source: where Services without a clusterIP get one',
+      RUN_DEFAULTS.serviceClusterIpRange,
+    )
     .action(async (flags: Partial<RunFlags>) => {
       const config = parseRunFlags({ ...RUN_DEFAULTS, iptables: true, ...flags });
       const log = createLogger('warn');
@@ -161,7 +181,7 @@ export function buildProgram(): Command {
 
   program
     .command('cleanup')
-    .description("remove every iptables chain and jump rule kup installed (idempotent; needs root)")
+    .description('remove every iptables chain and jump rule kup installed (idempotent; needs root)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .action(async (flags: { logLevel: LogLevel }) => {
       await cleanupIptables(createLogger(flags.logLevel));

@@ -28,7 +28,12 @@ function listener(sp: ServicePort, external: boolean, strategy: LbStrategyName):
  * nothing is installed (for `kup explain --source`).
  */
 export async function offlineStatus(opts: OfflineStatusOptions): Promise<StatusDocument> {
-  const { table, warnings } = await loadTable({ source: opts.source, kubeconfig: opts.kubeconfig, nodeName: opts.nodeName, logger: opts.logger });
+  const { table, warnings } = await loadTable({
+    source: opts.source,
+    kubeconfig: opts.kubeconfig,
+    nodeName: opts.nodeName,
+    logger: opts.logger,
+  });
   for (const w of warnings) opts.logger.warn(w);
   const loadedAt = Date.now();
   const views = new Map<ServicePortKey, ListenersView>();

@@ -98,7 +98,8 @@ const SIZE_UNITS: Record<string, number> = { '': 1, k: 1000, ki: 1024, m: 1000 *
 export function parseSize(flag: string, value: string): number {
   const m = /^(\d+)\s*([kKmM]i?)?$/.exec(value.trim());
   const n = m === null ? NaN : Number(m[1]) * (SIZE_UNITS[(m[2] ?? '').toLowerCase()] ?? NaN);
-  if (!Number.isSafeInteger(n) || n > 1024 ** 3) throw bad(`${flag}: "${value}" is not a size in bytes up to 1Gi (for example 4Mi, 512Ki or 0 for the kernel's default)`);
+  if (!Number.isSafeInteger(n) || n > 1024 ** 3)
+    throw bad(`${flag}: "${value}" is not a size in bytes up to 1Gi (for example 4Mi, 512Ki or 0 for the kernel's default)`);
   return n;
 }
 

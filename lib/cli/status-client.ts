@@ -27,7 +27,10 @@ export async function fetchStatus(server: string, clientIP = ''): Promise<Status
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'ECONNREFUSED' ? 'connection refused' : errorMessage(err);
-    throw new KupError('KUP_SERVER', `cannot reach kup at ${url.origin}: ${why} (is \`kup run\` running, and is --metrics-bind-address this address?)`);
+    throw new KupError(
+      'KUP_SERVER',
+      `cannot reach kup at ${url.origin}: ${why} (is \`kup run\` running, and is --metrics-bind-address this address?)`,
+    );
   }
   if (statusCode !== 200) throw new KupError('KUP_SERVER', `${url.href} answered HTTP ${statusCode}: ${text.slice(0, 200).trim()}`);
   let doc: unknown;
@@ -37,7 +40,10 @@ export async function fetchStatus(server: string, clientIP = ''): Promise<Status
     throw new KupError('KUP_SERVER', `${url.href} did not answer JSON: is it a kup metrics server?`);
   }
   if (typeof doc !== 'object' || doc === null || (doc as { apiVersion?: unknown }).apiVersion !== STATUS_API_VERSION) {
-    throw new KupError('KUP_SERVER', `${url.href} did not answer a ${STATUS_API_VERSION} document: is it a kup metrics server of this version?`);
+    throw new KupError(
+      'KUP_SERVER',
+      `${url.href} did not answer a ${STATUS_API_VERSION} document: is it a kup metrics server of this version?`,
+    );
   }
   return doc as StatusDocument;
 }

@@ -68,9 +68,15 @@ export interface ClusterIPAssignment {
  * `kubernetes.default`) and the broadcast address are never given. `previous`
  * keeps an address stable across reloads while it stays free.
  */
-export function assignClusterIPs(services: readonly V1Service[], cidr: ServiceCIDR, previous: ReadonlyMap<string, string>): ClusterIPAssignment {
+export function assignClusterIPs(
+  services: readonly V1Service[],
+  cidr: ServiceCIDR,
+  previous: ReadonlyMap<string, string>,
+): ClusterIPAssignment {
   const taken = new Set<string>();
-  for (const svc of services) for (const ip of [...asStringArray([field(svc, 'spec', 'clusterIP')]), ...asStringArray(field(svc, 'spec', 'clusterIPs'))]) taken.add(ip);
+  for (const svc of services)
+    for (const ip of [...asStringArray([field(svc, 'spec', 'clusterIP')]), ...asStringArray(field(svc, 'spec', 'clusterIPs'))])
+      taken.add(ip);
   const wanting = services.filter(wantsClusterIP);
   const assigned = new Map<string, string>();
   const warnings: string[] = [];
@@ -110,7 +116,11 @@ export function assignClusterIPs(services: readonly V1Service[], cidr: ServiceCI
     assigned.set(keyOf(svc), ip);
     // The address joins resourceVersion: a Service whose address moves has changed.
     const rv = asString(field(svc, 'metadata', 'resourceVersion')) ?? '';
-    return { ...svc, metadata: { ...svc.metadata, resourceVersion: `${rv}+clusterIP=${ip}` }, spec: { ...svc.spec, clusterIP: ip, clusterIPs: [ip] } };
+    return {
+      ...svc,
+      metadata: { ...svc.metadata, resourceVersion: `${rv}+clusterIP=${ip}` },
+      spec: { ...svc.spec, clusterIP: ip, clusterIPs: [ip] },
+    };
   });
   return { services: out, assigned, warnings };
 }

@@ -43,7 +43,7 @@ export function field(root: unknown, ...path: string[]): unknown {
 
 /** For warnings: a name shortened and stripped of control characters so one log line stays one line. */
 export function printable(value: unknown, max = 80): string {
-  const s = typeof value === 'string' ? value : JSON.stringify(value) ?? String(value);
+  const s = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value));
   // eslint-disable-next-line no-control-regex
   const clean = s.replace(/[\u0000-\u001f\u007f]/g, '?');
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;

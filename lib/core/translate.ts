@@ -80,11 +80,7 @@ interface SlicePortEndpoints {
   endpoints: Map<string, Endpoint>;
 }
 
-export function translateService(
-  svc: V1Service,
-  slices: readonly V1EndpointSlice[],
-  ctx: TranslateContext,
-): TranslateResult {
+export function translateService(svc: V1Service, slices: readonly V1EndpointSlice[], ctx: TranslateContext): TranslateResult {
   const warnings: string[] = [];
   const skip = (why: string): TranslateResult => ({ ports: [], warnings, skipped: why });
 
@@ -154,8 +150,7 @@ export function translateService(
   // externalTrafficPolicy means something only for externally reachable types.
   const externalTrafficPolicy =
     type === 'ClusterIP' ? 'Cluster' : policy(spec['externalTrafficPolicy'], 'externalTrafficPolicy', who, warnings);
-  const healthCheckNodePort =
-    type === 'LoadBalancer' && externalTrafficPolicy === 'Local' ? (asInt(spec['healthCheckNodePort']) ?? 0) : 0;
+  const healthCheckNodePort = type === 'LoadBalancer' && externalTrafficPolicy === 'Local' ? (asInt(spec['healthCheckNodePort']) ?? 0) : 0;
 
   const endpointsByPort = collectEndpoints(slices, ctx, warnings);
 
@@ -284,11 +279,7 @@ function policy(value: unknown, what: string, who: string, warnings: string[]): 
  * (name/protocol). Only addresses[0] counts, as in kube-proxy; an ip:port listed
  * twice keeps its non-terminating entry.
  */
-function collectEndpoints(
-  slices: readonly V1EndpointSlice[],
-  ctx: TranslateContext,
-  warnings: string[],
-): Map<string, SlicePortEndpoints> {
+function collectEndpoints(slices: readonly V1EndpointSlice[], ctx: TranslateContext, warnings: string[]): Map<string, SlicePortEndpoints> {
   const byPort = new Map<string, SlicePortEndpoints>();
   for (const slice of slices) {
     const ref = objectRef(slice);

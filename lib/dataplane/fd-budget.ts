@@ -45,7 +45,10 @@ export class FdBudget {
     // Some headroom before saying so, so a busy proxy at the edge does not log on every connection.
     if (this.shedding && this.used + Math.min(64, Math.ceil(this.limit / 10)) <= this.limit) {
       this.shedding = false;
-      this.log?.info({ inUse: this.used, limit: this.limit, shed: this.shedCount }, 'descriptors available again: accepting new connections');
+      this.log?.info(
+        { inUse: this.used, limit: this.limit, shed: this.shedCount },
+        'descriptors available again: accepting new connections',
+      );
     }
   }
 

@@ -292,14 +292,20 @@ export class Proxier {
             onBuffers: (b) => this.noteUdpBuffers(b),
           });
     if (!budget.take(1)) {
-      throw new KupError('KUP_FD_EXHAUSTED', `out of file descriptors (${budget.inUse} of the data plane's ${budget.limit} in use); raise the open-files limit`);
+      throw new KupError(
+        'KUP_FD_EXHAUSTED',
+        `out of file descriptors (${budget.inUse} of the data plane's ${budget.limit} in use); raise the open-files limit`,
+      );
     }
     const refused = new Set<number>();
     try {
       for (;;) {
         const port = this.allocator.allocate(refused, portOwner(sp.key, scope));
         if (port === undefined) {
-          throw new KupError('KUP_PORT_RANGE_EXHAUSTED', `no free port left in --proxy-port-range (${refused.size} in use by other processes)`);
+          throw new KupError(
+            'KUP_PORT_RANGE_EXHAUSTED',
+            `no free port left in --proxy-port-range (${refused.size} in use by other processes)`,
+          );
         }
         try {
           await this.listenOn(listener, port);

@@ -46,9 +46,7 @@ export class TcpProxy {
     this.opts = opts;
     this.balancer = opts.balancer;
     this.dialTimeouts = opts.dialTimeoutsMs ?? DIAL_TIMEOUTS_MS;
-    this.server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (c) =>
-      this.accept(c),
-    );
+    this.server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (c) => this.accept(c));
     // EMFILE/ENFILE on accept: libuv keeps listening (it sheds the pending
     // connection with its reserve descriptor); count it and carry on rather
     // than crash as the legacy proxier did.

@@ -209,7 +209,9 @@ export class UdpProxy {
     const size = this.opts.bufferSize;
     // Replies queue here while the loop is busy: as large a buffer as the listener's (set when connect binds it).
     const sock = dgram.createSocket(
-      size > 0 ? { type: isIPv6(ip) ? 'udp6' : 'udp4', recvBufferSize: size, sendBufferSize: size } : { type: isIPv6(ip) ? 'udp6' : 'udp4' },
+      size > 0
+        ? { type: isIPv6(ip) ? 'udp6' : 'udp4', recvBufferSize: size, sendBufferSize: size }
+        : { type: isIPv6(ip) ? 'udp6' : 'udp4' },
     );
     const s = new Session(key, rinfo.address, rinfo.port, ep, sock, this.now);
     this.sessions.set(key, s);

@@ -175,8 +175,13 @@ export class IptablesApplier {
     }
     this.warnings = warnings;
     const installedNow = { ipv4: rendered.ipv4, ipv6: this.families.includes('ipv6') ? rendered.ipv6 : '' };
-    if (!full && this.consecutiveFailures === 0 && this.installed !== null &&
-        this.installed.ipv4 === installedNow.ipv4 && this.installed.ipv6 === installedNow.ipv6) {
+    if (
+      !full &&
+      this.consecutiveFailures === 0 &&
+      this.installed !== null &&
+      this.installed.ipv4 === installedNow.ipv4 &&
+      this.installed.ipv6 === installedNow.ipv6
+    ) {
       // Endpoint churn changes no rule (balancing is the proxy's job): no restore needed.
       this.lastSuccessTime = Date.now();
       return;

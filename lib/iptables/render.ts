@@ -18,13 +18,7 @@
  * reported in `warnings`, so a malformed object can never inject a rule.
  */
 import { familyName, HOST_PREFIX, isValidPort, joinHostPort, parseCidr, type FamilyName } from '../core/address.js';
-import {
-  portLabel,
-  type ProxyPortNumbers,
-  type ServicePort,
-  type ServicePortKey,
-  type ServiceTable,
-} from '../core/types.js';
+import { portLabel, type ProxyPortNumbers, type ServicePort, type ServicePortKey, type ServiceTable } from '../core/types.js';
 
 export type RuleTable = 'nat' | 'filter';
 
@@ -41,12 +35,7 @@ export const CHAINS = {
 
 export type KupChain = (typeof CHAINS)[keyof typeof CHAINS];
 
-const NAT_CHAINS: readonly KupChain[] = [
-  CHAINS.portalsContainer,
-  CHAINS.portalsHost,
-  CHAINS.nodePortContainer,
-  CHAINS.nodePortHost,
-];
+const NAT_CHAINS: readonly KupChain[] = [CHAINS.portalsContainer, CHAINS.portalsHost, CHAINS.nodePortContainer, CHAINS.nodePortHost];
 const FILTER_CHAINS: readonly KupChain[] = [CHAINS.proxyPorts, CHAINS.firewall];
 
 /** The node's own addresses, per family: where host-originated traffic is DNATed when listeners are bound to a wildcard. */
@@ -119,13 +108,13 @@ export function formatArgs(args: readonly string[]): string {
 
 /** The jump rules, the same for both families. */
 export function jumpRules(commentSupported: boolean): readonly JumpRule[] {
-  const jump = (
-    table: RuleTable,
-    chain: JumpRule['chain'],
-    position: JumpRule['position'],
-    target: KupChain,
-    why: string,
-  ): JumpRule => ({ table, chain, position, target, args: [...commentArgs(commentSupported, why), '-j', target] });
+  const jump = (table: RuleTable, chain: JumpRule['chain'], position: JumpRule['position'], target: KupChain, why: string): JumpRule => ({
+    table,
+    chain,
+    position,
+    target,
+    args: [...commentArgs(commentSupported, why), '-j', target],
+  });
   return [
     // Before any other PREROUTING rule, like the legacy proxier: a virtual IP must be caught before the NodePort rules see it.
     jump('nat', 'PREROUTING', 'prepend', CHAINS.portalsContainer, 'kup-service-portals'),
@@ -304,16 +293,18 @@ export function renderRules(input: RenderInput): RenderedRules {
         // the virtual IP had) and where a restrictive INPUT policy is opened.
         const ports = internalPort === externalPort ? [internalPort] : [internalPort, externalPort];
         for (const port of ports) {
-          fr.filter.get(CHAINS.proxyPorts)!.push([
-            ...comment,
-            '-p',
-            proto,
-            '-m',
-            proto,
-            '--dport',
-            String(port),
-            ...(hasNoEndpoints(sp) ? rejectArgs(sp.protocol, family) : ['-j', 'ACCEPT']),
-          ]);
+          fr.filter
+            .get(CHAINS.proxyPorts)!
+            .push([
+              ...comment,
+              '-p',
+              proto,
+              '-m',
+              proto,
+              '--dport',
+              String(port),
+              ...(hasNoEndpoints(sp) ? rejectArgs(sp.protocol, family) : ['-j', 'ACCEPT']),
+            ]);
         }
       }
     }

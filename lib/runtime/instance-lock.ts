@@ -36,7 +36,10 @@ export class InstanceLock {
     try {
       await mkdir(stateDir, { recursive: true, mode: 0o700 });
     } catch (err) {
-      throw new KupError('KUP_STATE_DIR', `--state-dir ${stateDir}: cannot create it (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)})`);
+      throw new KupError(
+        'KUP_STATE_DIR',
+        `--state-dir ${stateDir}: cannot create it (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)})`,
+      );
     }
     const path = join(stateDir, LOCK_SOCKET);
     for (let attempt = 0; attempt < 50; attempt++) {

@@ -31,6 +31,9 @@ function utf16(bytes: Uint8Array, encoding: 'utf-16le' | 'utf-16be', origin: str
   try {
     return new TextDecoder(encoding, { fatal: true }).decode(bytes);
   } catch {
-    throw new KupError('KUP_BAD_FILE', `${origin}: starts with a ${encoding.toUpperCase()} byte-order mark but is not valid ${encoding.toUpperCase()}; save it as UTF-8`);
+    throw new KupError(
+      'KUP_BAD_FILE',
+      `${origin}: starts with a ${encoding.toUpperCase()} byte-order mark but is not valid ${encoding.toUpperCase()}; save it as UTF-8`,
+    );
   }
 }

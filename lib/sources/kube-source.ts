@@ -56,10 +56,7 @@ interface Described {
  * like the API server, items without kind/apiVersion; watch events are plain
  * JSON with both. Lists are turned into the watch shape so consumers see one.
  */
-function plainList<T extends KubernetesObject>(
-  list: KubernetesListObject<T>,
-  what: Described,
-): KubernetesListObject<T> {
+function plainList<T extends KubernetesObject>(list: KubernetesListObject<T>, what: Described): KubernetesListObject<T> {
   const items = list.items.map((item) => {
     const plain = ObjectSerializer.serialize(item, what.model) as T;
     return { ...plain, apiVersion: what.apiVersion, kind: what.kind };
@@ -107,7 +104,7 @@ export class KubeSource implements Source {
       this.server = loaded.server;
     }
     this.nodeName = options.nodeName.toLowerCase();
-    if (this.nodeName === '') throw new KupError('KUP_BAD_FLAG', 'the live source needs this node\'s name (--hostname-override)');
+    if (this.nodeName === '') throw new KupError('KUP_BAD_FLAG', "the live source needs this node's name (--hostname-override)");
   }
 
   async start(store: ObjectStore): Promise<void> {
@@ -213,10 +210,7 @@ export class KubeSource implements Source {
     node.start();
     await Promise.race([Promise.all([services.whenListed(), slices.whenListed()]), stopped]);
     this.abortStart = null;
-    logger.info(
-      { services: services.size, endpointSlices: slices.size },
-      'initial list of services and endpointslices delivered',
-    );
+    logger.info({ services: services.size, endpointSlices: slices.size }, 'initial list of services and endpointslices delivered');
   }
 
   /**

@@ -1,10 +1,4 @@
-import {
-  ListWatch,
-  Watch,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { describeApiError } from './api-error.js';
 
@@ -110,16 +104,14 @@ export class SupervisedInformer<T extends KubernetesObject> {
   constructor(options: SupervisedInformerOptions<T>) {
     this.options = options;
     this.nextRestartMs = options.restartBackoff.initialMs;
-    const watch = new ReportingWatch(options.kc, () => this.onWatchConnected(), () => this.stopped);
-    this.informer = new ListWatch<T>(
-      options.path,
-      watch,
-      () => this.list(),
-      false,
-      options.labelSelector,
-      options.fieldSelector,
-      { delayFn: (ms) => this.delay(Math.min(ms, options.maxWatchReconnectDelayMs)) },
+    const watch = new ReportingWatch(
+      options.kc,
+      () => this.onWatchConnected(),
+      () => this.stopped,
     );
+    this.informer = new ListWatch<T>(options.path, watch, () => this.list(), false, options.labelSelector, options.fieldSelector, {
+      delayFn: (ms) => this.delay(Math.min(ms, options.maxWatchReconnectDelayMs)),
+    });
     const guard =
       (what: string, fn: (obj: T) => void) =>
       (obj: T): void => {
@@ -132,9 +124,18 @@ export class SupervisedInformer<T extends KubernetesObject> {
           options.logger.error({ resource: options.resource, err: describeApiError(err) }, `delivering a ${what} failed`);
         }
       };
-    this.informer.on('add', guard('add', (o) => options.handlers.add(o)));
-    this.informer.on('update', guard('update', (o) => options.handlers.update(o)));
-    this.informer.on('delete', guard('delete', (o) => options.handlers.delete(o)));
+    this.informer.on(
+      'add',
+      guard('add', (o) => options.handlers.add(o)),
+    );
+    this.informer.on(
+      'update',
+      guard('update', (o) => options.handlers.update(o)),
+    );
+    this.informer.on(
+      'delete',
+      guard('delete', (o) => options.handlers.delete(o)),
+    );
     this.informer.on('error', (err) => this.onError(err));
   }
 

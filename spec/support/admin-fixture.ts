@@ -174,7 +174,14 @@ export async function startCluster(dir: string, config: Partial<RunConfig> = {})
   const a = await tcpEcho();
   const b = await tcpEcho();
   const u = await udpEcho();
-  const ports: FixturePorts = { echoA: a.port, echoB: b.port, dead: await freePort(), udp: u.port, hcLocal: await freePort(), hcDraining: await freePort() };
+  const ports: FixturePorts = {
+    echoA: a.port,
+    echoB: b.port,
+    dead: await freePort(),
+    udp: u.port,
+    hcLocal: await freePort(),
+    hcDraining: await freePort(),
+  };
   const file = join(dir, 'cluster.yaml');
   await writeFile(file, fixtureYaml(ports));
   const runtime = await startProxy(

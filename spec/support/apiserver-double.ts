@@ -350,10 +350,9 @@ export class ApiServerDouble {
     if (spec.clusterIP === undefined) {
       const prevSpec = (previous?.spec ?? {}) as Record<string, unknown>;
       const ip =
-        (prevSpec.clusterIP as string | undefined) ??
-        `10.96.${Math.floor(this.nextClusterIP / 250)}.${(this.nextClusterIP++ % 250) + 1}`;
+        (prevSpec.clusterIP as string | undefined) ?? `10.96.${Math.floor(this.nextClusterIP / 250)}.${(this.nextClusterIP++ % 250) + 1}`;
       spec.clusterIP = ip;
-      spec.clusterIPs = (prevSpec.clusterIPs) ?? [ip];
+      spec.clusterIPs = prevSpec.clusterIPs ?? [ip];
       spec.ipFamilies ??= ['IPv4'];
       spec.ipFamilyPolicy ??= 'SingleStack';
     }
@@ -374,7 +373,7 @@ export class ApiServerDouble {
   private matches(w: Watcher, obj: StoredObject | null): boolean {
     if (!obj) return false;
     if (w.namespace !== null && obj.metadata.namespace !== w.namespace) return false;
-    return labelsMatch(w.labels, (obj.metadata.labels ?? {})) && fieldsMatch(w.fields, obj);
+    return labelsMatch(w.labels, obj.metadata.labels ?? {}) && fieldsMatch(w.fields, obj);
   }
 
   /** Sends an event as this watcher sees it: an object that starts or stops matching its selectors is ADDED or DELETED. */
@@ -526,10 +525,12 @@ export class ApiServerDouble {
       const problems: string[] = [];
       const meta = body.metadata ?? {};
       if (typeof meta.name !== 'string' || meta.name === '') problems.push('metadata.name: Required value');
-      if (meta.namespace !== undefined && meta.namespace !== namespace) problems.push('metadata.namespace: does not match the namespace of the request');
+      if (meta.namespace !== undefined && meta.namespace !== namespace)
+        problems.push('metadata.namespace: does not match the namespace of the request');
       if (!['Normal', 'Warning'].includes(String(body.type))) problems.push(`type: Unsupported value: ${JSON.stringify(body.type)}`);
       if (api === 'events.k8s.io/v1') {
-        if (typeof body.eventTime !== 'string' || !MICRO_TIME.test(body.eventTime)) problems.push(`eventTime: Invalid value: ${JSON.stringify(body.eventTime)}`);
+        if (typeof body.eventTime !== 'string' || !MICRO_TIME.test(body.eventTime))
+          problems.push(`eventTime: Invalid value: ${JSON.stringify(body.eventTime)}`);
         for (const f of ['reportingController', 'reportingInstance', 'action', 'reason']) {
           if (typeof body[f] !== 'string' || body[f] === '') problems.push(`${f}: Required value`);
         }
@@ -539,7 +540,10 @@ export class ApiServerDouble {
         this.json(res, 422, status(422, 'Invalid', `Event "${String(meta.name)}" is invalid: ${problems.join(', ')}`));
         return;
       }
-      const stored = { ...body, metadata: { ...meta, namespace, uid: crypto.randomUUID(), resourceVersion: String(++this.resourceVersion) } };
+      const stored = {
+        ...body,
+        metadata: { ...meta, namespace, uid: crypto.randomUUID(), resourceVersion: String(++this.resourceVersion) },
+      };
       this.events.push({ api, namespace, body: stored });
       this.json(res, 201, stored);
     });

@@ -19,7 +19,9 @@ export function runKup(args: string[], timeoutMs = 20_000): Promise<Finished> {
 export const KUP_NODE_FLAGS = ['--disable-sigusr1'] as const;
 
 export function startKup(args: string[]): ChildProcessWithoutNullStreams {
-  return recordOutput(spawn(process.execPath, [...KUP_NODE_FLAGS, KUP, ...args], { stdio: 'pipe', env: { ...process.env, KUBECONFIG: '/nonexistent' } }));
+  return recordOutput(
+    spawn(process.execPath, [...KUP_NODE_FLAGS, KUP, ...args], { stdio: 'pipe', env: { ...process.env, KUBECONFIG: '/nonexistent' } }),
+  );
 }
 
 export function finished(child: ChildProcessWithoutNullStreams, timeoutMs = 20_000): Promise<Finished> {

@@ -8,7 +8,11 @@ export interface Stage {
 
 export function parseStages(text: string): Stage[] {
   const out: Stage[] = [];
-  const lines = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const lines = text
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   for (const line of lines) {
     const m = /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/i.exec(line);
     if (m !== null) out.push({ from: m[1]!, name: m[2] ?? null, lines: [] });

@@ -29,7 +29,10 @@ export class FakeClock implements Clock {
 
   /** Milliseconds from now of each pending one-shot timer, soonest first. */
   pendingOnce(): number[] {
-    return [...this.timers].filter((x) => x.every === null).map((x) => x.at - this.t).sort((a, b) => a - b);
+    return [...this.timers]
+      .filter((x) => x.every === null)
+      .map((x) => x.at - this.t)
+      .sort((a, b) => a - b);
   }
 
   /** Moves time forward by `ms`, firing each timer due on the way at its own moment. */

@@ -23,7 +23,9 @@ const applier = new IptablesApplier({ logger, bindAddress: bind });
 
 /** The tracker's part the syncer reads, fed with whole fixture tables. */
 let applied: ServiceTable = new Map();
-let desired: { table: ServiceTable; proxyPorts: ReadonlyMap<ServicePortKey, ProxyPortNumbers> } = fixtureFromJson(readFileSync(fixturePath, 'utf8'));
+let desired: { table: ServiceTable; proxyPorts: ReadonlyMap<ServicePortKey, ProxyPortNumbers> } = fixtureFromJson(
+  readFileSync(fixturePath, 'utf8'),
+);
 /** Bumped per fixture; a sync that flushed generation >= `awaited` answers the stdin line. */
 let generation = 0;
 let flushed = 0;

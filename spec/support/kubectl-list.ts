@@ -8,8 +8,20 @@ const managedFields = (manager: string): unknown[] => [
     apiVersion: 'v1',
     fieldsType: 'FieldsV1',
     fieldsV1: {
-      'f:metadata': { 'f:annotations': { '.': {}, 'f:kubectl.kubernetes.io/last-applied-configuration': {} }, 'f:labels': { '.': {}, 'f:app': {} } },
-      'f:spec': { 'f:internalTrafficPolicy': {}, 'f:ports': { '.': {}, 'k:{"port":80,"protocol":"TCP"}': { '.': {}, 'f:name': {}, 'f:port': {}, 'f:protocol': {}, 'f:targetPort': {} } }, 'f:selector': {}, 'f:sessionAffinity': {}, 'f:type': {} },
+      'f:metadata': {
+        'f:annotations': { '.': {}, 'f:kubectl.kubernetes.io/last-applied-configuration': {} },
+        'f:labels': { '.': {}, 'f:app': {} },
+      },
+      'f:spec': {
+        'f:internalTrafficPolicy': {},
+        'f:ports': {
+          '.': {},
+          'k:{"port":80,"protocol":"TCP"}': { '.': {}, 'f:name': {}, 'f:port': {}, 'f:protocol': {}, 'f:targetPort': {} },
+        },
+        'f:selector': {},
+        'f:sessionAffinity': {},
+        'f:type': {},
+      },
     },
     manager,
     operation: 'Update',
@@ -27,7 +39,9 @@ export function clusterList(n: number, generation: number): unknown {
       apiVersion: 'v1',
       kind: 'Service',
       metadata: {
-        annotations: { 'kubectl.kubernetes.io/last-applied-configuration': `${JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'bench' }, spec })}\n` },
+        annotations: {
+          'kubectl.kubernetes.io/last-applied-configuration': `${JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'bench' }, spec })}\n`,
+        },
         creationTimestamp: '2026-01-02T03:04:05Z',
         labels: { app: name },
         managedFields: managedFields('kubectl-client-side-apply'),
@@ -56,7 +70,12 @@ export function clusterList(n: number, generation: number): unknown {
         addresses: [`127.${1 + e}.${(i >> 8) & 255}.${(i + bump) & 255}`],
         conditions: { ready: true, serving: true, terminating: false },
         nodeName: `node-${e}`,
-        targetRef: { kind: 'Pod', name: `${name}-7d9f8c6b5-${e}abcd`, namespace: 'bench', uid: `11111111-0000-4000-8000-${String(i * 3 + e).padStart(12, '0')}` },
+        targetRef: {
+          kind: 'Pod',
+          name: `${name}-7d9f8c6b5-${e}abcd`,
+          namespace: 'bench',
+          uid: `11111111-0000-4000-8000-${String(i * 3 + e).padStart(12, '0')}`,
+        },
         zone: `zone-${e}`,
       })),
       metadata: {
@@ -68,7 +87,16 @@ export function clusterList(n: number, generation: number): unknown {
         managedFields: managedFields('kube-controller-manager'),
         name: `${name}-abcde`,
         namespace: 'bench',
-        ownerReferences: [{ apiVersion: 'v1', blockOwnerDeletion: true, controller: true, kind: 'Service', name, uid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}` }],
+        ownerReferences: [
+          {
+            apiVersion: 'v1',
+            blockOwnerDeletion: true,
+            controller: true,
+            kind: 'Service',
+            name,
+            uid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+          },
+        ],
         resourceVersion: String(2000 + i),
         uid: `22222222-0000-4000-8000-${String(i).padStart(12, '0')}`,
       },
@@ -77,4 +105,3 @@ export function clusterList(n: number, generation: number): unknown {
   }
   return { apiVersion: 'v1', kind: 'List', items, metadata: { resourceVersion: '' } };
 }
-

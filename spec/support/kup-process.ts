@@ -30,12 +30,28 @@ export async function startKupProcess(
   const portSpec: ServicePortInput = opts.port ?? { name: 'p', port: 80 };
   await writeFile(
     file,
-    stringify({ kind: 'List', items: [service({ name: 'web', clusterIP: '10.96.0.10', ports: [portSpec] }), ...slicesFor('web', portSpec.name ?? 'p', opts.endpoints, portSpec.protocol === 'UDP' ? 'UDP' : 'TCP')] }),
+    stringify({
+      kind: 'List',
+      items: [
+        service({ name: 'web', clusterIP: '10.96.0.10', ports: [portSpec] }),
+        ...slicesFor('web', portSpec.name ?? 'p', opts.endpoints, portSpec.protocol === 'UDP' ? 'UDP' : 'TCP'),
+      ],
+    }),
   );
   const child = startKup([
-    'run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`,
-    '--healthz-bind-address', '', '--metrics-bind-address', '127.0.0.1:0',
-    '--shutdown-grace-period', opts.grace ?? '2s', ...(opts.extraArgs ?? []),
+    'run',
+    '--no-iptables',
+    '--bind-address',
+    '127.0.0.1',
+    '--source',
+    `file:${file}`,
+    '--healthz-bind-address',
+    '',
+    '--metrics-bind-address',
+    '127.0.0.1:0',
+    '--shutdown-grace-period',
+    opts.grace ?? '2s',
+    ...(opts.extraArgs ?? []),
   ]);
   const done = finished(child, 120_000);
   t.teardown(() => {

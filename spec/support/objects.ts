@@ -120,9 +120,7 @@ export function service(input: ServiceInput): V1Service {
     spec,
     status: {
       loadBalancer:
-        input.loadBalancerIngressIPs !== undefined
-          ? { ingress: input.loadBalancerIngressIPs.map((ip) => ({ ip, ipMode: 'VIP' })) }
-          : {},
+        input.loadBalancerIngressIPs !== undefined ? { ingress: input.loadBalancerIngressIPs.map((ip) => ({ ip, ipMode: 'VIP' })) } : {},
     },
   };
 }
@@ -251,8 +249,18 @@ export function node(input: NodeInput): V1Node {
  * backends differ by port, not by address, and a slice's ports apply to all
  * its endpoints.
  */
-export function slicesFor(serviceName: string, portName: string, ports: readonly number[], protocol: 'TCP' | 'UDP' = 'TCP'): V1EndpointSlice[] {
+export function slicesFor(
+  serviceName: string,
+  portName: string,
+  ports: readonly number[],
+  protocol: 'TCP' | 'UDP' = 'TCP',
+): V1EndpointSlice[] {
   return ports.map((port, i) =>
-    endpointSlice({ service: serviceName, name: `${serviceName}-${i}`, endpoints: [{ ip: '127.0.0.1' }], ports: [{ name: portName, port, protocol }] }),
+    endpointSlice({
+      service: serviceName,
+      name: `${serviceName}-${i}`,
+      endpoints: [{ ip: '127.0.0.1' }],
+      ports: [{ name: portName, port, protocol }],
+    }),
   );
 }

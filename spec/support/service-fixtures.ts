@@ -17,7 +17,17 @@ import {
 } from '../../lib/core/types.js';
 
 export function endpoint(ip: string, port: number, isLocal = true): Endpoint {
-  return { ip, port, ready: true, serving: true, terminating: false, nodeName: isLocal ? 'node-a' : 'node-b', zone: null, zoneHints: [], isLocal };
+  return {
+    ip,
+    port,
+    ready: true,
+    serving: true,
+    terminating: false,
+    nodeName: isLocal ? 'node-a' : 'node-b',
+    zone: null,
+    zoneHints: [],
+    isLocal,
+  };
 }
 
 /** What a test says about one table entry; the rest is defaulted. */

@@ -45,7 +45,6 @@ export interface SoakReport {
   readonly levelsOff: boolean;
 }
 
-
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? 0 : s[Math.floor(s.length / 2)]!;
@@ -67,8 +66,18 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const cleanups: (() => unknown)[] = [];
   try {
     // Backends: HTTP (keep-alive), a TCP name server (new connections), UDP echo.
-    const httpServers = [0, 1].map((i) => http.createServer((req, res) => { req.resume(); res.end(`web-${i}\n`); }));
-    const tcpServers = [0, 1].map((i) => net.createServer((s) => { s.on('error', () => {}); s.end(`conn-${i}\n`); }));
+    const httpServers = [0, 1].map((i) =>
+      http.createServer((req, res) => {
+        req.resume();
+        res.end(`web-${i}\n`);
+      }),
+    );
+    const tcpServers = [0, 1].map((i) =>
+      net.createServer((s) => {
+        s.on('error', () => {});
+        s.end(`conn-${i}\n`);
+      }),
+    );
     const udpServers = [0, 1].map((i) => {
       const u = dgram.createSocket('udp4');
       u.on('message', (m, r) => u.send(Buffer.concat([Buffer.from(`dns-${i}:`), m]), r.port, r.address));
@@ -76,31 +85,73 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     });
     const httpPorts = await Promise.all(httpServers.map(listen));
     const tcpPorts = await Promise.all(tcpServers.map(listen));
-    const udpPorts = await Promise.all(udpServers.map((u) => new Promise<number>((r) => u.bind(0, '127.0.0.1', () => r(u.address().port)))));
-    cleanups.push(() => httpServers.forEach((s) => { s.closeAllConnections(); s.close(); }));
+    const udpPorts = await Promise.all(
+      udpServers.map((u) => new Promise<number>((r) => u.bind(0, '127.0.0.1', () => r(u.address().port)))),
+    );
+    cleanups.push(() =>
+      httpServers.forEach((s) => {
+        s.closeAllConnections();
+        s.close();
+      }),
+    );
     cleanups.push(() => tcpServers.forEach((s) => s.close()));
     cleanups.push(() => udpServers.forEach((u) => u.close()));
 
     const svc = (name: string, protocol: 'TCP' | 'UDP', ip: string) => ({
-      apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'soak' },
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace: 'soak' },
       spec: { clusterIP: ip, ports: [{ name: 'p', protocol, port: 80 }] },
     });
-    const slices = (name: string, protocol: 'TCP' | 'UDP', ports: number[]) => ports.map((port, i) => ({
-      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-      metadata: { name: `${name}-${i}`, namespace: 'soak', labels: { 'kubernetes.io/service-name': name } },
-      addressType: 'IPv4', ports: [{ name: 'p', protocol, port }], endpoints: [{ addresses: ['127.0.0.1'] }],
-    }));
+    const slices = (name: string, protocol: 'TCP' | 'UDP', ports: number[]) =>
+      ports.map((port, i) => ({
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { name: `${name}-${i}`, namespace: 'soak', labels: { 'kubernetes.io/service-name': name } },
+        addressType: 'IPv4',
+        ports: [{ name: 'p', protocol, port }],
+        endpoints: [{ addresses: ['127.0.0.1'] }],
+      }));
     const dir = await mkdtemp(join(tmpdir(), 'kup-soak-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
     const file = join(dir, 'soak.yaml');
-    await writeFile(file, stringify({ kind: 'List', items: [
-      svc('web', 'TCP', '10.96.0.10'), ...slices('web', 'TCP', httpPorts),
-      svc('conn', 'TCP', '10.96.0.11'), ...slices('conn', 'TCP', tcpPorts),
-      svc('dns', 'UDP', '10.96.0.12'), ...slices('dns', 'UDP', udpPorts),
-    ] }));
+    await writeFile(
+      file,
+      stringify({
+        kind: 'List',
+        items: [
+          svc('web', 'TCP', '10.96.0.10'),
+          ...slices('web', 'TCP', httpPorts),
+          svc('conn', 'TCP', '10.96.0.11'),
+          ...slices('conn', 'TCP', tcpPorts),
+          svc('dns', 'UDP', '10.96.0.12'),
+          ...slices('dns', 'UDP', udpPorts),
+        ],
+      }),
+    );
 
-    const child: ChildProcessWithoutNullStreams = spawn(process.execPath, ['--disable-sigusr1', KUP, 'run', '--no-iptables', '--bind-address', '127.0.0.1',
-      '--source', `file:${file}`, '--healthz-bind-address', '', '--metrics-bind-address', '', '--udp-timeout', '5s', '--log-level', 'info'], { stdio: 'pipe' });
+    const child: ChildProcessWithoutNullStreams = spawn(
+      process.execPath,
+      [
+        '--disable-sigusr1',
+        KUP,
+        'run',
+        '--no-iptables',
+        '--bind-address',
+        '127.0.0.1',
+        '--source',
+        `file:${file}`,
+        '--healthz-bind-address',
+        '',
+        '--metrics-bind-address',
+        '',
+        '--udp-timeout',
+        '5s',
+        '--log-level',
+        'info',
+      ],
+      { stdio: 'pipe' },
+    );
     cleanups.push(() => child.kill('SIGKILL'));
     let stderr = '';
     const ports = new Map<string, number>();
@@ -219,7 +270,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
         const ok = requests.connect + requests.keepAlive + requests.udp;
         const failed = failures.connect + failures.keepAlive + failures.udp;
         samples.push({ t: Math.round((Date.now() - started) / 1000), ...st, ok, failed });
-        if (samples.length % 10 === 0) log(`t=${samples.at(-1)!.t}s rss=${(st.rssKiB / 1024).toFixed(1)}MiB fds=${st.fds} requests=${ok} failed=${failed}`);
+        if (samples.length % 10 === 0)
+          log(`t=${samples.at(-1)!.t}s rss=${(st.rssKiB / 1024).toFixed(1)}MiB fds=${st.fds} requests=${ok} failed=${failed}`);
       } catch {
         // the process is gone: the run will fail below
       }
@@ -239,8 +291,16 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     const q = Math.max(1, Math.floor(samples.length / 4));
     const early = samples.slice(q, 2 * q);
     const late = samples.slice(-q);
-    const rssKiB = { early: median(early.map((s) => s.rssKiB)), late: median(late.map((s) => s.rssKiB)), max: Math.max(...samples.map((s) => s.rssKiB)) };
-    const fds = { early: median(early.map((s) => s.fds)), late: median(late.map((s) => s.fds)), max: Math.max(...samples.map((s) => s.fds)) };
+    const rssKiB = {
+      early: median(early.map((s) => s.rssKiB)),
+      late: median(late.map((s) => s.rssKiB)),
+      max: Math.max(...samples.map((s) => s.rssKiB)),
+    };
+    const fds = {
+      early: median(early.map((s) => s.fds)),
+      late: median(late.map((s) => s.fds)),
+      max: Math.max(...samples.map((s) => s.fds)),
+    };
     // Levelled off: late RSS within 25% (or 16 MiB) of early, descriptors within 32.
     const levelsOff = rssKiB.late <= Math.max(rssKiB.early * 1.25, rssKiB.early + 16 * 1024) && fds.late <= fds.early + 32;
     return { seconds: opts.seconds, samples, requests, failures, firstFailure, rssKiB, fds, levelsOff };
@@ -263,7 +323,9 @@ export function formatSoak(r: SoakReport): string {
   const step = Math.max(1, Math.floor(r.samples.length / 15));
   for (let i = 0; i < r.samples.length; i += step) {
     const s = r.samples[i]!;
-    lines.push(`  ${String(s.t).padStart(4)}  ${(s.rssKiB / 1024).toFixed(1).padStart(8)}  ${String(s.fds).padStart(3)}  ${String(s.ok).padStart(8)}  ${String(s.failed).padStart(6)}`);
+    lines.push(
+      `  ${String(s.t).padStart(4)}  ${(s.rssKiB / 1024).toFixed(1).padStart(8)}  ${String(s.fds).padStart(3)}  ${String(s.ok).padStart(8)}  ${String(s.failed).padStart(6)}`,
+    );
   }
   return lines.join('\n');
 }

@@ -1,4 +1,10 @@
-import { STATUS_API_VERSION, type EndpointStatus, type ServiceStatus, type StatusDocument, type TrafficStats } from '../../lib/admin/status.js';
+import {
+  STATUS_API_VERSION,
+  type EndpointStatus,
+  type ServiceStatus,
+  type StatusDocument,
+  type TrafficStats,
+} from '../../lib/admin/status.js';
 import { ListenerStats } from '../../lib/dataplane/stats.js';
 
 /**
@@ -25,7 +31,13 @@ export function endpointStatus(ip: string, port: number, over: Partial<EndpointS
   };
 }
 
-export function serviceStatus(namespace: string, name: string, portName: string, portNumber: number, over: Partial<ServiceStatus> = {}): ServiceStatus {
+export function serviceStatus(
+  namespace: string,
+  name: string,
+  portName: string,
+  portNumber: number,
+  over: Partial<ServiceStatus> = {},
+): ServiceStatus {
   const protocol = over.protocol ?? 'TCP';
   const port = portName === '' ? String(portNumber) : portName;
   const clusterIPs = over.clusterIPs ?? ['10.96.0.10'];

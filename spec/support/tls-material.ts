@@ -23,10 +23,21 @@ async function generate(): Promise<TlsMaterial> {
     const p = (f: string): string => join(dir, f);
     const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
     await run('openssl', [
-      'req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.crt'), '-days', '7',
-      '-subj', '/CN=kup-apiserver-double-ca',
-      '-addext', 'basicConstraints=critical,CA:TRUE',
-      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      p('ca.key'),
+      '-out',
+      p('ca.crt'),
+      '-days',
+      '7',
+      '-subj',
+      '/CN=kup-apiserver-double-ca',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
     ]);
     await run('openssl', ['req', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=kube-apiserver']);
     await writeFile(
@@ -35,12 +46,23 @@ async function generate(): Promise<TlsMaterial> {
         'extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n',
     );
     await run('openssl', [
-      'x509', '-req', '-in', p('server.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-CAcreateserial',
-      '-out', p('server.crt'), '-days', '7', '-extfile', p('server.ext'),
+      'x509',
+      '-req',
+      '-in',
+      p('server.csr'),
+      '-CA',
+      p('ca.crt'),
+      '-CAkey',
+      p('ca.key'),
+      '-CAcreateserial',
+      '-out',
+      p('server.crt'),
+      '-days',
+      '7',
+      '-extfile',
+      p('server.ext'),
     ]);
-    const [caPem, certPem, keyPem] = await Promise.all(
-      ['ca.crt', 'server.crt', 'server.key'].map((f) => readFile(p(f), 'utf8')),
-    );
+    const [caPem, certPem, keyPem] = await Promise.all(['ca.crt', 'server.crt', 'server.key'].map((f) => readFile(p(f), 'utf8')));
     return { caPem: caPem!, certPem: certPem!, keyPem: keyPem! };
   } finally {
     await rm(dir, { recursive: true, force: true });
