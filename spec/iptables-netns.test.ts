@@ -236,7 +236,7 @@ async function netnsSuite(t: Test): Promise<void> {
     t.ok(rule, 'the ClusterIP portal is there');
     // Deleted as an operator would; the exit status says each was there and is
     // gone (an iptables-save right after would race the periodic resync).
-    const del = async (line: string): Promise<number> =>
+    const del = async (line: string): Promise<number | null> =>
       (
         await node.exec('iptables', [
           '-t',
