@@ -1,14 +1,11 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import t from 'tap';
-import { stringify } from 'yaml';
 import { FdBudget } from '../lib/dataplane/fd-budget.js';
 import { finished, KUP, recordOutput, waitForOutput } from './support/cli.js';
 import { LogCapture, startHarness } from './support/harness.js';
 import { collect, connect, exchange, nameServer } from './support/net.js';
+import { loopbackRunArgs, writeObjectsFile } from './support/kup-process.js';
 import { service, slicesFor } from './support/objects.js';
 import { waitFor } from './support/wait.js';
 
@@ -48,35 +45,13 @@ t.test('at the descriptor budget new clients are shed, established ones carry on
 });
 
 t.test('kup run under a tiny open-files limit: no crash, established connections carry on', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'kup-fd-'));
   const backend = await nameServer('pod');
-  t.teardown(async () => {
-    await backend.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  const file = join(dir, 'c.yaml');
-  await writeFile(
-    file,
-    stringify({
-      kind: 'List',
-      items: [
-        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
-        ...slicesFor('web', 'http', [backend.port]),
-      ],
-    }),
-  );
-  const args = [
-    'run',
-    '--no-iptables',
-    '--bind-address',
-    '127.0.0.1',
-    '--source',
-    `file:${file}`,
-    '--healthz-bind-address',
-    '',
-    '--metrics-bind-address',
-    '127.0.0.1:0',
-  ];
+  t.teardown(() => backend.close());
+  const file = await writeObjectsFile(t, [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [backend.port]),
+  ]);
+  const args = loopbackRunArgs(file);
   // Recorded from spawn: kup says it is out of descriptors while the loop below is still connecting.
   const child = recordOutput(spawn('sh', ['-c', `ulimit -n 160 && exec "$0" "$@"`, process.execPath, KUP, ...args], { stdio: 'pipe' }));
   const done = finished(child, 60_000);

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readdir, readFile, readlink, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import t from 'tap';
 import { stringify } from 'yaml';
 import { finished, KUP, waitForOutput } from './support/cli.js';
 import { exchange, nameServer } from './support/net.js';
+import { loopbackRunArgs, writeObjectsFile } from './support/kup-process.js';
 import { service, slicesFor } from './support/objects.js';
 
 /**
@@ -51,37 +51,14 @@ function startPlain(args: string[]): ChildProcessWithoutNullStreams {
   return spawn(process.execPath, [KUP, ...args], { stdio: 'pipe', env: { ...process.env, KUBECONFIG: '/nonexistent' } });
 }
 
-async function objectsFile(t: { teardown(fn: () => Promise<void>): void }, backendPort: number): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'kup-signals-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'objects.yaml');
-  await writeFile(
-    file,
-    stringify({
-      kind: 'List',
-      items: [
-        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
-        ...slicesFor('web', 'http', [backendPort]),
-      ],
-    }),
-  );
-  return file;
+function objectsFile(t: { teardown(fn: () => unknown): void }, backendPort: number): Promise<string> {
+  return writeObjectsFile(t, [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [backendPort]),
+  ]);
 }
 
-const runArgs = (file: string): string[] => [
-  'run',
-  '--no-iptables',
-  '--bind-address',
-  '127.0.0.1',
-  '--source',
-  `file:${file}`,
-  '--healthz-bind-address',
-  '127.0.0.1:0',
-  '--metrics-bind-address',
-  '',
-  '--min-sync-period',
-  '0',
-];
+const runArgs = (file: string): string[] => loopbackRunArgs(file, { healthz: '127.0.0.1:0', metrics: '' }, ['--min-sync-period', '0']);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

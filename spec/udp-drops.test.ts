@@ -1,14 +1,12 @@
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { stringify } from 'yaml';
 import { finished, startKup, waitForOutput } from './support/cli.js';
 import { startHarness } from './support/harness.js';
 import { udpAsk, udpEchoServer } from './support/net.js';
+import { loopbackRunArgs, writeObjectsFile } from './support/kup-process.js';
 import { service, slicesFor } from './support/objects.js';
 
 /**
@@ -62,24 +60,8 @@ t.test('the UDP listener gets the buffer --udp-buffer-size asks for (default 4 M
 t.test('a burst the paused listener cannot hold: kup_udp_receive_drops_total and /status equal the kernel count', async (t) => {
   const backend = await udpEchoServer('a');
   t.teardown(() => backend.close());
-  const dir = await mkdtemp(join(tmpdir(), 'kup-udp-drops-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'objects.yaml');
-  await writeFile(file, stringify({ kind: 'List', items: [dnsService(), ...slicesFor('dns', 'dns', [backend.port], 'UDP')] }));
-  const child = startKup([
-    'run',
-    '--no-iptables',
-    '--bind-address',
-    '127.0.0.1',
-    '--source',
-    `file:${file}`,
-    '--healthz-bind-address',
-    '',
-    '--metrics-bind-address',
-    '127.0.0.1:0',
-    '--udp-buffer-size',
-    '64Ki',
-  ]);
+  const file = await writeObjectsFile(t, [dnsService(), ...slicesFor('dns', 'dns', [backend.port], 'UDP')]);
+  const child = startKup(loopbackRunArgs(file, {}, ['--udp-buffer-size', '64Ki']));
   t.teardown(() => void child.kill('SIGKILL'));
   const done = finished(child, 60_000);
   const port = Number((await waitForOutput(child, /"proxyPort":(\d+)/))[1]);

@@ -189,8 +189,7 @@ function afterClose(gone: Socket, peer: Socket, intoGone: Carry): void {
 
 /** Sends what is queued, then a reset. */
 function flushThenReset(s: Socket): void {
-  const deadline = lingerDeadline(s);
-  s.once('close', () => clearTimeout(deadline));
+  closeWithin(s, LINGER_MS);
   const reset = (): void => {
     if (!s.destroyed) s.resetAndDestroy();
   };
@@ -209,14 +208,13 @@ function linger(s: Socket): void {
     s.destroy();
     return;
   }
-  const deadline = lingerDeadline(s);
-  s.once('close', () => clearTimeout(deadline));
+  closeWithin(s, LINGER_MS);
 }
 
-function lingerDeadline(s: Socket): NodeJS.Timeout {
-  const timer = setTimeout(() => s.destroy(), LINGER_MS);
-  timer.unref();
-  return timer;
+/** Destroys `s` if it is still open `ms` from now. */
+function closeWithin(s: Socket, ms: number): void {
+  const timer = setTimeout(() => s.destroy(), ms).unref();
+  s.once('close', () => clearTimeout(timer));
 }
 
 function discard(): void {}

@@ -149,6 +149,7 @@ export class Syncer {
     const queuedAt = this.state.lastQueuedTime;
     this.state.lastQueuedTime = 0;
     const started = performance.now();
+    const startedAt = this.clock.now();
     const { diff, warnings, servicesChanged, oldestChangeTime } = this.opts.tracker.flush();
     for (const w of warnings) this.opts.logger.warn(w);
     const change: SyncChange = { diff, table: this.opts.tracker.current(), full };
@@ -180,7 +181,7 @@ export class Syncer {
       // The diff this sync flushed may be half applied: only a full sync puts every target right again.
       this.needFull = true;
       // Not applied: the change stays queued since it first was (health's 2 x syncPeriod rule, as kube-proxy).
-      const pending = queuedAt === 0 ? this.clock.now() - durationMs : queuedAt;
+      const pending = queuedAt === 0 ? startedAt : queuedAt;
       this.state.lastQueuedTime = this.state.lastQueuedTime === 0 ? pending : Math.min(pending, this.state.lastQueuedTime);
       const retryMs = this.scheduleRetry();
       for (const f of failed) {

@@ -20,25 +20,22 @@ export interface KupProcess {
   metric(name: string, labelPart?: string): Promise<number>;
 }
 
-export async function startKupProcess(
-  t: { teardown(fn: () => unknown): void },
-  opts: { endpoints: number[]; port?: ServicePortInput; protocol?: 'TCP' | 'UDP'; grace?: string; extraArgs?: string[] },
-): Promise<KupProcess> {
-  const dir = await mkdtemp(join(tmpdir(), 'kup-proc-'));
+/** Kubernetes objects written as one `kind: List` file in a temp dir the test removes; its path. */
+export async function writeObjectsFile(t: { teardown(fn: () => unknown): void }, items: readonly unknown[]): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'kup-objects-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'c.yaml');
-  const portSpec: ServicePortInput = opts.port ?? { name: 'p', port: 80 };
-  await writeFile(
-    file,
-    stringify({
-      kind: 'List',
-      items: [
-        service({ name: 'web', clusterIP: '10.96.0.10', ports: [portSpec] }),
-        ...slicesFor('web', portSpec.name ?? 'p', opts.endpoints, portSpec.protocol === 'UDP' ? 'UDP' : 'TCP'),
-      ],
-    }),
-  );
-  const child = startKup([
+  const file = join(dir, 'objects.yaml');
+  await writeFile(file, stringify({ kind: 'List', items }));
+  return file;
+}
+
+/**
+ * `kup run` as a user tries it on a laptop: no rules, listeners on loopback,
+ * the file source; admin servers on kernel-chosen loopback ports unless
+ * `admin` says otherwise ("" turns one off).
+ */
+export function loopbackRunArgs(file: string, admin: { healthz?: string; metrics?: string } = {}, extra: readonly string[] = []): string[] {
+  return [
     'run',
     '--no-iptables',
     '--bind-address',
@@ -46,13 +43,23 @@ export async function startKupProcess(
     '--source',
     `file:${file}`,
     '--healthz-bind-address',
-    '',
+    admin.healthz ?? '',
     '--metrics-bind-address',
-    '127.0.0.1:0',
-    '--shutdown-grace-period',
-    opts.grace ?? '2s',
-    ...(opts.extraArgs ?? []),
+    admin.metrics ?? '127.0.0.1:0',
+    ...extra,
+  ];
+}
+
+export async function startKupProcess(
+  t: { teardown(fn: () => unknown): void },
+  opts: { endpoints: number[]; port?: ServicePortInput; protocol?: 'TCP' | 'UDP'; grace?: string; extraArgs?: string[] },
+): Promise<KupProcess> {
+  const portSpec: ServicePortInput = opts.port ?? { name: 'p', port: 80 };
+  const file = await writeObjectsFile(t, [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [portSpec] }),
+    ...slicesFor('web', portSpec.name ?? 'p', opts.endpoints, portSpec.protocol === 'UDP' ? 'UDP' : 'TCP'),
   ]);
+  const child = startKup(loopbackRunArgs(file, {}, ['--shutdown-grace-period', opts.grace ?? '2s', ...(opts.extraArgs ?? [])]));
   const done = finished(child, 120_000);
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
