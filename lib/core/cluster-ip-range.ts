@@ -1,4 +1,5 @@
 import type { V1Service } from '@kubernetes/client-node';
+import { ipFamily, parseCidr } from './address.js';
 import { KupError } from './errors.js';
 import { asObject, asString, asStringArray, field } from './object-fields.js';
 
@@ -13,11 +14,8 @@ export interface ServiceCIDR {
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12'; // kubeadm's default
 
 function ipv4ToNumber(ip: string): number | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
-  if (m === null) return undefined;
-  const parts = m.slice(1).map(Number);
-  if (parts.some((p) => p > 255)) return undefined;
-  return ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
+  if (ipFamily(ip) !== 4) return undefined;
+  return ip.split('.').reduce((n, part) => n * 256 + Number(part), 0);
 }
 
 function numberToIPv4(n: number): string {
@@ -25,10 +23,11 @@ function numberToIPv4(n: number): string {
 }
 
 export function parseServiceCIDR(flag: string, value: string): ServiceCIDR {
-  const m = /^([^/]+)\/(\d{1,2})$/.exec(value.trim());
-  const ip = m === null ? undefined : ipv4ToNumber(m[1]!);
-  const bits = Number(m?.[2]);
-  if (m === null || ip === undefined || bits < 8 || bits > 30) {
+  const c = parseCidr(value.trim());
+  const [addr = '', bitsText = ''] = c?.family === 'ipv4' ? c.cidr.split('/') : [];
+  const ip = ipv4ToNumber(addr);
+  const bits = Number(bitsText);
+  if (ip === undefined || bits < 8 || bits > 30) {
     throw new KupError('KUP_BAD_FLAG', `${flag}: "${value}" is not an IPv4 CIDR from /8 to /30 (for example ${DEFAULT_SERVICE_CIDR})`);
   }
   const size = 2 ** (32 - bits);
