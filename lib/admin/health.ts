@@ -24,7 +24,7 @@ export interface HealthReport {
  * Decides health exactly as kube-proxy does, and nothing more:
  * - the proxy is unhealthy when a queued change has not been applied for
  *   2 x syncPeriod (a failed sync leaves it queued); it is healthy while
- *   starting up (before the first successful sync);
+ *   starting up (nothing is queued before the first sync starts);
  * - /healthz is also 503 while the node is not eligible.
  * The source's own health (a broken watch, an unreadable file) is not part of
  * it: the data plane keeps serving the last known state, and taking every
