@@ -31,7 +31,7 @@ const KUBELET_DATA_LINK = '..data';
  * ports really changed. A change is applied only once the file has stopped
  * changing and parses whole: a file that cannot be read, is empty, is cut
  * short or does not parse keeps the last good state serving, logs one error
- * and sets lastError. Parsing runs in a worker thread, so a large file never
+ * and sets lastError. Parsing runs in a child process, so a large file never
  * stalls the data plane.
  */
 export class FileSource implements Source {
