@@ -2,10 +2,10 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { stringify } from 'yaml';
 import { finished, runKup, startKup, waitForOutput } from './support/cli.js';
 import { DEMO_FILE } from '../lib/cli/demo.js';
 import { deadPort, exchange, httpGet, nameServer, udpAsk, whoAnswers } from './support/net.js';
+import { loopbackRunArgs, writeObjectsFile } from './support/kup-process.js';
 import { service, slicesFor } from './support/objects.js';
 
 /** Admin servers on kernel-chosen loopback ports, so tests never collide with a kup running on this machine. */
@@ -46,24 +46,13 @@ t.test('a missing or malformed file: one clear line, exit 1', async (t) => {
 });
 
 t.test('kup run serves a file, logs each proxy port, and stops cleanly on SIGTERM', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'kup-cli-'));
   const backend = await nameServer('pod-1');
-  t.teardown(async () => {
-    await backend.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  const file = join(dir, 'cluster.yaml');
-  await writeFile(
-    file,
-    stringify({
-      kind: 'List',
-      items: [
-        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
-        ...slicesFor('web', 'http', [backend.port]),
-      ],
-    }),
-  );
-  const child = startKup(['run', '--no-iptables', '--bind-address', '127.0.0.1', '--source', `file:${file}`, ...ADMIN_ANY_PORT]);
+  t.teardown(() => backend.close());
+  const file = await writeObjectsFile(t, [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [backend.port]),
+  ]);
+  const child = startKup(loopbackRunArgs(file, { healthz: '127.0.0.1:0', metrics: '127.0.0.1:0' }));
   const done = finished(child);
   const m = await waitForOutput(child, /"servicePort":"default\/web:http\/TCP","proxyPort":(\d+)/);
   t.equal(await whoAnswers(Number(m[1])), 'pod-1', 'traffic flows through the logged proxy port');

@@ -12,24 +12,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import t, { type Test } from 'tap';
 import { KUP } from './support/cli.js';
-import { createNetns, link, NODE_BIN, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
+import { createNetns, link, NODE_BIN, requireNetns, sweepLeftovers, WEB_CLUSTER_YAML, type Netns } from './support/netns.js';
 import { waitFor } from './support/wait.js';
 
 const SUPPORT = 'dist/spec/support';
-
-const CLUSTER = `kind: List
-items:
-  - apiVersion: v1
-    kind: Service
-    metadata: { name: web, namespace: default }
-    spec: { clusterIP: 10.96.0.10, ports: [{ name: http, protocol: TCP, port: 80 }] }
-  - apiVersion: discovery.k8s.io/v1
-    kind: EndpointSlice
-    metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-name: web } }
-    addressType: IPv4
-    ports: [{ name: http, protocol: TCP, port: 8080 }]
-    endpoints: [{ addresses: [127.0.0.1] }]
-`;
 
 async function probe(ns: Netns, host: string, port: number): Promise<{ ok: boolean; reply?: string; error?: string }> {
   const r = await ns.node(`${SUPPORT}/probe.js`, ['tcp', host, String(port), '1500']);
@@ -56,7 +42,7 @@ async function suite(t: Test): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'kup-ipt-fault-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'cluster.yaml');
-  writeFileSync(file, CLUSTER);
+  writeFileSync(file, WEB_CLUSTER_YAML);
   const flag = join(dir, 'fail-restore');
   writeFileSync(flag, '');
   const bin = join(dir, 'bin');

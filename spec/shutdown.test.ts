@@ -1,11 +1,8 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
-import { stringify } from 'yaml';
 import { finished, startKup, waitForOutput } from './support/cli.js';
 import { collect, connect } from './support/net.js';
+import { loopbackRunArgs, writeObjectsFile } from './support/kup-process.js';
 import { service, slicesFor } from './support/objects.js';
 
 /** Answers "done" `delayMs` after the client half-closes; or never, for clients that send "stuck". */
@@ -32,33 +29,11 @@ async function slowServer(delayMs: number) {
 }
 
 async function startProxyProcess(t: { teardown(fn: () => Promise<void>): void }, backendPort: number, grace: string) {
-  const dir = await mkdtemp(join(tmpdir(), 'kup-stop-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'c.yaml');
-  await writeFile(
-    file,
-    stringify({
-      kind: 'List',
-      items: [
-        service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
-        ...slicesFor('web', 'http', [backendPort]),
-      ],
-    }),
-  );
-  const child = startKup([
-    'run',
-    '--no-iptables',
-    '--bind-address',
-    '127.0.0.1',
-    '--source',
-    `file:${file}`,
-    '--healthz-bind-address',
-    '127.0.0.1:0',
-    '--metrics-bind-address',
-    '',
-    '--shutdown-grace-period',
-    grace,
+  const file = await writeObjectsFile(t, [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [backendPort]),
   ]);
+  const child = startKup(loopbackRunArgs(file, { healthz: '127.0.0.1:0', metrics: '' }, ['--shutdown-grace-period', grace]));
   const done = finished(child, 30_000);
   const m = await waitForOutput(child, /"proxyPort":(\d+)/);
   return { child, done, port: Number(m[1]) };

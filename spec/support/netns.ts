@@ -170,3 +170,21 @@ export async function sweepLeftovers(): Promise<void> {
     if (!alive) await runCommand('ip', ['netns', 'del', m[1]!]);
   }
 }
+
+/**
+ * The cluster the kup-in-a-namespace tests serve: ClusterIP 10.96.0.10:80 to
+ * a backend on the node namespace's 127.0.0.1:8080.
+ */
+export const WEB_CLUSTER_YAML = `kind: List
+items:
+  - apiVersion: v1
+    kind: Service
+    metadata: { name: web, namespace: default }
+    spec: { clusterIP: 10.96.0.10, ports: [{ name: http, protocol: TCP, port: 80 }] }
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-name: web } }
+    addressType: IPv4
+    ports: [{ name: http, protocol: TCP, port: 8080 }]
+    endpoints: [{ addresses: [127.0.0.1] }]
+`;
