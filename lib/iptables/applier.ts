@@ -11,6 +11,8 @@ import { errorMessage, KupError } from '../core/errors.js';
 import type { ProxyPortNumbers, ServicePortKey, ServiceTable } from '../core/types.js';
 import { detectBackend, detectCommentSupport, familyUsable, type Backend, type FamilyBinaries } from './backend.js';
 import { describeFailure, runCommand } from './command.js';
+import { ConntrackCleaner } from './conntrack.js';
+import { staleConntrackFilters, type SteeredTable } from '../core/conntrack-plan.js';
 import { detectHostIPs } from './host-ips.js';
 import { jumpRules, renderCleanup, renderRules, type HostIPs, type JumpRule } from './render.js';
 
@@ -62,6 +64,9 @@ export class IptablesApplier {
   private warnings: readonly string[] = [];
   /** The scripts of the last successful apply (what `kup rules` would print for this table). */
   private installed: { ipv4: string; ipv6: string } | null = null;
+  /** What the last successful apply steered where; null until one (a restart leaves the last run's entries). */
+  private steered: SteeredTable | null = null;
+  private readonly conntrack: ConntrackCleaner;
 
   constructor(options: IptablesApplierOptions) {
     this.log = options.logger.child({ component: 'iptables' });
@@ -69,6 +74,7 @@ export class IptablesApplier {
     this.hostIPs = options.hostIPs ?? {};
     this.timeoutMs = options.commandTimeoutMs ?? 10_000;
     this.explicitHostIPs = options.hostIPs !== undefined;
+    this.conntrack = new ConntrackCleaner(this.log, this.timeoutMs);
   }
 
   /**
@@ -203,6 +209,11 @@ export class IptablesApplier {
     this.ruleCount = { ...rendered.ruleCount };
     this.installed = installedNow;
     this.log.debug({ ms: Date.now() - started, rules: rendered.ruleCount }, 'iptables synced');
+    // Only now do new datagrams meet the new rules; an entry cleared earlier could be re-created with the old port.
+    const next: SteeredTable = { table, proxyPorts };
+    const stale = staleConntrackFilters(this.steered, next, this.families);
+    this.steered = next;
+    await this.conntrack.clear(stale);
   }
 
   private async restore(bins: FamilyBinaries, script: string): Promise<void> {
