@@ -100,7 +100,9 @@ async function suite(t: Test): Promise<void> {
   const second = startKup(node, args('second', '42000-42099'));
   t.teardown(() => void second.kill('SIGKILL'));
   const secondDone = finished(second, 60_000);
-  await waitForOutput(second, /admin servers listening/, 20_000);
+  // The cleanup runs beside the syncs, right after the first one put the rules
+  // in: either line may come first, so both are awaited from here at once.
+  await Promise.all([waitForOutput(second, /admin servers listening/, 20_000), waitForOutput(second, /stale UDP conntrack entr/, 20_000)]);
   const left = await translatedPorts(node);
   t.same(left, [], `no entry for the ClusterIP still points at the old proxy port (found ${JSON.stringify(left)})`);
   t.equal(await ask(client), 'coredns', 'the next datagram from the same source port is answered by the restarted kup');

@@ -67,6 +67,12 @@ export class IptablesApplier {
   /** What the last successful apply steered where; null until one (a restart leaves the last run's entries). */
   private steered: SteeredTable | null = null;
   private readonly conntrack: ConntrackCleaner;
+  /**
+   * Conntrack cleanups run one after another beside the syncs, not inside
+   * them: after a restart with thousands of UDP service ports (one conntrack
+   * run each) the next rule sync must not wait for them. stop() waits.
+   */
+  private cleaning: Promise<unknown> = Promise.resolve();
 
   constructor(options: IptablesApplierOptions) {
     this.log = options.logger.child({ component: 'iptables' });
@@ -128,6 +134,7 @@ export class IptablesApplier {
     const first = !this.stopped;
     this.stopped = true;
     await this.tail;
+    await this.cleaning;
     if (!first || this.backend === null) return;
     try {
       await this.removeAll();
@@ -213,7 +220,11 @@ export class IptablesApplier {
     const next: SteeredTable = { table, proxyPorts };
     const stale = staleConntrackFilters(this.steered, next, this.families);
     this.steered = next;
-    await this.conntrack.clear(stale);
+    if (stale.length > 0) {
+      this.cleaning = this.cleaning
+        .then(() => this.conntrack.clear(stale))
+        .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'conntrack cleanup failed'));
+    }
   }
 
   private async restore(bins: FamilyBinaries, script: string): Promise<void> {
