@@ -85,6 +85,8 @@ function run(cmd: string, cwd: string, args: string[] = [], env = childEnv()): P
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    // A program that is not there (a missing `kup` link) is a failed step with its reason, not an uncaught error.
+    child.on('error', (err) => res({ code: null, out: `${out}${err.message}` }));
     child.on('close', (code) => res({ code, out }));
   });
 }
@@ -209,8 +211,14 @@ t.test('the Containerfile, replayed: the build stage builds, the final stage run
     t.teardown(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     });
-    const proxyPort = Number((await waitForOutput(child, /"servicePort":"default\/web:http\/TCP","proxyPort":(\d+)/, 30_000))[1]);
-    const healthz = (await waitForOutput(child, /"healthz":"(http:\/\/[^"]+)".*"msg":"admin servers listening"/, 30_000))[1]!;
+    // A kup that exits (a broken image) fails at once, with what it said, rather than at the wait's timeout.
+    const exited = done.then((r) => {
+      throw new Error(`kup exited (code ${r.code}) before serving:\n${(r.stdout + r.stderr).slice(-2000)}`);
+    });
+    exited.catch(() => {});
+    const logged = async (re: RegExp): Promise<RegExpMatchArray> => Promise.race([waitForOutput(child, re, 30_000), exited]);
+    const proxyPort = Number((await logged(/"servicePort":"default\/web:http\/TCP","proxyPort":(\d+)/))[1]);
+    const healthz = (await logged(/"healthz":"(http:\/\/[^"]+)".*"msg":"admin servers listening"/))[1]!;
     t.equal(await whoAnswers(proxyPort), 'pod-in-image', 'a TCP request through the proxy port reaches the backend');
     const res = await fetch(healthz);
     t.equal(res.status, 200, '/healthz answers 200');
