@@ -13,6 +13,16 @@ const ADMIN_ANY_PORT = ['--healthz-bind-address', '127.0.0.1:0', '--metrics-bind
 
 const oneLine = (s: string) => s.trim().split('\n').length === 1;
 
+t.test('kup --version prints the version of the package.json beside it, exit 0', async (t) => {
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  for (const flag of ['--version', '-V']) {
+    const r = await runKup([flag]);
+    t.equal(r.code, 0, `${flag}: exit 0`);
+    t.equal(r.stdout, `${pkg.version}\n`, `${flag}: prints ${pkg.version} and nothing else`);
+    t.equal(r.stderr, '', `${flag}: nothing on stderr`);
+  }
+});
+
 t.test('bad flags: one clear line, exit 2, no stack trace', async (t) => {
   const cases: [string[], RegExp][] = [
     [['run', '--bind-address', 'nope'], /--bind-address: "nope" is not an IP address/],

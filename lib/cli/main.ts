@@ -11,6 +11,7 @@ import { rulesScript } from './rules.js';
 import { describeDemo, DEMO_FILE, startDemo } from './demo.js';
 import type { HostPort } from '../core/address.js';
 import { parseRunFlags, RUN_DEFAULTS, type RunFlags } from './options.js';
+import { kupVersion } from './version.js';
 
 /** Exit codes: 0 done, 1 runtime failure, 2 a mistake in how kup was called. */
 export const EXIT_OK = 0;
@@ -83,6 +84,7 @@ export function buildProgram(): Command {
   const program = new Command()
     .name('kup')
     .description('kube-userspace-proxy: a userspace L4 service proxy for Kubernetes')
+    .version(kupVersion(), '-V, --version', "print kup's version")
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
