@@ -11,7 +11,7 @@
  */
 import { parseAllDocuments, stringify } from 'yaml';
 import { errorMessage, KupError } from '../core/errors.js';
-import { asObject, printable, type Obj } from '../core/object-fields.js';
+import { asObject, printable, quote, type Obj } from '../core/object-fields.js';
 import type { RunConfig } from './config.js';
 
 export const KUBE_PROXY_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
@@ -104,7 +104,7 @@ const mode: Reader = (value, path, { origin }) => {
   if (typeof m !== 'string' || !USERSPACE_MODES.has(m)) {
     throw bad(
       origin,
-      `${path} ${printable(m)}: kup is a userspace proxy (kube-proxy's userspace mode); set mode to "" or "userspace", or run kube-proxy for that mode`,
+      `${path} ${quote(m)}: kup is a userspace proxy (kube-proxy's userspace mode); set mode to "" or "userspace", or run kube-proxy for that mode`,
     );
   }
 };
@@ -212,7 +212,7 @@ export function decodeKubeProxyConfiguration(text: string, origin: string): Kube
   if (obj['kind'] !== KUBE_PROXY_KIND || obj['apiVersion'] !== KUBE_PROXY_API_VERSION) {
     throw bad(
       origin,
-      `kind ${printable(obj['kind'])}, apiVersion ${printable(obj['apiVersion'])}: expected kind ${KUBE_PROXY_KIND}, apiVersion ${KUBE_PROXY_API_VERSION}`,
+      `kind ${quote(obj['kind'])}, apiVersion ${quote(obj['apiVersion'])}: expected kind ${KUBE_PROXY_KIND}, apiVersion ${KUBE_PROXY_API_VERSION}`,
     );
   }
   const settings: KubeProxyFileSettings = { flags: {}, fieldOf: {}, warnings: [], ignored: [] };
