@@ -12,6 +12,7 @@ import { describeDemo, DEMO_FILE, startDemo } from './demo.js';
 import type { HostPort } from '../core/address.js';
 import { parseRunFlags, RUN_DEFAULTS, type RunFlags } from './options.js';
 import { kupVersion } from './version.js';
+import { mergeFlags, readConfigFile, writeEffectiveConfig } from './config-file.js';
 
 /** Exit codes: 0 done, 1 runtime failure, 2 a mistake in how kup was called. */
 export const EXIT_OK = 0;
@@ -29,7 +30,11 @@ function addRunFlags(cmd: Command): Command {
     .option('--source <source>', 'where Services and EndpointSlices come from: "kubernetes" or "file:PATH"')
     .option('--kubeconfig <path>', 'kubeconfig for the live source (else $KUBECONFIG, ~/.kube/config, in-cluster)')
     .option('--hostname-override <name>', "this node's name, to tell local endpoints (default: the host name)")
-    .option('--bind-address <ip>', 'address the proxy listeners bind to', RUN_DEFAULTS.bindAddress)
+    .option(
+      '--bind-address <ip>',
+      "address the proxy listeners bind to (the legacy userspace meaning; not kube-proxy's later 'node IP' meaning)",
+      RUN_DEFAULTS.bindAddress,
+    )
     .option('--proxy-port-range <range>', 'proxy ports: BEGIN-END, BEGIN+OFFSET, or empty for kernel-chosen', RUN_DEFAULTS.proxyPortRange)
     .option('--udp-timeout <duration>', 'idle time after which a UDP session is closed', RUN_DEFAULTS.udpTimeout)
     .option('--udp-max-sessions <n>', 'most UDP sessions per service port (oldest evicted)', RUN_DEFAULTS.udpMaxSessions)
@@ -54,6 +59,29 @@ function addRunFlags(cmd: Command): Command {
       '--service-cluster-ip-range <cidr>',
       'file source: where Services without a clusterIP get one',
       RUN_DEFAULTS.serviceClusterIpRange,
+    )
+    .option('--kube-api-qps <qps>', 'API client rate (accepted; the live source lists once, then watches)', RUN_DEFAULTS.kubeApiQps)
+    .option('--kube-api-burst <n>', 'API client burst (accepted, as --kube-api-qps)', RUN_DEFAULTS.kubeApiBurst)
+    .option(
+      '--cluster-cidr <cidrs>',
+      "the pods' CIDRs, comma-separated (stored; for --detect-local-mode ClusterCIDR)",
+      RUN_DEFAULTS.clusterCidr,
+    )
+    .option(
+      '--nodeport-addresses <list>',
+      'CIDRs and primary/localhost/all, comma-separated (stored; kup does not restrict NodePorts yet)',
+      RUN_DEFAULTS.nodeportAddresses,
+    )
+    .addOption(
+      new Option('--detect-local-mode <mode>', 'how local traffic is told (stored)')
+        .choices(['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'])
+        .default(RUN_DEFAULTS.detectLocalMode),
+    )
+    .option('--pod-bridge-interface <name>', 'for --detect-local-mode BridgeInterface (stored)', RUN_DEFAULTS.podBridgeInterface)
+    .option(
+      '--pod-interface-name-prefix <prefix>',
+      'for --detect-local-mode InterfaceNamePrefix (stored)',
+      RUN_DEFAULTS.podInterfaceNamePrefix,
     )
     .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
     .option('--state-dir <dir>', 'state directory; holds the lock allowing one kup with iptables per directory', RUN_DEFAULTS.stateDir)
@@ -90,38 +118,56 @@ export function buildProgram(): Command {
 
   addAdminCommands(program);
 
-  addRunFlags(program.command('run').description('run the proxy')).action(async (flags: RunFlags) => {
-    const config = parseRunFlags(flags);
-    const log = createLogger(config.logLevel);
-    log.info({ source: config.source, node: config.nodeName, lbStrategy: config.lbStrategy }, 'starting');
-    // From the start: SIGHUP's default action would kill kup and leave its rules behind.
-    let runtime: ProxyRuntime | null = null;
-    const onHup = (): void => {
-      if (runtime === null) {
-        log.info({ signal: 'SIGHUP' }, 'SIGHUP while starting: the first sync reads the source anyway');
+  addRunFlags(program.command('run').description('run the proxy'))
+    .option('--config <file>', "kube-proxy's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1); flags given override it")
+    .option('--write-config-to <file>', 'write the effective configuration as a KubeProxyConfiguration and exit')
+    .option('--cleanup', 'remove the iptables rules kup installed and exit (as `kup cleanup`)')
+    .option('--iptables-sync-period <duration>', 'kube-proxy name of --sync-period')
+    .option('--iptables-min-sync-period <duration>', 'kube-proxy name of --min-sync-period')
+    .action(async (flags: RunFlags, cmd: Command) => {
+      if (flags.cleanup === true) {
+        await cleanupIptables(createLogger(flags.logLevel as LogLevel));
         return;
       }
-      runtime.reload().then(
-        (done) => log.info({ signal: 'SIGHUP' }, `SIGHUP: ${done}`),
-        (err: unknown) =>
-          log.error({ signal: 'SIGHUP', err: errorMessage(err) }, 'SIGHUP: re-read failed; still serving the last good state'),
-      );
-    };
-    // Left installed until the process exits: a SIGHUP while stopping must not kill it half-way.
-    process.on('SIGHUP', onHup);
-    runtime = await startProxy(config, log);
-    const sig = await waitForSignal();
-    log.info({ signal: sig }, 'stopping');
-    // The last word: a stop that does not finish (a socket or server that never
-    // closes) must not keep a stopped proxy alive for ever.
-    const hard = setTimeout(() => {
-      log.error({ afterMs: config.shutdownGracePeriodMs + STOP_DEADLINE_MARGIN_MS }, 'stop did not finish in time; exiting');
-      process.exit(EXIT_OK);
-    }, config.shutdownGracePeriodMs + STOP_DEADLINE_MARGIN_MS);
-    await runtime.stop();
-    clearTimeout(hard);
-    log.info('stopped');
-  });
+      const file = flags.config === undefined ? null : await readConfigFile(flags.config);
+      const merged = mergeFlags(flags, file, (name) => cmd.getOptionValueSource(name) === 'cli', `--config ${flags.config ?? ''}`);
+      const config = parseRunFlags(merged.flags, merged.labels);
+      const log = createLogger(config.logLevel);
+      merged.report(log, config);
+      if (flags.writeConfigTo !== undefined) {
+        await writeEffectiveConfig(flags.writeConfigTo, config);
+        log.info({ file: flags.writeConfigTo }, 'effective configuration written');
+        return;
+      }
+      log.info({ source: config.source, node: config.nodeName, lbStrategy: config.lbStrategy }, 'starting');
+      // From the start: SIGHUP's default action would kill kup and leave its rules behind.
+      let runtime: ProxyRuntime | null = null;
+      const onHup = (): void => {
+        if (runtime === null) {
+          log.info({ signal: 'SIGHUP' }, 'SIGHUP while starting: the first sync reads the source anyway');
+          return;
+        }
+        runtime.reload().then(
+          (done) => log.info({ signal: 'SIGHUP' }, `SIGHUP: ${done}`),
+          (err: unknown) =>
+            log.error({ signal: 'SIGHUP', err: errorMessage(err) }, 'SIGHUP: re-read failed; still serving the last good state'),
+        );
+      };
+      // Left installed until the process exits: a SIGHUP while stopping must not kill it half-way.
+      process.on('SIGHUP', onHup);
+      runtime = await startProxy(config, log);
+      const sig = await waitForSignal();
+      log.info({ signal: sig }, 'stopping');
+      // The last word: a stop that does not finish (a socket or server that never
+      // closes) must not keep a stopped proxy alive for ever.
+      const hard = setTimeout(() => {
+        log.error({ afterMs: config.shutdownGracePeriodMs + STOP_DEADLINE_MARGIN_MS }, 'stop did not finish in time; exiting');
+        process.exit(EXIT_OK);
+      }, config.shutdownGracePeriodMs + STOP_DEADLINE_MARGIN_MS);
+      await runtime.stop();
+      clearTimeout(hard);
+      log.info('stopped');
+    });
 
   addRunFlags(program.command('demo').description('run demo backends on loopback and the proxy over examples/demo.yaml')).action(
     async (flags: RunFlags, cmd: Command) => {
@@ -205,7 +251,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     if (isKupError(err)) {
       process.stderr.write(`kup: ${err.message}\n`);
-      return err.code === 'KUP_BAD_FLAG' ? EXIT_USAGE : EXIT_FAILURE;
+      return err.code === 'KUP_BAD_FLAG' || err.code === 'KUP_BAD_CONFIG' ? EXIT_USAGE : EXIT_FAILURE;
     }
     process.stderr.write(`kup: internal error: ${errorMessage(err)}\n${(err as Error).stack ?? ''}\n`);
     return EXIT_FAILURE;

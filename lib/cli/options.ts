@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { isValidIP } from '../core/address.js';
+import { isValidIP, parseCidr } from '../core/address.js';
 import { LB_STRATEGIES, type LbStrategyName } from '../core/balancer/strategy.js';
 import { parseDuration } from '../core/duration.js';
 import { DEFAULT_SERVICE_CIDR, parseServiceCIDR } from '../core/cluster-ip-range.js';
@@ -8,7 +8,7 @@ import { KupError } from '../core/errors.js';
 import { parsePortRange } from '../core/port-range.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
 import type { HostPort } from '../core/address.js';
-import type { RunConfig, SourceSpec } from '../runtime/config.js';
+import { DETECT_LOCAL_MODES, type DetectLocalMode, type RunConfig, type SourceSpec } from '../runtime/config.js';
 
 /** The raw strings commander hands over (all flags of `kup run`). */
 export interface RunFlags {
@@ -31,7 +31,23 @@ export interface RunFlags {
   stateDir: string;
   logLevel: string;
   serviceClusterIpRange: string;
+  kubeApiQps: string;
+  kubeApiBurst: string;
+  clusterCidr: string;
+  nodeportAddresses: string;
+  detectLocalMode: string;
+  podBridgeInterface: string;
+  podInterfaceNamePrefix: string;
+  /** kube-proxy's names for --sync-period / --min-sync-period. */
+  iptablesSyncPeriod?: string;
+  iptablesMinSyncPeriod?: string;
+  config?: string;
+  writeConfigTo?: string;
+  cleanup?: boolean;
 }
+
+/** Where a value came from when not from its flag (a --config field), for error messages. */
+export type FlagLabels = Partial<Record<keyof RunFlags, string>>;
 
 export const RUN_DEFAULTS = {
   bindAddress: '0.0.0.0',
@@ -53,6 +69,14 @@ export const RUN_DEFAULTS = {
   stateDir: '/var/lib/kup',
   logLevel: 'info',
   serviceClusterIpRange: DEFAULT_SERVICE_CIDR,
+  // kube-proxy's defaults (client-go's are 5 and 10 too).
+  kubeApiQps: '5',
+  kubeApiBurst: '10',
+  clusterCidr: '',
+  nodeportAddresses: '',
+  detectLocalMode: '',
+  podBridgeInterface: '',
+  podInterfaceNamePrefix: '',
 } as const;
 
 function bad(message: string): KupError {
@@ -92,6 +116,23 @@ function parseCount(flag: string, value: string, min: number, max: number): numb
   return n;
 }
 
+/** A rate such as kube-proxy's qps (a float). */
+function parseRate(flag: string, value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw bad(`${flag}: "${value}" is not a number of requests per second`);
+  return n;
+}
+
+/** The range parser names --proxy-port-range; a --config portRange says so instead. */
+function parsePortRangeAt(label: string, value: string): ReturnType<typeof parsePortRange> {
+  try {
+    return parsePortRange(value);
+  } catch (err) {
+    if (err instanceof KupError && label !== '--proxy-port-range') throw bad(err.message.replace('--proxy-port-range', label));
+    throw err;
+  }
+}
+
 const SIZE_UNITS: Record<string, number> = { '': 1, k: 1000, ki: 1024, m: 1000 ** 2, mi: 1024 ** 2 };
 
 /** A byte count: 4194304, 4Mi, 512Ki, 4M. */
@@ -103,8 +144,53 @@ export function parseSize(flag: string, value: string): number {
   return n;
 }
 
-export function parseRunFlags(f: RunFlags): RunConfig {
-  if (!isValidIP(f.bindAddress)) throw bad(`--bind-address: "${f.bindAddress}" is not an IP address`);
+function parseList(value: string): string[] {
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+}
+
+function parseClusterCIDRs(flag: string, value: string): string[] {
+  const cidrs = parseList(value);
+  for (const c of cidrs) if (parseCidr(c) === null) throw bad(`${flag}: "${c}" is not a CIDR (for example 10.244.0.0/16)`);
+  return cidrs;
+}
+
+/** kube-proxy's keywords for --nodeport-addresses, besides CIDRs. */
+const NODEPORT_KEYWORDS = new Set(['primary', 'localhost', 'all']);
+
+function parseNodePortAddresses(flag: string, value: string): string[] {
+  const items = parseList(value);
+  for (const c of items) {
+    if (!NODEPORT_KEYWORDS.has(c) && parseCidr(c) === null) throw bad(`${flag}: "${c}" is neither a CIDR nor primary, localhost or all`);
+  }
+  return items;
+}
+
+function parseDetectLocal(f: RunFlags, name: (k: keyof RunFlags, flag: string) => string): RunConfig['detectLocal'] {
+  const mode = f.detectLocalMode;
+  if (mode !== '' && !(DETECT_LOCAL_MODES as readonly string[]).includes(mode)) {
+    throw bad(`${name('detectLocalMode', '--detect-local-mode')}: "${mode}" is not one of ${DETECT_LOCAL_MODES.join(', ')}`);
+  }
+  // As upstream's validation: the two interface modes need their interface.
+  if (mode === 'BridgeInterface' && f.podBridgeInterface === '') {
+    throw bad(
+      `${name('detectLocalMode', '--detect-local-mode')} BridgeInterface needs --pod-bridge-interface (detectLocal.bridgeInterface)`,
+    );
+  }
+  if (mode === 'InterfaceNamePrefix' && f.podInterfaceNamePrefix === '') {
+    throw bad(
+      `${name('detectLocalMode', '--detect-local-mode')} InterfaceNamePrefix needs --pod-interface-name-prefix (detectLocal.interfaceNamePrefix)`,
+    );
+  }
+  return { mode: mode as DetectLocalMode, bridgeInterface: f.podBridgeInterface, interfaceNamePrefix: f.podInterfaceNamePrefix };
+}
+
+/** `labels` names the --config field a value came from, so that an error points at the file, not at a flag never given. */
+export function parseRunFlags(f: RunFlags, labels: FlagLabels = {}): RunConfig {
+  const name = (k: keyof RunFlags, flag: string): string => labels[k] ?? flag;
+  if (!isValidIP(f.bindAddress)) throw bad(`${name('bindAddress', '--bind-address')}: "${f.bindAddress}" is not an IP address`);
   if (!(LB_STRATEGIES as readonly string[]).includes(f.lbStrategy)) {
     throw bad(`--lb-strategy: "${f.lbStrategy}" is not one of ${LB_STRATEGIES.join(', ')}`);
   }
@@ -113,17 +199,19 @@ export function parseRunFlags(f: RunFlags): RunConfig {
   }
   const host = (f.hostnameOverride ?? hostname()).trim().toLowerCase();
   if (host === '') throw bad('--hostname-override: the node name is empty');
-  const udpTimeoutMs = parseDuration('--udp-timeout', f.udpTimeout);
-  if (udpTimeoutMs <= 0) throw bad('--udp-timeout must be more than 0');
-  const syncPeriodMs = parseDuration('--sync-period', f.syncPeriod);
-  if (syncPeriodMs <= 0) throw bad('--sync-period must be more than 0');
-  const minSyncPeriodMs = parseDuration('--min-sync-period', f.minSyncPeriod);
+  const udpTimeoutMs = parseDuration(name('udpTimeout', '--udp-timeout'), f.udpTimeout);
+  if (udpTimeoutMs <= 0) throw bad(`${name('udpTimeout', '--udp-timeout')} must be more than 0`);
+  const syncPeriodMs = parseDuration(name('syncPeriod', '--sync-period'), f.syncPeriod);
+  if (syncPeriodMs <= 0) throw bad(`${name('syncPeriod', '--sync-period')} must be more than 0`);
+  const minSyncPeriodMs = parseDuration(name('minSyncPeriod', '--min-sync-period'), f.minSyncPeriod);
   return {
     source: parseSource(f.source),
     kubeconfig: f.kubeconfig ?? null,
+    kubeApiQps: parseRate(name('kubeApiQps', '--kube-api-qps'), f.kubeApiQps),
+    kubeApiBurst: parseCount(name('kubeApiBurst', '--kube-api-burst'), f.kubeApiBurst, 0, 1_000_000),
     nodeName: host,
     bindAddress: f.bindAddress,
-    portRange: parsePortRange(f.proxyPortRange),
+    portRange: parsePortRangeAt(name('proxyPortRange', '--proxy-port-range'), f.proxyPortRange),
     udpTimeoutMs,
     udpMaxSessions: parseCount('--udp-max-sessions', f.udpMaxSessions, 1, 1_000_000),
     tcpIdleTimeoutMs: parseDuration('--tcp-idle-timeout', f.tcpIdleTimeout),
@@ -132,11 +220,22 @@ export function parseRunFlags(f: RunFlags): RunConfig {
     iptables: f.iptables,
     syncPeriodMs,
     minSyncPeriodMs,
-    healthzBindAddress: parseHostPort('--healthz-bind-address', f.healthzBindAddress),
-    metricsBindAddress: parseHostPort('--metrics-bind-address', f.metricsBindAddress),
+    healthzBindAddress: parseHostPort(name('healthzBindAddress', '--healthz-bind-address'), f.healthzBindAddress),
+    metricsBindAddress: parseHostPort(name('metricsBindAddress', '--metrics-bind-address'), f.metricsBindAddress),
     shutdownGracePeriodMs: parseDuration('--shutdown-grace-period', f.shutdownGracePeriod),
     stateDir: parseStateDir(f.stateDir),
     logLevel: f.logLevel as LogLevel,
     serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', f.serviceClusterIpRange ?? RUN_DEFAULTS.serviceClusterIpRange),
+    clusterCIDRs: parseClusterCIDRs(name('clusterCidr', '--cluster-cidr'), f.clusterCidr ?? ''),
+    nodePortAddresses: parseNodePortAddresses(name('nodeportAddresses', '--nodeport-addresses'), f.nodeportAddresses ?? ''),
+    detectLocal: parseDetectLocal(
+      {
+        ...f,
+        detectLocalMode: f.detectLocalMode ?? '',
+        podBridgeInterface: f.podBridgeInterface ?? '',
+        podInterfaceNamePrefix: f.podInterfaceNamePrefix ?? '',
+      },
+      name,
+    ),
   };
 }

@@ -10,6 +10,7 @@
 export const KUP_ERRORS = {
   KUP_BAD_FLAG: 'a command-line flag or argument has a value kup cannot use',
   KUP_BAD_FILE: 'a file kup was pointed at (source YAML, kubeconfig) cannot be read or parsed',
+  KUP_BAD_CONFIG: 'the --config KubeProxyConfiguration has the wrong kind, a mode other than userspace, or a value kup cannot use',
   KUP_NO_SOURCE: 'there is nothing to follow: no usable kubeconfig or in-cluster API server',
   KUP_LISTEN_FAILED: 'a server (health, metrics, demo backend) cannot listen on its address',
   KUP_PORT_RANGE_EXHAUSTED: 'every port of --proxy-port-range is taken, so a service port gets no listener',

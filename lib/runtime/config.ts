@@ -9,12 +9,23 @@ import type { ServiceCIDR } from '../core/cluster-ip-range.js';
 import type { PortRange } from '../core/port-range.js';
 import type { LogLevel } from '../log.js';
 
+/** kube-proxy's --detect-local-mode values; "" leaves upstream's default (ClusterCIDR). */
+export const DETECT_LOCAL_MODES = ['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'] as const;
+export type DetectLocalMode = (typeof DETECT_LOCAL_MODES)[number] | '';
+
 export type SourceSpec = { readonly kind: 'kubernetes' } | { readonly kind: 'file'; readonly path: string };
 
 /** Everything `kup run` is told, validated. Flag names follow kube-proxy's where they mean the same. */
 export interface RunConfig {
   readonly source: SourceSpec;
   readonly kubeconfig: string | null;
+  /**
+   * The API client's rate (--kube-api-qps, --kube-api-burst): accepted for
+   * kube-proxy's configuration; client-node's informers have no client-side
+   * rate limiter to apply them to (they list once and then watch).
+   */
+  readonly kubeApiQps: number;
+  readonly kubeApiBurst: number;
   /** This node's name (--hostname-override, else the host name), lowercased as kube-proxy does. */
   readonly nodeName: string;
   readonly bindAddress: string;
@@ -37,4 +48,14 @@ export interface RunConfig {
   readonly logLevel: LogLevel;
   /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
   readonly serviceClusterIPRange: ServiceCIDR;
+  /** --cluster-cidr: the pods' CIDRs (one per family). Stored for --detect-local-mode ClusterCIDR; kup does not tell local traffic apart yet. */
+  readonly clusterCIDRs: readonly string[];
+  /** --nodeport-addresses: CIDRs and keywords (primary, localhost, all); stored, kup does not restrict NodePorts by them yet. */
+  readonly nodePortAddresses: readonly string[];
+  /** --detect-local-mode and its options; stored, as above. */
+  readonly detectLocal: {
+    readonly mode: DetectLocalMode;
+    readonly bridgeInterface: string;
+    readonly interfaceNamePrefix: string;
+  };
 }

@@ -23,6 +23,11 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
     stateDir: '/nonexistent/kup-state',
     logLevel: 'silent',
     serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', DEFAULT_SERVICE_CIDR),
+    kubeApiQps: 5,
+    kubeApiBurst: 10,
+    clusterCIDRs: [],
+    nodePortAddresses: [],
+    detectLocal: { mode: '', bridgeInterface: '', interfaceNamePrefix: '' },
     ...overrides,
   };
 }
