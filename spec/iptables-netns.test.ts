@@ -269,14 +269,18 @@ async function netnsSuite(t: Test): Promise<void> {
     t.match(await probe(client, 'tcp', '10.96.0.10', 80, 500), { ok: false }, 'the ClusterIP no longer answers');
   });
 
-  await t.test('cleanup removes leftovers of a killed run, and is idempotent', async (t) => {
+  await t.test('kup cleanup (and kup run --cleanup) removes leftovers of a killed run, and is idempotent', async (t) => {
     const crashed = node.spawnNode(`${SUPPORT}/iptables-driver.js`, [fixture1, '0']);
     t.equal((JSON.parse(await lineReader(crashed)()) as { ok: boolean }).ok, true, 'rules applied');
     crashed.kill('SIGKILL');
     await once(crashed, 'exit');
     t.match(await node.iptablesSave('ipv4'), /KUP-PORTALS-CONTAINER/, 'a killed run leaves its rules');
-    for (const round of [1, 2]) {
-      const r = await node.node(`${SUPPORT}/iptables-cleanup.js`, []);
+    // As users run it: `kup cleanup`, then kube-proxy's spelling `kup run --cleanup` on what is left (nothing).
+    for (const [round, args] of [
+      [1, ['cleanup']],
+      [2, ['run', '--cleanup']],
+    ] as const) {
+      const r = await node.node('dist/bin/kup.js', args);
       t.equal(r.code, 0, `cleanup #${round} exits 0 ${r.stderr}`);
       t.equal(await node.iptablesSave('ipv4'), baseline4, `IPv4 as before after cleanup #${round}`);
       t.equal(await node.iptablesSave('ipv6'), baseline6, `IPv6 as before after cleanup #${round}`);
