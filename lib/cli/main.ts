@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { errorMessage, isKupError } from '../core/errors.js';
 import { createLogger, type LogLevel } from '../log.js';
-import { cleanupIptables } from '../iptables/applier.js';
+import { cleanupIptables, cleanupKubeProxyIptables } from '../iptables/applier.js';
 import { detectHostIPs } from '../iptables/host-ips.js';
 import { loadTable } from '../runtime/load-table.js';
 import { startProxy, type ProxyRuntime } from '../runtime/proxy-runtime.js';
@@ -230,9 +230,14 @@ export function buildProgram(): Command {
   program
     .command('cleanup')
     .description('remove every iptables chain and jump rule kup installed (idempotent; needs root)')
+    .option(
+      '--kube-proxy-rules',
+      "instead, remove kube-proxy's iptables-mode rules (KUBE-SERVICES, KUBE-SVC-*, ... as `kube-proxy --cleanup`; kubelet's chains stay) once kube-proxy is parked",
+    )
     .addOption(new Option('--log-level <level>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
-    .action(async (flags: { logLevel: LogLevel }) => {
-      await cleanupIptables(createLogger(flags.logLevel));
+    .action(async (flags: { logLevel: LogLevel; kubeProxyRules?: boolean }) => {
+      const logger = createLogger(flags.logLevel);
+      await (flags.kubeProxyRules === true ? cleanupKubeProxyIptables(logger) : cleanupIptables(logger));
     });
   return program;
 }

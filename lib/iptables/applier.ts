@@ -14,6 +14,7 @@ import { describeFailure, runCommand } from './command.js';
 import { ConntrackCleaner } from './conntrack.js';
 import { staleConntrackFilters, type SteeredTable } from '../core/conntrack-plan.js';
 import { detectHostIPs } from './host-ips.js';
+import { renderKubeProxyCleanup } from './kube-proxy-cleanup.js';
 import { jumpRules, renderCleanup, renderRules, type HostIPs, type JumpRule } from './render.js';
 
 export interface IptablesApplierOptions {
@@ -288,4 +289,35 @@ export async function cleanupIptables(logger: Logger, timeoutMs = 10_000): Promi
   }
   if (errors.length > 0) throw new KupError('KUP_IPTABLES', `iptables cleanup failed: ${errors.join('; ')}`);
   logger.info({ backend: backend.mode }, 'no kup iptables rules remain');
+}
+
+/**
+ * `kup cleanup --kube-proxy-rules`: removes the rules kube-proxy's iptables
+ * mode left (see kube-proxy-cleanup.ts for exactly which), in both families,
+ * leaving kup's own KUP- chains and everything else alone. Run it once
+ * kube-proxy is parked on the node. Idempotent. Throws KupError KUP_IPTABLES
+ * when a family's rules could not be removed.
+ */
+export async function cleanupKubeProxyIptables(logger: Logger, timeoutMs = 10_000): Promise<void> {
+  const backend = await detectBackend();
+  if (backend === null) {
+    logger.info('no iptables binary: nothing to clean up');
+    return;
+  }
+  const errors: string[] = [];
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    const bins = backend[family];
+    if (!(await familyUsable(bins))) continue;
+    try {
+      const { script, removed, kept } = renderKubeProxyCleanup(await runChecked(bins.save, [], { timeoutMs }));
+      for (const k of kept) logger.warn({ family }, k);
+      if (script === '') continue;
+      await runChecked(bins.restore, [...WAIT_LOCK, '--noflush'], { input: script, timeoutMs });
+      logger.info({ family, chains: removed.length }, `removed kube-proxy's chains: ${removed.join(' ')}`);
+    } catch (err) {
+      errors.push(errorMessage(err));
+    }
+  }
+  if (errors.length > 0) throw new KupError('KUP_IPTABLES', `kube-proxy rule cleanup failed: ${errors.join('; ')}`);
+  logger.info({ backend: backend.mode }, 'no kube-proxy iptables rules remain');
 }
