@@ -27,7 +27,7 @@ export interface AdminTarget {
   >;
   readonly logger: Logger;
   readonly source: Pick<Source, 'kind' | 'state' | 'recorder'>;
-  readonly tracker: Pick<ChangeTracker, 'counters' | 'current'>;
+  readonly tracker: Pick<ChangeTracker, 'counters' | 'current' | 'unsupported'>;
   readonly proxier: Pick<Proxier, 'get' | 'entries' | 'failures' | 'refreshUdpDrops'>;
   readonly syncer: Pick<Syncer, 'state' | 'onSync'>;
   installedRules(): string | null;
@@ -133,6 +133,7 @@ export class Admin {
       bindAddress: rt.config.bindAddress,
       clientIP,
       table: rt.tracker.current(),
+      unsupported: rt.tracker.unsupported(),
       listeners: (sp) => rt.proxier.get(sp.key),
       listenerError: (sp) => rt.proxier.failures().get(sp.key)?.error ?? null,
       defaultStrategy: rt.config.lbStrategy,

@@ -149,7 +149,12 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
     renderHeader(d);
     var now = Date.now();
     var html = d.services.map(function (s) { return card(d, s, now); }).join('');
-    document.getElementById('services').innerHTML = html || '<div class="card dim">The table is empty: no Services with a ClusterIP.</div>';
+    // One line per port kup cannot proxy (SCTP), so a Service that silently gets nothing is seen.
+    var unsupported = (d.unsupported || []).map(function (u) {
+      return '<div class="row unsupported" data-unsupported="' + esc(u.key) + '"><span class="badge warn">not proxied</span> <b class="mono">' + esc(u.name + ':' + u.port + '/' + u.protocol) + '</b> ' + esc(u.reason) + '</div>';
+    }).join('');
+    document.getElementById('services').innerHTML = (html || '<div class="card dim">The table is empty: no Services with a ClusterIP.</div>') +
+      (unsupported ? '<div class="card"><h2>Unsupported service ports</h2>' + unsupported + '</div>' : '');
   }
 
   var es = new EventSource('events');

@@ -31,5 +31,10 @@ export function formatStatusTable(doc: StatusDocument): string {
     rows.push([`${s.name}:${s.port}/${s.protocol}`, s.type, vipList(s), port, `${ready}/${s.endpoints.length}`, String(s.stats.active)]);
   }
   const failed = doc.services.filter((s) => s.listenerError !== null).map((s) => `  ${s.key}: ${s.listenerError ?? ''}`);
-  return `${head}\n\n${table(rows)}\n${failed.length > 0 ? `\nlisteners that could not be opened:\n${failed.join('\n')}\n` : ''}`;
+  const unsupported = doc.unsupported.map((u) => `  ${u.key}: ${u.reason}`);
+  return (
+    `${head}\n\n${table(rows)}\n` +
+    (failed.length > 0 ? `\nlisteners that could not be opened:\n${failed.join('\n')}\n` : '') +
+    (unsupported.length > 0 ? `\nservice ports not proxied:\n${unsupported.join('\n')}\n` : '')
+  );
 }

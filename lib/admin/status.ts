@@ -8,6 +8,7 @@ import {
   type ServiceTable,
   type ServiceType,
   type TrafficPolicy,
+  type UnsupportedPort,
 } from '../core/types.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import type { SourceKind, SourceState } from '../sources/source.js';
@@ -47,6 +48,21 @@ export interface StatusDocument {
     readonly activeConnections: number;
   };
   readonly services: readonly ServiceStatus[];
+  /** Service ports that are not proxied because kup cannot (SCTP), with the reason; [] when none. */
+  readonly unsupported: readonly UnsupportedPortStatus[];
+}
+
+export interface UnsupportedPortStatus {
+  /** "namespace/name:port/PROTOCOL", as a proxied port's key. */
+  readonly key: string;
+  /** "namespace/name" */
+  readonly name: string;
+  readonly namespace: string;
+  /** The port's name, or its number when unnamed. */
+  readonly port: string;
+  readonly portNumber: number;
+  readonly protocol: string;
+  readonly reason: string;
 }
 
 export interface SourceStatus {
@@ -147,6 +163,8 @@ export interface StatusInput {
   readonly bindAddress: string;
   readonly clientIP: string;
   readonly table: ServiceTable;
+  /** Ports left out of the table because kup cannot proxy them; none when absent. */
+  readonly unsupported?: readonly UnsupportedPort[];
   /** The listeners of a service port, undefined when it has none. */
   readonly listeners: (sp: ServicePort) => ListenersView | undefined;
   readonly listenerError: (sp: ServicePort) => string | null;
@@ -302,5 +320,14 @@ export function buildStatus(input: StatusInput): StatusDocument {
     },
     totals: { servicePorts: services.length, endpoints, readyEndpoints: ready, activeConnections: active },
     services,
+    unsupported: (input.unsupported ?? []).map((u) => ({
+      key: `${u.serviceName}:${u.port}/${u.protocol}`,
+      name: u.serviceName,
+      namespace: u.serviceName.slice(0, u.serviceName.indexOf('/')),
+      port: u.port,
+      portNumber: u.portNumber,
+      protocol: u.protocol,
+      reason: u.reason,
+    })),
   };
 }

@@ -28,7 +28,7 @@ function listener(sp: ServicePort, external: boolean, strategy: LbStrategyName):
  * nothing is installed (for `kup explain --source`).
  */
 export async function offlineStatus(opts: OfflineStatusOptions): Promise<StatusDocument> {
-  const { table, warnings } = await loadTable({
+  const { table, warnings, unsupported } = await loadTable({
     source: opts.source,
     kubeconfig: opts.kubeconfig,
     nodeName: opts.nodeName,
@@ -48,6 +48,7 @@ export async function offlineStatus(opts: OfflineStatusOptions): Promise<StatusD
     bindAddress: '0.0.0.0',
     clientIP: '',
     table,
+    unsupported,
     listeners: (sp) => views.get(sp.key),
     listenerError: () => null,
     defaultStrategy: opts.lbStrategy,

@@ -3,7 +3,7 @@ import type { ObjectSnapshot, ObjectStore } from './object-store.js';
 import { asString, field, quote } from './object-fields.js';
 import { diffTables, type TableDiff } from './table-diff.js';
 import { objectRef, sliceServiceName, translateService, ZONE_LABEL, type TranslateContext } from './translate.js';
-import { serviceName, type ServiceName, type ServicePort, type ServicePortKey, type ServiceTable } from './types.js';
+import { serviceName, type ServiceName, type ServicePort, type ServicePortKey, type ServiceTable, type UnsupportedPort } from './types.js';
 
 export interface ChangeTrackerOptions {
   readonly nodeName: string;
@@ -48,6 +48,8 @@ export class ChangeTracker implements ObjectStore {
   /** Services whose slices arrived without them, already warned about. */
   private readonly orphansWarned = new Set<ServiceName>();
   private readonly table = new Map<ServicePortKey, ServicePort>();
+  /** Ports kup cannot proxy, per Service, as of the last flush. */
+  private readonly unsupportedByService = new Map<ServiceName, readonly UnsupportedPort[]>();
   private readonly ctx: { nodeName: string; nodeZone: string | null };
   private readonly onChange: () => void;
   private readonly byVersion: boolean;
@@ -78,6 +80,15 @@ export class ChangeTracker implements ObjectStore {
   /** The current table (as of the last flush). */
   current(): ServiceTable {
     return this.table;
+  }
+
+  /** The service ports left out of the table because kup cannot proxy them (SCTP), as of the last flush; sorted. */
+  unsupported(): UnsupportedPort[] {
+    return [...this.unsupportedByService.values()]
+      .flat()
+      .sort((a, b) =>
+        a.serviceName < b.serviceName ? -1 : a.serviceName > b.serviceName ? 1 : a.port < b.port ? -1 : a.port > b.port ? 1 : 0,
+      );
   }
 
   hasPending(): boolean {
@@ -185,6 +196,7 @@ export class ChangeTracker implements ObjectStore {
         touched.push(key);
       }
       this.portsByService.delete(name);
+      this.unsupportedByService.delete(name);
       const entry = this.services.get(name);
       if (entry === undefined) {
         const orphans = this.slicesByService.get(name);
@@ -200,6 +212,7 @@ export class ChangeTracker implements ObjectStore {
         .filter((s): s is V1EndpointSlice => s !== undefined);
       const result = translateService(entry.svc, slices, ctx);
       warnings.push(...result.warnings);
+      if (result.unsupported.length > 0) this.unsupportedByService.set(name, result.unsupported);
       const keys: ServicePortKey[] = [];
       for (const sp of result.ports) {
         this.table.set(sp.key, sp);

@@ -9,6 +9,7 @@ import {
   type ServicePort,
   type ServiceType,
   type TrafficPolicy,
+  type UnsupportedPort,
 } from './types.js';
 
 /**
@@ -31,7 +32,11 @@ export interface TranslateResult {
   readonly warnings: string[];
   /** Why the whole Service is not proxied (headless, ExternalName, ...), when it is not. */
   readonly skipped: string | null;
+  /** Its valid ports kup cannot proxy, with the reason. */
+  readonly unsupported: readonly UnsupportedPort[];
 }
+
+export const SCTP_UNSUPPORTED = 'SCTP is not supported by a userspace proxy (Node has no SCTP sockets)';
 
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
@@ -82,7 +87,8 @@ interface SlicePortEndpoints {
 
 export function translateService(svc: V1Service, slices: readonly V1EndpointSlice[], ctx: TranslateContext): TranslateResult {
   const warnings: string[] = [];
-  const skip = (why: string): TranslateResult => ({ ports: [], warnings, skipped: why });
+  const unsupported: UnsupportedPort[] = [];
+  const skip = (why: string): TranslateResult => ({ ports: [], warnings, skipped: why, unsupported });
 
   const ref = objectRef(svc);
   if (typeof ref === 'string') {
@@ -172,7 +178,15 @@ export function translateService(svc: V1Service, slices: readonly V1EndpointSlic
     }
     const protocol = asString(p['protocol']) ?? 'TCP';
     if (protocol === 'SCTP') {
-      warnings.push(`${pwho}: SCTP is not supported by a userspace proxy; port skipped`);
+      warnings.push(`${pwho}: ${SCTP_UNSUPPORTED}; port skipped`);
+      const number = isValidPort(p['port']) ? p['port'] : 0;
+      unsupported.push({
+        serviceName: serviceName(ref.namespace, ref.name),
+        port: label,
+        portNumber: number,
+        protocol,
+        reason: SCTP_UNSUPPORTED,
+      });
       continue;
     }
     if (protocol !== 'TCP' && protocol !== 'UDP') {
@@ -235,7 +249,7 @@ export function translateService(svc: V1Service, slices: readonly V1EndpointSlic
       usesTopologyHints: usesHints,
     });
   }
-  return { ports, warnings, skipped: null };
+  return { ports, warnings, skipped: null, unsupported };
 }
 
 function validIPs(values: unknown, what: string, warnings: string[]): string[] {

@@ -71,6 +71,20 @@ export interface ServicePort {
 
 export type ServiceTable = ReadonlyMap<ServicePortKey, ServicePort>;
 
+/**
+ * A service port that is valid Kubernetes but that kup cannot proxy (SCTP:
+ * Node has no SCTP sockets). Kept beside the table so /status and the
+ * dashboard show it for as long as the Service exists, not only in one log line.
+ */
+export interface UnsupportedPort {
+  readonly serviceName: ServiceName;
+  /** The port's name, or its number when unnamed. */
+  readonly port: string;
+  readonly portNumber: number;
+  readonly protocol: string;
+  readonly reason: string;
+}
+
 export function servicePortKey(namespace: string, name: string, port: string | number, protocol: Protocol): ServicePortKey {
   return `${namespace}/${name}:${port}/${protocol}` as ServicePortKey;
 }

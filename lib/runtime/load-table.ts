@@ -1,12 +1,14 @@
 import { ChangeTracker } from '../core/change-tracker.js';
-import type { ServiceTable } from '../core/types.js';
+import type { ServiceTable, UnsupportedPort } from '../core/types.js';
 import { createSource, type SourceOptions } from '../sources/create-source.js';
 
 /**
  * The service table a source describes right now, without opening any
  * listener: for commands that explain or print what `kup run` would do.
  */
-export async function loadTable(opts: SourceOptions): Promise<{ table: ServiceTable; warnings: readonly string[] }> {
+export async function loadTable(
+  opts: SourceOptions,
+): Promise<{ table: ServiceTable; warnings: readonly string[]; unsupported: readonly UnsupportedPort[] }> {
   const tracker = new ChangeTracker({ nodeName: opts.nodeName });
   const source = await createSource(opts);
   try {
@@ -15,7 +17,7 @@ export async function loadTable(opts: SourceOptions): Promise<{ table: ServiceTa
     await source.stop();
   }
   const { warnings } = tracker.flush();
-  return { table: tracker.current(), warnings };
+  return { table: tracker.current(), warnings, unsupported: tracker.unsupported() };
 }
 
 /** Sorted by key, so what is printed is stable. */

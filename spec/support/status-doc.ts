@@ -91,6 +91,7 @@ export function statusDocument(services: readonly ServiceStatus[], over: Partial
       activeConnections: endpoints.reduce((n, e) => n + e.activeConnections, 0),
     },
     services,
+    unsupported: [],
     ...over,
   };
 }
