@@ -22,21 +22,27 @@ interface Doc {
   subjects?: { kind: string; name: string; namespace: string }[];
   spec?: {
     selector?: { matchLabels?: Record<string, string> };
+    updateStrategy?: { type?: string; rollingUpdate?: { maxSurge?: number | string; maxUnavailable?: number | string } };
     template?: {
       metadata?: { labels?: Record<string, string> };
       spec?: {
         serviceAccountName?: string;
         hostNetwork?: boolean;
-        containers?: {
-          image?: string;
-          command?: string[];
-          args?: string[];
-          env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
-          securityContext?: { capabilities?: { add?: string[] } };
-        }[];
+        volumes?: { name: string; configMap?: { name: string } }[];
+        initContainers?: Container[];
+        containers?: Container[];
       };
     };
   };
+}
+
+interface Container {
+  image?: string;
+  command?: string[];
+  args?: string[];
+  env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
+  securityContext?: { capabilities?: { add?: string[] } };
+  volumeMounts?: { name: string; mountPath: string }[];
 }
 
 function load(t: Test, file: string): Doc[] {
@@ -86,9 +92,41 @@ t.test('DaemonSet: host network, NET_ADMIN, node name from the downward API, fla
   t.same(c?.command, ['kup']);
   t.equal(c?.args?.[0], 'run');
   t.ok(c?.args?.includes('--hostname-override=$(NODE_NAME)'));
-  const run = buildProgram().commands.find((cmd) => cmd.name() === 'run');
-  const known = new Set(run?.options.map((o) => o.long));
+  const flagsOf = (name: string): Set<string | undefined> =>
+    new Set(
+      buildProgram()
+        .commands.find((cmd) => cmd.name() === name)
+        ?.options.map((o) => o.long),
+    );
+  const known = flagsOf('run');
+  t.ok(known.has('--config'), 'the check itself sees `kup run --config`');
   for (const arg of c?.args?.slice(1) ?? []) {
-    t.ok(known.has(arg.split('=')[0]), `kup run accepts ${arg}`);
+    t.ok(arg.startsWith('--') && known.has(arg.split('=')[0]), `kup run accepts ${arg}`);
   }
+
+  // kube-proxy's configuration, where kubeadm puts it.
+  t.ok(c?.args?.includes('--config=/var/lib/kube-proxy/config.conf'), 'reads config.conf with --config');
+  const cm = pod?.volumes?.find((v) => v.configMap?.name === 'kube-proxy');
+  t.ok(cm, "kube-proxy's ConfigMap is a volume");
+  t.same(
+    c?.volumeMounts?.filter((m) => m.name === cm?.name).map((m) => m.mountPath),
+    ['/var/lib/kube-proxy'],
+    'mounted at /var/lib/kube-proxy',
+  );
+
+  // No surge until instances can hand over: a second kup would be refused by the per-node lock.
+  t.equal(ds.spec?.updateStrategy?.type, 'RollingUpdate');
+  t.same(ds.spec?.updateStrategy?.rollingUpdate, { maxSurge: 0, maxUnavailable: 1 });
+
+  // kube-proxy's leftovers are removed before kup starts, with a flag `kup cleanup` has.
+  const init = pod?.initContainers?.[0];
+  t.same(init?.command, ['kup']);
+  t.same(init?.args, ['cleanup', '--kube-proxy-rules']);
+  const cleanupFlags = flagsOf('cleanup');
+  for (const arg of init?.args?.slice(1) ?? []) t.ok(cleanupFlags.has(arg.split('=')[0]), `kup cleanup accepts ${arg}`);
+  t.same(init?.securityContext?.capabilities?.add, ['NET_ADMIN']);
+  t.ok(
+    init?.volumeMounts?.some((m) => m.mountPath === '/run/xtables.lock'),
+    "shares the host's xtables lock",
+  );
 });
