@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmod, readFile } from 'node:fs/promises';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import t, { type Test } from 'tap';
@@ -13,7 +14,7 @@ import type { StatusDocument } from '../lib/admin/status.js';
 import { loopbackAddressFor } from '../lib/core/loopback-address.js';
 import { finished, KUP, KUP_NODE_FLAGS, recordOutput, runKup, startKup, waitForOutput } from './support/cli.js';
 import { writeObjectsFile } from './support/kup-process.js';
-import { collect, nameServer } from './support/net.js';
+import { collect, nameServer, udpEchoServer } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
 import { waitFor } from './support/wait.js';
 
@@ -24,6 +25,23 @@ async function whoAnswersAt(host: string, port: number): Promise<string> {
   const s = net.connect({ host, port, allowHalfOpen: true });
   const r = await collect(s, 5000, () => s.end());
   return r.data.toString().trim() || r.ended;
+}
+
+/** One datagram to host:port and its reply, or null after 2 s. */
+async function udpAskAt(host: string, port: number, payload: string): Promise<Buffer | null> {
+  const sock = dgram.createSocket('udp4');
+  try {
+    return await new Promise<Buffer | null>((resolve) => {
+      const timer = setTimeout(() => resolve(null), 2000);
+      sock.once('message', (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      });
+      sock.send(payload, port, host);
+    });
+  } finally {
+    sock.close();
+  }
 }
 
 function hostsLineRe(name: string): RegExp {
@@ -67,7 +85,8 @@ t.test('each Service on its own loopback address at its real port, round-robin, 
   const a = await nameServer('web-a');
   const b = await nameServer('web-b');
   const c = await nameServer('api-a');
-  t.teardown(() => Promise.all([a.close(), b.close(), c.close()]));
+  const u = await udpEchoServer('dns-a');
+  t.teardown(() => Promise.all([a.close(), b.close(), c.close(), u.close()]));
   // "busy" collides with a listener another process holds: one line, and the others still serve.
   const busyAddress = loopbackAddressFor('default', 'busy');
   const squatter = net.createServer();
@@ -80,6 +99,8 @@ t.test('each Service on its own loopback address at its real port, round-robin, 
     ...slicesFor('api', 'http', [c.port]),
     service({ name: 'busy', clusterIP: '10.96.0.12', ports: [{ name: 'http', port: PORT }] }),
     ...slicesFor('busy', 'http', [c.port]),
+    service({ name: 'dns', clusterIP: '10.96.0.13', ports: [{ name: 'dns', port: 5353, protocol: 'UDP' }] }),
+    ...slicesFor('dns', 'dns', [u.port], 'UDP'),
   ]);
 
   const child = startKup(runArgs(file, ['--sync-period', '1s']));
@@ -107,6 +128,8 @@ t.test('each Service on its own loopback address at its real port, round-robin, 
   t.same([...answers].sort(), ['web-a', 'web-a', 'web-b', 'web-b'], `both backends answer at ${web}:${PORT}: ${answers.join(',')}`);
   t.not(answers[0], answers[1], 'round-robin');
   t.equal(await whoAnswersAt(api, PORT), 'api-a', 'the second Service answers at its own address, same port');
+  const dns = loopbackAddressFor('default', 'dns');
+  t.equal((await udpAskAt(dns, 5353, 'ping'))?.toString(), 'dns-a:ping', `UDP too, at ${dns}:5353`);
 
   // --sync-period 1s: a few full resyncs retry the port meanwhile; the line is not repeated.
   await new Promise((r) => setTimeout(r, 2500));
