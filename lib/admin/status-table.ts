@@ -1,4 +1,5 @@
-import { joinHostPort } from '../core/address.js';
+import { joinHostPort, splitHostPort } from '../core/address.js';
+import { hostsBlock } from '../core/loopback-address.js';
 import type { ServiceStatus, StatusDocument } from './status.js';
 
 /** Every address a service port answers on: ClusterIPs, externalIPs, LB IPs (ip:port), NodePort (:port). */
@@ -23,17 +24,27 @@ export function formatStatusTable(doc: StatusDocument): string {
   for (const s of doc.services) {
     const ready = s.endpoints.filter((e) => e.ready).length;
     const port =
-      s.proxyPort === null
-        ? s.listenerError === null
-          ? '-'
-          : 'FAILED'
-        : String(s.proxyPort) + (s.externalProxyPort === null ? '' : `,${s.externalProxyPort}`);
+      s.exposedAt !== null
+        ? s.exposedAt
+        : s.proxyPort === null
+          ? s.listenerError === null
+            ? '-'
+            : 'FAILED'
+          : String(s.proxyPort) + (s.externalProxyPort === null ? '' : `,${s.externalProxyPort}`);
     rows.push([`${s.name}:${s.port}/${s.protocol}`, s.type, vipList(s), port, `${ready}/${s.endpoints.length}`, String(s.stats.active)]);
   }
+  // One line per Service (its ports share the address), as `kup run` prints it.
+  const exposed = new Map<string, { namespace: string; name: string; address: string }>();
+  for (const s of doc.services) {
+    if (s.exposedAt === null) continue;
+    const address = splitHostPort(s.exposedAt)?.host ?? s.exposedAt;
+    exposed.set(s.name, { namespace: s.namespace, name: s.name.slice(s.namespace.length + 1), address });
+  }
+  const hosts = exposed.size === 0 ? '' : `\n${hostsBlock(exposed.values())}`;
   const failed = doc.services.filter((s) => s.listenerError !== null).map((s) => `  ${s.key}: ${s.listenerError ?? ''}`);
   const unsupported = doc.unsupported.map((u) => `  ${u.key}: ${u.reason}`);
   return (
-    `${head}\n\n${table(rows)}\n` +
+    `${head}\n\n${table(rows)}\n${hosts}` +
     (failed.length > 0 ? `\nlisteners that could not be opened:\n${failed.join('\n')}\n` : '') +
     (unsupported.length > 0 ? `\nservice ports not proxied:\n${unsupported.join('\n')}\n` : '')
   );

@@ -10,6 +10,7 @@ import {
   type TrafficPolicy,
   type UnsupportedPort,
 } from '../core/types.js';
+import { joinHostPort } from '../core/address.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import type { SourceKind, SourceState } from '../sources/source.js';
 import type { SyncState } from '../sync/syncer.js';
@@ -135,6 +136,8 @@ export interface ServiceStatus {
   readonly proxyPort: number | null;
   /** A second listener for external traffic when the traffic policies differ; null otherwise. */
   readonly externalProxyPort: number | null;
+  /** --expose-on-loopback: "127.x.y.z:port", the Service's own address at its real port (proxyPort is that port); null otherwise. */
+  readonly exposedAt: string | null;
   readonly listenerError: string | null;
   readonly strategy: string;
   /** "ip:port" the next ClusterIP connection from `client` would go to; null when there is no endpoint. */
@@ -156,6 +159,8 @@ export interface ListenerView {
 export interface ListenersView {
   readonly internal: ListenerView;
   readonly external: ListenerView | null;
+  /** --expose-on-loopback: the loopback address `internal` listens on. */
+  readonly exposedAddress?: string | null;
 }
 
 export interface StatusInput {
@@ -254,6 +259,7 @@ function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: 
     externalTrafficPolicy: sp.externalTrafficPolicy,
     proxyPort: view === undefined || view.internal.port === 0 ? null : view.internal.port,
     externalProxyPort: view?.external == null || view.external.port === 0 ? null : view.external.port,
+    exposedAt: view?.exposedAddress == null || view.internal.port === 0 ? null : joinHostPort(view.exposedAddress, view.internal.port),
     listenerError: input.listenerError(sp),
     strategy: view?.internal.balancer.strategyName ?? input.defaultStrategy,
     nextEndpoint: next,

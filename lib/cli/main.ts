@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
-import { errorMessage, isKupError } from '../core/errors.js';
+import { errorMessage, isKupError, KupError } from '../core/errors.js';
+import { hostsBlock } from '../core/loopback-address.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { cleanupIptables, cleanupKubeProxyIptables } from '../iptables/applier.js';
 import { detectHostIPs } from '../iptables/host-ips.js';
@@ -92,6 +93,23 @@ function addRunFlags(cmd: Command): Command {
     );
 }
 
+/**
+ * --expose-on-loopback: the hosts-file block on stdout (the log is on stderr),
+ * after the first sync and again whenever the set of Services changes, so the
+ * last block printed is always the one to paste.
+ */
+function printHostsBlock(runtime: ProxyRuntime): void {
+  let last = '';
+  const print = (): void => {
+    const block = hostsBlock(runtime.proxier.exposedServices().values());
+    if (block === last) return;
+    last = block;
+    process.stdout.write(block);
+  };
+  print();
+  runtime.syncer.onSync(print);
+}
+
 function waitForSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (sig: NodeJS.Signals): void => {
@@ -124,7 +142,17 @@ export function buildProgram(): Command {
     .option('--cleanup', 'remove the iptables rules kup installed and exit (as `kup cleanup`)')
     .option('--iptables-sync-period <duration>', 'kube-proxy name of --sync-period')
     .option('--iptables-min-sync-period <duration>', 'kube-proxy name of --min-sync-period')
+    .option(
+      '--expose-on-loopback',
+      'laptops: give each Service its own 127.x.y.z and listen there at its real ports (instead of proxy ports on --bind-address); prints a hosts-file block; implies --no-iptables',
+    )
     .action(async (flags: RunFlags, cmd: Command) => {
+      if (flags.exposeOnLoopback === true && flags.iptables && cmd.getOptionValueSource('iptables') === 'cli') {
+        throw new KupError(
+          'KUP_BAD_FLAG',
+          '--expose-on-loopback runs without iptables rules (the listeners are the exposure); drop --iptables',
+        );
+      }
       if (flags.cleanup === true) {
         await cleanupIptables(createLogger(flags.logLevel as LogLevel));
         return;
@@ -156,6 +184,7 @@ export function buildProgram(): Command {
       // Left installed until the process exits: a SIGHUP while stopping must not kill it half-way.
       process.on('SIGHUP', onHup);
       runtime = await startProxy(config, log);
+      if (config.exposeOnLoopback) printHostsBlock(runtime);
       const sig = await waitForSignal();
       log.info({ signal: sig }, 'stopping');
       // The last word: a stop that does not finish (a socket or server that never

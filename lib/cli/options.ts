@@ -23,6 +23,8 @@ export interface RunFlags {
   udpBufferSize: string;
   lbStrategy: string;
   iptables: boolean;
+  /** Only `kup run` has it. */
+  exposeOnLoopback?: boolean;
   syncPeriod: string;
   minSyncPeriod: string;
   healthzBindAddress: string;
@@ -217,7 +219,9 @@ export function parseRunFlags(f: RunFlags, labels: FlagLabels = {}): RunConfig {
     tcpIdleTimeoutMs: parseDuration('--tcp-idle-timeout', f.tcpIdleTimeout),
     udpBufferSize: parseSize('--udp-buffer-size', f.udpBufferSize),
     lbStrategy: f.lbStrategy as LbStrategyName,
-    iptables: f.iptables,
+    // The listener is the exposure: nothing to steer, so no rules.
+    iptables: f.iptables && f.exposeOnLoopback !== true,
+    exposeOnLoopback: f.exposeOnLoopback === true,
     syncPeriodMs,
     minSyncPeriodMs,
     healthzBindAddress: parseHostPort(name('healthzBindAddress', '--healthz-bind-address'), f.healthzBindAddress),

@@ -3,6 +3,8 @@ import { Balancer, createStrategy } from '../core/balancer/balancer.js';
 import { SessionAffinity } from '../core/balancer/session-affinity.js';
 import type { LbStrategyName } from '../core/balancer/strategy.js';
 import { errorCode, errorMessage, KupError } from '../core/errors.js';
+import { hostsLine, loopbackAddressFor } from '../core/loopback-address.js';
+import { joinHostPort } from '../core/address.js';
 import type { PortRange } from '../core/port-range.js';
 import type { TableDiff } from '../core/table-diff.js';
 import {
@@ -10,6 +12,7 @@ import {
   type ListenerScope,
   type ProxyPortNumbers,
   type ServicePort,
+  type ServiceName,
   type ServicePortKey,
   type ServiceTable,
 } from '../core/types.js';
@@ -32,6 +35,19 @@ export interface ProxierOptions {
   readonly budget?: FdBudget;
   /** --udp-buffer-size in bytes (0: the kernel's default); default DEFAULT_UDP_BUFFER_SIZE. */
   readonly udpBufferSize?: number;
+  /**
+   * --expose-on-loopback: each service port listens on its Service's own
+   * loopback address at its real port number, not on a proxy port; there is
+   * no separate external listener (no rules steer node traffic here).
+   */
+  readonly exposeOnLoopback?: boolean;
+}
+
+/** A Service's address under --expose-on-loopback. */
+export interface ExposedService {
+  readonly namespace: string;
+  readonly name: string;
+  readonly address: string;
 }
 
 export type ProxyListener = TcpProxy | UdpProxy;
@@ -47,6 +63,8 @@ export interface ServicePortListeners {
   readonly affinity: SessionAffinity;
   internal: ProxyListener;
   external: ProxyListener | null;
+  /** The loopback address `internal` listens on under --expose-on-loopback; null otherwise. */
+  exposedAddress: string | null;
 }
 
 /**
@@ -68,6 +86,8 @@ export class Proxier {
   private udpBuffersReported = false;
   private listenHost: { host: string; ipv6Only: boolean } | null = null;
   private affinitySweeper: NodeJS.Timeout | null = null;
+  /** --expose-on-loopback: each Service's address, kept while any of its ports is in the table. */
+  private readonly exposed = new Map<ServiceName, ExposedService>();
   readonly budget: FdBudget;
 
   constructor(opts: ProxierOptions) {
@@ -127,6 +147,11 @@ export class Proxier {
     return this.failed;
   }
 
+  /** --expose-on-loopback: the Services and their addresses, by name; empty otherwise. */
+  exposedServices(): ReadonlyMap<ServiceName, ExposedService> {
+    return this.exposed;
+  }
+
   /** The proxy ports rules must steer each service port's virtual IPs to. */
   proxyPorts(): Map<ServicePortKey, ProxyPortNumbers> {
     const out = new Map<ServicePortKey, ProxyPortNumbers>();
@@ -158,7 +183,7 @@ export class Proxier {
    */
   async resync(table: ServiceTable): Promise<void> {
     for (const key of [...this.ports.keys()]) if (!table.has(key)) await this.remove(key);
-    for (const key of [...this.failed.keys()]) if (!table.has(key)) this.failed.delete(key);
+    for (const key of [...this.failed.keys()]) if (!table.has(key)) await this.remove(key);
     for (const sp of table.values()) {
       const p = this.ports.get(sp.key);
       if (p === undefined) await this.add(sp);
@@ -183,6 +208,7 @@ export class Proxier {
     }
     this.ports.clear();
     this.failed.clear();
+    this.exposed.clear();
     await Promise.all(listeners.filter((l) => l.protocol === 'TCP').map((l) => l.close()));
     const deadline = Date.now() + graceMs;
     while (Date.now() < deadline && listeners.some((l) => l.protocol === 'TCP' && l.connections > 0)) {
@@ -198,12 +224,25 @@ export class Proxier {
   private async add(sp: ServicePort): Promise<void> {
     const affinity = new SessionAffinity(sp.affinityTimeoutSeconds);
     let internal: ProxyListener | null = null;
+    const exposedAddress = this.opts.exposeOnLoopback === true ? this.exposedAddressOf(sp) : null;
     try {
-      internal = await this.open(sp, 'internal', affinity);
-      const external = needsExternalListener(sp) ? await this.open(sp, 'external', affinity) : null;
-      const p: ServicePortListeners = { sp, affinity, internal, external };
+      internal = await this.open(sp, 'internal', affinity, exposedAddress);
+      const external = this.wantsExternal(sp) ? await this.open(sp, 'external', affinity) : null;
+      const p: ServicePortListeners = { sp, affinity, internal, external, exposedAddress };
       this.ports.set(sp.key, p);
       this.failed.delete(sp.key);
+      if (exposedAddress !== null) {
+        this.log.info(
+          {
+            servicePort: sp.key,
+            address: joinHostPort(exposedAddress, sp.port),
+            hosts: hostsLine(exposedAddress, sp.namespace, sp.name),
+            endpoints: internal.balancer.size,
+          },
+          `exposed ${sp.key} on ${joinHostPort(exposedAddress, sp.port)}`,
+        );
+        return;
+      }
       this.log.info(
         {
           servicePort: sp.key,
@@ -215,21 +254,30 @@ export class Proxier {
         'opened proxy port',
       );
     } catch (err) {
-      if (internal !== null) await this.closeListener(internal, portOwner(sp.key, 'internal'));
+      if (internal !== null) await this.closeListener(internal, exposedAddress === null ? portOwner(sp.key, 'internal') : null);
       const error = errorMessage(err);
       if (this.failed.get(sp.key)?.error !== error) {
-        this.log.error({ servicePort: sp.key, err: error, code: errorCode(err) }, 'cannot open proxy port; will retry at the next sync');
+        this.log.error(
+          { servicePort: sp.key, err: error, code: errorCode(err) },
+          exposedAddress === null ? 'cannot open proxy port; will retry at the next sync' : `${error}; will retry at the next sync`,
+        );
       }
       this.failed.set(sp.key, { sp, error });
     }
   }
 
   private async update(p: ServicePortListeners, sp: ServicePort): Promise<void> {
+    if (p.exposedAddress !== null && p.internal.port !== sp.port) {
+      // A named port whose number changed: its exposure moves with it.
+      await this.remove(sp.key);
+      await this.add(sp);
+      return;
+    }
     p.sp = sp;
     const affinityOn = sp.affinityTimeoutSeconds > 0;
     p.affinity.setTimeout(sp.affinityTimeoutSeconds);
     if (p.internal.balancer.follow(sp, 'internal', p.affinity) > 0) this.followEndpoints(sp, p.internal);
-    if (needsExternalListener(sp)) {
+    if (this.wantsExternal(sp)) {
       if (p.external === null) {
         try {
           p.external = await this.open(sp, 'external', p.affinity);
@@ -264,16 +312,25 @@ export class Proxier {
   }
 
   private async remove(key: ServicePortKey): Promise<void> {
+    const gone = this.ports.get(key)?.sp ?? this.failed.get(key)?.sp;
     this.failed.delete(key);
     const p = this.ports.get(key);
+    if (gone !== undefined) this.forgetExposedIfUnused(gone.serviceName, key);
     if (p === undefined) return;
     this.ports.delete(key);
-    await this.closeListener(p.internal, portOwner(key, 'internal'));
+    await this.closeListener(p.internal, p.exposedAddress === null ? portOwner(key, 'internal') : null);
     if (p.external !== null) await this.closeListener(p.external, portOwner(key, 'external'));
-    this.log.info({ servicePort: key, proxyPort: p.internal.port }, 'closed proxy port');
+    if (p.exposedAddress !== null)
+      this.log.info({ servicePort: key, address: joinHostPort(p.exposedAddress, p.internal.port) }, 'closed exposed port');
+    else this.log.info({ servicePort: key, proxyPort: p.internal.port }, 'closed proxy port');
   }
 
-  private async open(sp: ServicePort, scope: ListenerScope, affinity: SessionAffinity): Promise<ProxyListener> {
+  private async open(
+    sp: ServicePort,
+    scope: ListenerScope,
+    affinity: SessionAffinity,
+    exposedAddress: string | null = null,
+  ): Promise<ProxyListener> {
     const balancer = new Balancer(createStrategy(this.opts.lbStrategy));
     balancer.follow(sp, scope, affinity);
     const name = scope === 'internal' ? sp.key : `${sp.key} (external)`;
@@ -296,6 +353,15 @@ export class Proxier {
         'KUP_FD_EXHAUSTED',
         `out of file descriptors (${budget.inUse} of the data plane's ${budget.limit} in use); raise the open-files limit`,
       );
+    }
+    if (exposedAddress !== null) {
+      try {
+        await listener.listen(exposedAddress, sp.port, false);
+        return listener;
+      } catch (err) {
+        budget.give(1);
+        throw exposeListenError(err, exposedAddress, sp.port);
+      }
     }
     const refused = new Set<number>();
     try {
@@ -342,8 +408,32 @@ export class Proxier {
     this.listenHost = { host: this.opts.bindAddress, ipv6Only: false };
   }
 
-  private async closeListener(l: ProxyListener, owner: string): Promise<void> {
-    this.allocator.release(l.port, owner);
+  private wantsExternal(sp: ServicePort): boolean {
+    return this.opts.exposeOnLoopback !== true && needsExternalListener(sp);
+  }
+
+  /** The Service's loopback address: the one it has, else a new one distinct from the others'. */
+  private exposedAddressOf(sp: ServicePort): string {
+    const known = this.exposed.get(sp.serviceName);
+    if (known !== undefined) return known.address;
+    const taken = new Set<string>();
+    for (const e of this.exposed.values()) taken.add(e.address);
+    const address = loopbackAddressFor(sp.namespace, sp.name, taken);
+    this.exposed.set(sp.serviceName, { namespace: sp.namespace, name: sp.name, address });
+    return address;
+  }
+
+  /** Gives a Service's address back once none of its ports (but `leaving`) is listening or waiting to. */
+  private forgetExposedIfUnused(name: ServiceName, leaving: ServicePortKey): void {
+    if (!this.exposed.has(name)) return;
+    for (const [key, p] of this.ports) if (key !== leaving && p.sp.serviceName === name) return;
+    for (const [key, f] of this.failed) if (key !== leaving && f.sp.serviceName === name) return;
+    this.exposed.delete(name);
+  }
+
+  /** `owner` null: the listener's port is not the allocator's (an exposed Service's real port). */
+  private async closeListener(l: ProxyListener, owner: string | null): Promise<void> {
+    if (owner !== null) this.allocator.release(l.port, owner);
     this.budget.give(1);
     await l.close();
     if (l.protocol === 'TCP' && l.connections > 0) {
@@ -360,5 +450,26 @@ export class Proxier {
       for (const l of this.draining) if (l.connections === 0) this.draining.delete(l);
     }, 60_000);
     this.affinitySweeper.unref();
+  }
+}
+
+/** Why a Service's port cannot be exposed, in the words a laptop user needs. */
+function exposeListenError(err: unknown, address: string, port: number): KupError {
+  const at = joinHostPort(address, port);
+  switch ((err as NodeJS.ErrnoException).code) {
+    case 'EACCES':
+      return new KupError(
+        'KUP_LISTEN_FAILED',
+        `cannot listen on ${at}: ports below 1024 need root or CAP_NET_BIND_SERVICE (or sysctl net.ipv4.ip_unprivileged_port_start=${port})`,
+      );
+    case 'EADDRNOTAVAIL':
+      return new KupError(
+        'KUP_LISTEN_FAILED',
+        `cannot listen on ${at}: ${address} is not a local address here (Linux has all of 127.0.0.0/8; elsewhere add it as a loopback alias)`,
+      );
+    case 'EADDRINUSE':
+      return new KupError('KUP_LISTEN_FAILED', `cannot listen on ${at}: another process is listening there`);
+    default:
+      return new KupError('KUP_LISTEN_FAILED', `cannot listen on ${at}: ${errorMessage(err)}`);
   }
 }

@@ -41,6 +41,7 @@ export class TcpProxy {
   /** Each open client and, once dialled, its endpoint's socket (what shutdown destroys). */
   private readonly clients = new Map<Socket, Socket | null>();
   private boundPort = 0;
+  private listenPending = false;
 
   constructor(opts: TcpProxyOptions) {
     this.opts = opts;
@@ -51,6 +52,8 @@ export class TcpProxy {
     // connection with its reserve descriptor); count it and carry on rather
     // than crash as the legacy proxier did.
     this.server.on('error', (err) => {
+      // A failed listen() is its caller's to report (once), not an accept failure logged at every retry.
+      if (this.listenPending) return;
       this.stats.acceptErrors++;
       this.opts.logger.warn({ listener: this.opts.name, err: errorMessage(err) }, 'accept failed');
     });
@@ -67,9 +70,14 @@ export class TcpProxy {
 
   listen(host: string, port: number, ipv6Only = false): Promise<number> {
     return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
+      this.listenPending = true;
+      const onError = (err: Error): void => {
+        this.listenPending = false;
+        reject(err);
+      };
       this.server.once('error', onError);
       this.server.listen({ host, port, ipv6Only, exclusive: true }, () => {
+        this.listenPending = false;
         this.server.off('error', onError);
         this.boundPort = (this.server.address() as net.AddressInfo).port;
         resolve(this.boundPort);

@@ -37,6 +37,12 @@ export interface RunConfig {
   readonly udpBufferSize: number;
   readonly lbStrategy: LbStrategyName;
   readonly iptables: boolean;
+  /**
+   * --expose-on-loopback: each Service listens on its own loopback address
+   * (lib/core/loopback-address.ts) at its real ports, instead of at proxy
+   * ports on --bind-address; runs without iptables.
+   */
+  readonly exposeOnLoopback: boolean;
   readonly syncPeriodMs: number;
   readonly minSyncPeriodMs: number;
   /** null: disabled (empty flag). */

@@ -54,6 +54,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     udpMaxSessions: config.udpMaxSessions,
     tcpIdleTimeoutMs: config.tcpIdleTimeoutMs,
     udpBufferSize: config.udpBufferSize,
+    exposeOnLoopback: config.exposeOnLoopback,
     logger,
   });
   logger.info(

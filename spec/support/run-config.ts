@@ -13,6 +13,7 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
     udpMaxSessions: 100,
     tcpIdleTimeoutMs: 0,
     udpBufferSize: 4 * 1024 * 1024,
+    exposeOnLoopback: false,
     lbStrategy: 'round-robin',
     iptables: false,
     syncPeriodMs: 30_000,

@@ -61,6 +61,7 @@ export function serviceStatus(
     externalTrafficPolicy: 'Cluster',
     proxyPort: 40001,
     externalProxyPort: null,
+    exposedAt: null,
     listenerError: null,
     strategy: 'round-robin',
     nextEndpoint: null,
