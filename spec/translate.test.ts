@@ -104,6 +104,41 @@ t.test('ready endpoints, else serving-and-terminating ones', async (t) => {
   );
 });
 
+t.test('nil conditions default as upstream: ready and serving true, terminating false (issue 13 item 8)', async (t) => {
+  // endpointslicecache.go: Serving: Conditions.Serving == nil || *Conditions.Serving; a nil
+  // serving is never taken from ready.
+  const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
+  const translate = (endpoints: Parameters<typeof endpointSlice>[0]['endpoints']) =>
+    translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 8080 }], endpoints })], ctx).ports[0]!;
+  const terminating = translate([{ ip: '10.0.0.1', ready: false, terminating: true }]);
+  t.same(
+    terminating.endpoints.map((e) => [e.ip, e.ready, e.serving, e.terminating]),
+    [['10.0.0.1', false, true, true]],
+    'ready false, serving nil: serving is true',
+  );
+  t.same(
+    terminating.clusterEndpoints.map((e) => e.ip),
+    ['10.0.0.1'],
+    'an unready terminating endpoint with nil serving is used as the serving-terminating fallback',
+  );
+  const bare = translate([{ ip: '10.0.0.2' }]);
+  t.same(
+    bare.endpoints.map((e) => [e.ready, e.serving, e.terminating]),
+    [[true, true, false]],
+    'no conditions at all: ready, serving, not terminating',
+  );
+  t.same(
+    bare.clusterEndpoints.map((e) => e.ip),
+    ['10.0.0.2'],
+  );
+  const unreadyNotTerminating = translate([{ ip: '10.0.0.3', ready: false }]);
+  t.same(
+    unreadyNotTerminating.clusterEndpoints.map((e) => e.ip),
+    [],
+    'ready false, serving and terminating nil: serving but not terminating, so not used',
+  );
+});
+
 t.test('traffic policies and this node', async (t) => {
   const eps = [
     { ip: '10.0.0.1', nodeName: 'node-a' },

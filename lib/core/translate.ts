@@ -329,9 +329,12 @@ function collectEndpoints(slices: readonly V1EndpointSlice[], ctx: TranslateCont
         badAddresses++;
         continue;
       }
+      // Each nil condition has its own default, as endpointslicecache.go reads
+      // them: ready and serving true, terminating false. A nil serving is not
+      // taken from ready (an unready terminating pod with nil serving still serves).
       const cond = asObject(field(rawEp, 'conditions')) ?? {};
       const ready = asBool(cond['ready']) ?? true;
-      const serving = asBool(cond['serving']) ?? ready;
+      const serving = asBool(cond['serving']) ?? true;
       const terminating = asBool(cond['terminating']) ?? false;
       const nodeName = asString(field(rawEp, 'nodeName')) ?? null;
       const zone = asString(field(rawEp, 'zone')) ?? null;
