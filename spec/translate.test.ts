@@ -181,6 +181,54 @@ t.test('traffic policies and this node', async (t) => {
   t.equal(needsExternalListener(sp2), false, 'a ClusterIP service has no external traffic');
 });
 
+t.test('type ClusterIP with externalIPs honours externalTrafficPolicy Local (issue 13 item 5)', async (t) => {
+  // Upstream ExternalPolicyLocal: ExternallyAccessible counts a ClusterIP Service with externalIPs.
+  const slices = [
+    endpointSlice({
+      service: 'web',
+      name: 'w',
+      ports: [{ name: 'http', port: 8080 }],
+      endpoints: [
+        { ip: '10.0.0.1', nodeName: 'node-a' },
+        { ip: '10.0.0.2', nodeName: 'node-b' },
+      ],
+    }),
+  ];
+  const withIPs = translateService(
+    service({
+      name: 'web',
+      clusterIP: '10.96.0.10',
+      externalIPs: ['203.0.113.5'],
+      externalTrafficPolicy: 'Local',
+      ports: [{ name: 'http', port: 80 }],
+    }),
+    slices,
+    ctx,
+  );
+  t.same(withIPs.warnings, []);
+  const sp = withIPs.ports[0]!;
+  t.equal(sp.externalTrafficPolicy, 'Local');
+  t.same(
+    externalEndpoints(sp).map((e) => e.ip),
+    ['10.0.0.1'],
+    "traffic to the externalIP goes only to this node's endpoint",
+  );
+  t.same(
+    internalEndpoints(sp).map((e) => e.ip),
+    ['10.0.0.1', '10.0.0.2'],
+    'ClusterIP traffic still goes to all',
+  );
+  t.equal(needsExternalListener(sp), true, 'the externalIP gets its own listener');
+  t.equal(sp.healthCheckNodePort, 0, 'no health check node port: only LoadBalancer Services have one');
+
+  // Without externalIPs the Service is not externally accessible and eTP is ignored.
+  const plain = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
+  plain.spec!.externalTrafficPolicy = 'Local';
+  const sp2 = translateService(plain, slices, ctx).ports[0]!;
+  t.equal(sp2.externalTrafficPolicy, 'Cluster');
+  t.equal(needsExternalListener(sp2), false);
+});
+
 t.test('topology hints are used only when every ready endpoint has them', async (t) => {
   const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
   const hinted = translateService(

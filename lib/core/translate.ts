@@ -153,9 +153,13 @@ export function translateService(svc: V1Service, slices: readonly V1EndpointSlic
 
   const affinityTimeoutSeconds = affinityTimeout(spec, who, warnings);
   const internalTrafficPolicy = policy(spec['internalTrafficPolicy'], 'internalTrafficPolicy', who, warnings);
-  // externalTrafficPolicy means something only for externally reachable types.
-  const externalTrafficPolicy =
-    type === 'ClusterIP' ? 'Cluster' : policy(spec['externalTrafficPolicy'], 'externalTrafficPolicy', who, warnings);
+  // externalTrafficPolicy means something only for an externally accessible
+  // Service: NodePort, LoadBalancer, or ClusterIP with externalIPs (upstream's
+  // ExternallyAccessible / ExternalPolicyLocal, pkg/api/v1/service/util.go).
+  const externallyAccessible = type !== 'ClusterIP' || asArray(spec['externalIPs']).length > 0;
+  const externalTrafficPolicy = externallyAccessible
+    ? policy(spec['externalTrafficPolicy'], 'externalTrafficPolicy', who, warnings)
+    : 'Cluster';
   const healthCheckNodePort = type === 'LoadBalancer' && externalTrafficPolicy === 'Local' ? (asInt(spec['healthCheckNodePort']) ?? 0) : 0;
 
   const endpointsByPort = collectEndpoints(slices, ctx, warnings);

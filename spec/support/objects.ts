@@ -69,7 +69,10 @@ export function service(input: ServiceInput): V1Service {
   const type = input.type ?? 'ClusterIP';
   const labels: Record<string, string> = { ...input.labels };
   if (input.proxyName !== undefined) labels[SERVICE_PROXY_NAME_LABEL] = input.proxyName;
-  const externallyReachable = type === 'NodePort' || type === 'LoadBalancer';
+  // The API server defaults externalTrafficPolicy on externally accessible
+  // Services, which includes ClusterIP with externalIPs.
+  const externallyReachable =
+    type === 'NodePort' || type === 'LoadBalancer' || (type === 'ClusterIP' && (input.externalIPs?.length ?? 0) > 0);
   const clusterIPs = input.clusterIPs ?? (input.clusterIP !== undefined ? [input.clusterIP] : undefined);
   const spec: NonNullable<V1Service['spec']> = {
     ports: input.ports.map((p) => ({
