@@ -12,6 +12,7 @@ const ep = (ip: string): Endpoint => ({
   nodeName: null,
   zone: null,
   zoneHints: [],
+  nodeHints: [],
   isLocal: false,
 });
 

@@ -267,6 +267,76 @@ t.test('topology hints are used only when every ready endpoint has them', async 
   t.equal(partial.clusterEndpoints.length, 2);
 });
 
+t.test('PreferSameNode: forNodes hints take precedence over zone hints (issue 13 item 7, upstream TestCategorizeEndpoints)', async (t) => {
+  // Cases transcribed from kubernetes/kubernetes pkg/proxy/topology_test.go TestCategorizeEndpoints
+  // (the ones with node hints); this node is node-1 in zone-a, as there.
+  const node1 = { nodeName: 'node-1', nodeZone: 'zone-a' };
+  const svc = service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] });
+  type EpIn = Parameters<typeof endpointSlice>[0]['endpoints'][number];
+  const categorize = (endpoints: EpIn[], c: { nodeName: string; nodeZone: string | null } = node1) =>
+    translateService(svc, [endpointSlice({ service: 'web', name: 'w', ports: [{ name: 'http', port: 80 }], endpoints })], c).ports[0]!;
+  const hinted: EpIn[] = [
+    { ip: '10.1.2.3', hints: ['zone-a'], nodeHints: ['node-1'] },
+    { ip: '10.1.2.4', hints: ['zone-b'], nodeHints: ['node-2'] },
+    { ip: '10.1.2.5', hints: ['zone-c'], nodeHints: ['node-3'] },
+    { ip: '10.1.2.6', hints: ['zone-a'], nodeHints: ['node-4'] },
+  ];
+
+  t.test('upstream "PreferSameNode available"', async (t) => {
+    const sp = categorize(hinted);
+    t.same(
+      sp.clusterEndpoints.map((e) => e.ip),
+      ['10.1.2.3'],
+      'only the endpoint hinted for this node',
+    );
+    t.equal(sp.topologyMode, 'PreferSameNode');
+    t.equal(sp.usesTopologyHints, true);
+  });
+
+  t.test('upstream "PreferSameNode ignored if some endpoints unhinted"', async (t) => {
+    const sp = categorize(hinted.map((e) => (e.ip === '10.1.2.5' ? { ip: e.ip, hints: e.hints! } : e)));
+    t.same(
+      sp.clusterEndpoints.map((e) => e.ip),
+      ['10.1.2.3', '10.1.2.6'],
+      'an endpoint without a node hint: the zone hints are used',
+    );
+    t.equal(sp.topologyMode, 'PreferSameZone');
+  });
+
+  t.test('upstream "PreferSameNode falls back to same-zone when no endpoint for node"', async (t) => {
+    const sp = categorize(hinted.map((e) => (e.ip === '10.1.2.3' ? { ...e, nodeHints: ['node-5'] } : e)));
+    t.same(
+      sp.clusterEndpoints.map((e) => e.ip),
+      ['10.1.2.3', '10.1.2.6'],
+      'no endpoint names node-1: the zone hints are used',
+    );
+    t.equal(sp.topologyMode, 'PreferSameZone');
+  });
+
+  t.test('node hints alone, node without a zone label', async (t) => {
+    const sp = categorize(
+      hinted.map((e) => ({ ip: e.ip, nodeHints: e.nodeHints! })),
+      { nodeName: 'node-1', nodeZone: null },
+    );
+    t.same(
+      sp.clusterEndpoints.map((e) => e.ip),
+      ['10.1.2.3'],
+      'node hints do not need a zone',
+    );
+  });
+
+  t.test('node hints, unready endpoint hinted for this node', async (t) => {
+    // topologyModeFromHints looks at ready endpoints only: the hint for node-1 on an
+    // unready endpoint does not count, so the zone hints decide.
+    const sp = categorize(hinted.map((e) => (e.ip === '10.1.2.3' ? { ...e, ready: false } : e)));
+    t.same(
+      sp.clusterEndpoints.map((e) => e.ip),
+      ['10.1.2.6'],
+    );
+    t.equal(sp.topologyMode, 'PreferSameZone');
+  });
+});
+
 t.test('dual-stack, externalIPs, LoadBalancer IPs and affinity', async (t) => {
   const svc = service({
     name: 'web',

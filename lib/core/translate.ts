@@ -8,6 +8,7 @@ import {
   type Endpoint,
   type ServicePort,
   type ServiceType,
+  type TopologyMode,
   type TrafficPolicy,
   type UnsupportedPort,
 } from './types.js';
@@ -228,7 +229,7 @@ export function translateService(svc: V1Service, slices: readonly V1EndpointSlic
       );
     }
     const all = [...(matched?.endpoints.values() ?? [])].sort(compareEndpoints);
-    const { cluster, usesHints } = clusterUsable(all, ctx.nodeZone);
+    const { cluster, mode } = clusterUsable(all, ctx.nodeName, ctx.nodeZone);
     ports.push({
       key: servicePortKey(ref.namespace, ref.name, label, protocol),
       serviceName: serviceName(ref.namespace, ref.name),
@@ -250,7 +251,8 @@ export function translateService(svc: V1Service, slices: readonly V1EndpointSlic
       endpoints: all,
       clusterEndpoints: cluster,
       localEndpoints: usable(all.filter((e) => e.isLocal)),
-      usesTopologyHints: usesHints,
+      usesTopologyHints: mode !== null,
+      topologyMode: mode,
     });
   }
   return { ports, warnings, skipped: null, unsupported };
@@ -342,9 +344,8 @@ function collectEndpoints(slices: readonly V1EndpointSlice[], ctx: TranslateCont
       const terminating = asBool(cond['terminating']) ?? false;
       const nodeName = asString(field(rawEp, 'nodeName')) ?? null;
       const zone = asString(field(rawEp, 'zone')) ?? null;
-      const hints = asArray(field(rawEp, 'hints', 'forZones'))
-        .map((h) => asString(field(h, 'name')))
-        .filter((z): z is string => z !== undefined);
+      const hints = hintNames(field(rawEp, 'hints', 'forZones'));
+      const nodeHints = hintNames(field(rawEp, 'hints', 'forNodes'));
       for (const { key, port } of ports) {
         const ep: Endpoint = {
           ip,
@@ -356,6 +357,7 @@ function collectEndpoints(slices: readonly V1EndpointSlice[], ctx: TranslateCont
           zone,
           isLocal: nodeName !== null && nodeName === ctx.nodeName,
           zoneHints: hints,
+          nodeHints,
         };
         let entry = byPort.get(key);
         if (entry === undefined) {
@@ -384,15 +386,35 @@ function usable(eps: readonly Endpoint[]): Endpoint[] {
   return ready.length > 0 ? ready : eps.filter((e) => e.serving && e.terminating);
 }
 
+function hintNames(list: unknown): string[] {
+  return asArray(list)
+    .map((h) => asString(field(h, 'name')))
+    .filter((n): n is string => n !== undefined);
+}
+
 /**
- * Topology-aware routing: hints are honoured only when every ready endpoint
- * carries zone hints and at least one names this node's zone (topology.go).
+ * Topology-aware routing, as kube-proxy's topologyModeFromHints and
+ * availableForTopology (pkg/proxy/topology.go): node hints (forNodes, from
+ * trafficDistribution PreferSameNode) are used when every ready endpoint has
+ * one and one names this node; failing that, zone hints when every ready
+ * endpoint has one and one names this node's zone; failing that, all
+ * endpoints. There is no fallback after the mode is chosen, and none of it
+ * applies when no endpoint is ready (the serving-terminating fallback).
  */
-function clusterUsable(all: readonly Endpoint[], zone: string | null): { cluster: Endpoint[]; usesHints: boolean } {
+function clusterUsable(
+  all: readonly Endpoint[],
+  nodeName: string,
+  zone: string | null,
+): { cluster: Endpoint[]; mode: TopologyMode | null } {
   const cluster = usable(all);
-  if (zone === null || cluster.length === 0 || !cluster.every((e) => e.ready)) return { cluster, usesHints: false };
-  if (!cluster.every((e) => e.zoneHints.length > 0)) return { cluster, usesHints: false };
-  const inZone = cluster.filter((e) => e.zoneHints.includes(zone));
-  if (inZone.length === 0) return { cluster, usesHints: false };
-  return { cluster: inZone, usesHints: true };
+  if (cluster.length === 0 || !cluster.every((e) => e.ready)) return { cluster, mode: null };
+  if (cluster.every((e) => e.nodeHints.length > 0)) {
+    const forNode = cluster.filter((e) => e.nodeHints.includes(nodeName));
+    if (forNode.length > 0) return { cluster: forNode, mode: 'PreferSameNode' };
+  }
+  if (zone !== null && cluster.every((e) => e.zoneHints.length > 0)) {
+    const inZone = cluster.filter((e) => e.zoneHints.includes(zone));
+    if (inZone.length > 0) return { cluster: inZone, mode: 'PreferSameZone' };
+  }
+  return { cluster, mode: null };
 }

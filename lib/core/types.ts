@@ -18,6 +18,8 @@ export function serviceName(namespace: string, name: string): ServiceName {
 }
 
 export type TrafficPolicy = 'Cluster' | 'Local';
+/** The names kube-proxy's topologyModeFromHints returns (pkg/proxy/topology.go). */
+export type TopologyMode = 'PreferSameNode' | 'PreferSameZone';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
 
 export interface Endpoint {
@@ -31,6 +33,8 @@ export interface Endpoint {
   readonly zone: string | null;
   /** hints.forZones names (topology-aware routing). */
   readonly zoneHints: readonly string[];
+  /** hints.forNodes names (trafficDistribution PreferSameNode); they take precedence over zone hints. */
+  readonly nodeHints: readonly string[];
   /** True when nodeName is this proxy's node. */
   readonly isLocal: boolean;
 }
@@ -65,8 +69,10 @@ export interface ServicePort {
   readonly clusterEndpoints: readonly Endpoint[];
   /** Usable endpoints on this node: ready local ones, else serving-and-terminating local ones. */
   readonly localEndpoints: readonly Endpoint[];
-  /** True when clusterEndpoints was narrowed to this node's zone by topology hints. */
+  /** True when clusterEndpoints was narrowed by topology hints (topologyMode is not null). */
   readonly usesTopologyHints: boolean;
+  /** Which hints narrowed clusterEndpoints: this node's (forNodes), this zone's (forZones), or none. */
+  readonly topologyMode: TopologyMode | null;
 }
 
 export type ServiceTable = ReadonlyMap<ServicePortKey, ServicePort>;

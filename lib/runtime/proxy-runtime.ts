@@ -154,10 +154,14 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   s.onSync((r) => {
     const changes = [...r.diff.added.map((next) => ({ prev: undefined, next })), ...r.diff.updated];
     for (const { prev, next } of changes) {
-      if (next.usesTopologyHints === (prev?.usesTopologyHints ?? false)) continue;
+      if (next.topologyMode === (prev?.topologyMode ?? null)) continue;
       logger.info(
         { servicePort: next.key, zone: tracker.nodeZone, endpoints: next.clusterEndpoints.length },
-        next.usesTopologyHints ? 'using topology hints for this zone' : 'no longer using topology hints',
+        next.topologyMode === 'PreferSameNode'
+          ? 'using topology hints for this node'
+          : next.topologyMode === 'PreferSameZone'
+            ? 'using topology hints for this zone'
+            : 'no longer using topology hints',
       );
     }
   });

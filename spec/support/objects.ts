@@ -138,6 +138,8 @@ export interface EndpointInput {
   zone?: string;
   /** Zones named in hints.forZones. */
   hints?: string[];
+  /** Nodes named in hints.forNodes (trafficDistribution PreferSameNode). */
+  nodeHints?: string[];
   /** targetRef Pod name. */
   pod?: string;
 }
@@ -202,7 +204,14 @@ export function endpointSlice(input: EndpointSliceInput): V1EndpointSlice {
         conditions,
         ...(e.nodeName !== undefined ? { nodeName: e.nodeName } : {}),
         ...(e.zone !== undefined ? { zone: e.zone } : {}),
-        ...(e.hints !== undefined ? { hints: { forZones: e.hints.map((z) => ({ name: z })) } } : {}),
+        ...(e.hints !== undefined || e.nodeHints !== undefined
+          ? {
+              hints: {
+                ...(e.hints !== undefined ? { forZones: e.hints.map((z) => ({ name: z })) } : {}),
+                ...(e.nodeHints !== undefined ? { forNodes: e.nodeHints.map((n) => ({ name: n })) } : {}),
+              },
+            }
+          : {}),
         ...(e.pod !== undefined ? { targetRef: { kind: 'Pod', namespace, name: e.pod } } : {}),
       };
     }),

@@ -26,6 +26,7 @@ export function endpoint(ip: string, port: number, isLocal = true): Endpoint {
     nodeName: isLocal ? 'node-a' : 'node-b',
     zone: null,
     zoneHints: [],
+    nodeHints: [],
     isLocal,
   };
 }
@@ -76,6 +77,7 @@ export function servicePort(s: TablePortSpec): ServicePort {
     clusterEndpoints: endpoints.filter((e) => e.ready),
     localEndpoints: endpoints.filter((e) => e.ready && e.isLocal),
     usesTopologyHints: false,
+    topologyMode: null,
   };
 }
 
