@@ -4,6 +4,7 @@
  * data (no sockets, no timers) so it can be diffed, printed and tested directly.
  */
 import { joinHostPort } from './address.js';
+import type { ProxyProtocolVersion } from './proxy-protocol.js';
 
 export type Protocol = 'TCP' | 'UDP';
 
@@ -67,6 +68,8 @@ export interface ServicePort {
   readonly localEndpoints: readonly Endpoint[];
   /** True when clusterEndpoints was narrowed to this node's zone by topology hints. */
   readonly usesTopologyHints: boolean;
+  /** kup.dev/proxy-protocol: the PROXY protocol header sent to endpoints first; null = none (always null for UDP). */
+  readonly proxyProtocol: ProxyProtocolVersion | null;
 }
 
 export type ServiceTable = ReadonlyMap<ServicePortKey, ServicePort>;

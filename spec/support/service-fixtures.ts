@@ -76,6 +76,7 @@ export function servicePort(s: TablePortSpec): ServicePort {
     clusterEndpoints: endpoints.filter((e) => e.ready),
     localEndpoints: endpoints.filter((e) => e.ready && e.isLocal),
     usesTopologyHints: false,
+    proxyProtocol: null,
   };
 }
 
