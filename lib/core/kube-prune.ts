@@ -1,4 +1,5 @@
 import { asArray, asObject, type Obj } from './object-fields.js';
+import { PROXY_PROTOCOL_ANNOTATION } from './proxy-protocol.js';
 
 /**
  * Only the fields kup reads (see translate.ts and change-tracker.ts), copied
@@ -12,7 +13,7 @@ export function pruneKubeObject(obj: Obj): Obj {
   switch (obj['kind']) {
     case 'Service':
       return pick(obj, ['apiVersion', 'kind', 'spec'], {
-        metadata: pruneMeta(obj['metadata']),
+        metadata: pruneServiceMeta(obj['metadata']),
         // translate reads status.loadBalancer.ingress[].ip / ipMode only.
         status: pruneLoadBalancer(obj['status']),
       });
@@ -40,8 +41,18 @@ export function pruneKubeObject(obj: Obj): Obj {
 
 function pruneMeta(meta: unknown): unknown {
   const m = asObject(meta);
-  // Annotations: kup reads none.
+  // Annotations: kup reads none but a Service's kup.dev/proxy-protocol (pruneServiceMeta).
   return m === undefined ? meta : pick(m, ['name', 'namespace', 'labels', 'resourceVersion'], {});
+}
+
+/** A Service's metadata keeps the one annotation kup reads (kup.dev/proxy-protocol). */
+function pruneServiceMeta(meta: unknown): unknown {
+  const m = asObject(meta);
+  if (m === undefined) return meta;
+  const value = asObject(m['annotations'])?.[PROXY_PROTOCOL_ANNOTATION];
+  return pick(m, ['name', 'namespace', 'labels', 'resourceVersion'], {
+    annotations: value === undefined ? undefined : { [PROXY_PROTOCOL_ANNOTATION]: value },
+  });
 }
 
 function pruneLoadBalancer(status: unknown): unknown {

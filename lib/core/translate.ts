@@ -1,6 +1,7 @@
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { cidrFamily, ipFamily, isValidIP, isValidPort } from './address.js';
 import { asArray, asBool, asInt, asObject, asString, asStringArray, field, quote, type Obj } from './object-fields.js';
+import { parseProxyProtocol, PROXY_PROTOCOL_ANNOTATION, type ProxyProtocolVersion } from './proxy-protocol.js';
 import {
   serviceName,
   servicePortKey,
@@ -164,6 +165,7 @@ export function translateService(svc: V1Service, slices: readonly V1EndpointSlic
   const healthCheckNodePort = type === 'LoadBalancer' && externalTrafficPolicy === 'Local' ? (asInt(spec['healthCheckNodePort']) ?? 0) : 0;
 
   const endpointsByPort = collectEndpoints(slices, ctx, warnings);
+  const proxyProtocol = proxyProtocolOf(svc, who, warnings);
 
   const ports: ServicePort[] = [];
   const seenNames = new Set<string>();
@@ -253,9 +255,22 @@ export function translateService(svc: V1Service, slices: readonly V1EndpointSlic
       localEndpoints: usable(all.filter((e) => e.isLocal)),
       usesTopologyHints: mode !== null,
       topologyMode: mode,
+      // A header in front of the stream: TCP only (UDP has no stream to put it in front of).
+      proxyProtocol: protocol === 'TCP' ? proxyProtocol : null,
     });
   }
   return { ports, warnings, skipped: null, unsupported };
+}
+
+/** The Service's kup.dev/proxy-protocol annotation; anything but v1/v2 is one warning and off. */
+function proxyProtocolOf(svc: V1Service, who: string, warnings: string[]): ProxyProtocolVersion | null {
+  const raw = field(svc, 'metadata', 'annotations', PROXY_PROTOCOL_ANNOTATION);
+  if (raw === undefined) return null;
+  const parsed =
+    typeof raw === 'string' ? parseProxyProtocol(raw) : { error: `${PROXY_PROTOCOL_ANNOTATION} ${quote(raw)} is not v1 or v2` };
+  if (parsed === null || typeof parsed === 'string') return parsed;
+  warnings.push(`${who}: ${parsed.error}; PROXY protocol off`);
+  return null;
 }
 
 function validIPs(values: unknown, what: string, warnings: string[]): string[] {

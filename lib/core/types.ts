@@ -4,6 +4,7 @@
  * data (no sockets, no timers) so it can be diffed, printed and tested directly.
  */
 import { joinHostPort } from './address.js';
+import type { ProxyProtocolVersion } from './proxy-protocol.js';
 
 export type Protocol = 'TCP' | 'UDP';
 
@@ -73,6 +74,8 @@ export interface ServicePort {
   readonly usesTopologyHints: boolean;
   /** Which hints narrowed clusterEndpoints: this node's (forNodes), this zone's (forZones), or none. */
   readonly topologyMode: TopologyMode | null;
+  /** kup.dev/proxy-protocol: the PROXY protocol header sent to endpoints first; null = none (always null for UDP). */
+  readonly proxyProtocol: ProxyProtocolVersion | null;
 }
 
 export type ServiceTable = ReadonlyMap<ServicePortKey, ServicePort>;

@@ -274,6 +274,8 @@ export class Proxier {
       return;
     }
     p.sp = sp;
+    // The annotation applies to connections dialled from now on; open ones keep what they were sent.
+    for (const l of [p.internal, p.external]) if (l instanceof TcpProxy) l.proxyProtocol = sp.proxyProtocol;
     const affinityOn = sp.affinityTimeoutSeconds > 0;
     p.affinity.setTimeout(sp.affinityTimeoutSeconds);
     if (p.internal.balancer.follow(sp, 'internal', p.affinity) > 0) this.followEndpoints(sp, p.internal);
@@ -337,7 +339,14 @@ export class Proxier {
     const budget = this.budget;
     const listener: ProxyListener =
       sp.protocol === 'TCP'
-        ? new TcpProxy({ name, balancer, logger: this.log, idleTimeoutMs: this.opts.tcpIdleTimeoutMs, budget })
+        ? new TcpProxy({
+            name,
+            balancer,
+            logger: this.log,
+            idleTimeoutMs: this.opts.tcpIdleTimeoutMs,
+            budget,
+            proxyProtocol: sp.proxyProtocol,
+          })
         : new UdpProxy({
             name,
             balancer,

@@ -38,6 +38,10 @@ const EMPTY = Buffer.alloc(0);
  * other with it at once. `idleTimeoutMs` > 0 closes both after that long with
  * no bytes either way (the client socket sees reads of one direction and
  * writes of the other).
+ *
+ * `preambleBytes` were written to the endpoint by kup itself before (a PROXY
+ * protocol header): they are neither the client's bytes nor a reason to keep
+ * a client on an endpoint that reset before answering (a redial sends its own).
  */
 export function splice(
   client: Socket,
@@ -45,6 +49,7 @@ export function splice(
   idleTimeoutMs: number,
   done: (result: SpliceResult) => void,
   onEarlyReset?: () => void,
+  preambleBytes = 0,
 ): void {
   let open = 2;
   const up = carry(client, backend);
@@ -54,11 +59,11 @@ export function splice(
   let backendFailed = false;
   // One 'close' listener per socket ('close' fires once; on() spares once()'s wrapper).
   const onClientClose = (): void => {
-    if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
+    if (--open === 0) done({ bytesIn: backend.bytesWritten - preambleBytes, bytesOut: client.bytesWritten });
     if (!clientFailed) afterClose(client, backend, down);
   };
   const onBackendClose = (): void => {
-    if (--open === 0) done({ bytesIn: backend.bytesWritten, bytesOut: client.bytesWritten });
+    if (--open === 0) done({ bytesIn: backend.bytesWritten - preambleBytes, bytesOut: client.bytesWritten });
     if (!backendFailed) afterClose(backend, client, up);
   };
   const onClientError = (err: NodeJS.ErrnoException): void => {
@@ -70,11 +75,12 @@ export function splice(
       onEarlyReset !== undefined &&
       err.code === 'ECONNRESET' &&
       backend.bytesRead === 0 &&
-      backend.bytesWritten === 0 &&
+      backend.bytesWritten === preambleBytes &&
       !client.destroyed &&
       !client.writableEnded
     ) {
-      // Nothing reached either side yet (not even the endpoint's FIN): hand the
+      // Nothing reached either side yet (not even the endpoint's FIN; kup's own
+      // PROXY header is no client byte): hand the
       // client back untouched. The error is delivered on the tick after the
       // reset was read, before any further client data could have been written here.
       up.stop();

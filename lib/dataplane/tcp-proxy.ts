@@ -4,6 +4,7 @@ import { normalizeClientIP } from '../core/address.js';
 import type { Balancer } from '../core/balancer/balancer.js';
 import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
+import { proxyProtocolHeader, type ProxyProtocolVersion } from '../core/proxy-protocol.js';
 import { isLocalResourceError, type FdBudget } from './fd-budget.js';
 import { splice } from './splice.js';
 import { ListenerStats } from './stats.js';
@@ -24,6 +25,8 @@ export interface TcpProxyOptions {
   readonly dialTimeoutsMs?: readonly number[];
   /** Descriptors the data plane may hold; a client beyond it is shed. */
   readonly budget: FdBudget;
+  /** The Service's kup.dev/proxy-protocol; null (default) sends nothing of kup's own. */
+  readonly proxyProtocol?: ProxyProtocolVersion | null;
 }
 
 /**
@@ -42,11 +45,17 @@ export class TcpProxy {
   private readonly clients = new Map<Socket, Socket | null>();
   private boundPort = 0;
   private listenPending = false;
+  /**
+   * PROXY protocol header version sent to each endpoint before the client's
+   * bytes; changed by a Service update for connections dialled after it.
+   */
+  proxyProtocol: ProxyProtocolVersion | null;
 
   constructor(opts: TcpProxyOptions) {
     this.opts = opts;
     this.balancer = opts.balancer;
     this.dialTimeouts = opts.dialTimeoutsMs ?? DIAL_TIMEOUTS_MS;
+    this.proxyProtocol = opts.proxyProtocol ?? null;
     this.server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (c) => this.accept(c));
     // EMFILE/ENFILE on accept: libuv keeps listening (it sheds the pending
     // connection with its reserve descriptor); count it and carry on rather
@@ -179,6 +188,20 @@ export class TcpProxy {
     tried: Set<EndpointState> | null,
   ): void {
     this.clients.set(client, backend);
+    // Written before splicing, so it precedes every client byte; written again
+    // on each endpoint a redial moves the client to. Services without it pay
+    // nothing: the peer and local address lookups happen only here.
+    let preamble = 0;
+    if (this.proxyProtocol !== null) {
+      const header = proxyProtocolHeader(this.proxyProtocol, {
+        sourceAddress: client.remoteAddress ?? '',
+        sourcePort: client.remotePort ?? 0,
+        destinationAddress: client.localAddress ?? '',
+        destinationPort: client.localPort ?? 0,
+      });
+      backend.write(header);
+      preamble = header.length;
+    }
     splice(
       client,
       backend,
@@ -190,6 +213,7 @@ export class TcpProxy {
       // Reset before a byte went either way: the client has seen nothing, so
       // it can still be moved to another endpoint, as if the dial had failed.
       () => this.redial(client, clientIP, ep, attempt, tried, new Error('reset before any byte was exchanged')),
+      preamble,
     );
   }
 

@@ -78,6 +78,7 @@ export function servicePort(s: TablePortSpec): ServicePort {
     localEndpoints: endpoints.filter((e) => e.ready && e.isLocal),
     usesTopologyHints: false,
     topologyMode: null,
+    proxyProtocol: null,
   };
 }
 
