@@ -5,6 +5,7 @@ import type { ChangeTracker } from '../core/change-tracker.js';
 import type { ServicePortListeners } from '../dataplane/proxier.js';
 import type { SourceState } from '../sources/source.js';
 import type { SyncRecord, SyncState } from '../sync/syncer.js';
+import { kupVersion } from '../runtime/version.js';
 import type { ListenerView } from './status.js';
 
 /** What the metrics read; a ProxyRuntime provides all of it. */
@@ -70,6 +71,7 @@ export class ProxyMetrics {
   private readonly programming: Histogram;
   private readonly healthz: Counter<'code'>;
   private readonly livez: Counter<'code'>;
+  private readonly restoreFailures: Counter;
   private readonly src: MetricsSource;
 
   constructor(src: MetricsSource) {
@@ -95,10 +97,37 @@ export class ProxyMetrics {
     });
     this.programming = new Histogram({
       name: 'kubeproxy_network_programming_duration_seconds',
-      help: 'In-cluster network programming latency in seconds (from a change reaching the proxy to it being applied)',
+      help: "In Cluster Network Programming Latency in seconds (from the EndpointSlice's last-change-trigger-time to the change being applied)",
       buckets: PROGRAMMING_BUCKETS,
       registers,
     });
+    this.restoreFailures = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
+      help: 'Cumulative proxy iptables restore failures',
+      registers,
+    });
+    const version = kupVersion();
+    const [major = '', minor = ''] = /^(\d+)\.(\d+)\./.exec(version)?.slice(1) ?? [];
+    // component-base's build info: what applies to a Node program is filled, the Go-specific fields stay empty.
+    new Gauge({
+      name: 'kubernetes_build_info',
+      help: 'A metric with a constant 1 value labeled by major, minor, git version, git commit, git tree state, build date, Go version, and compiler from which Kubernetes was built, and platform on which it is running.',
+      labelNames: ['major', 'minor', 'git_version', 'git_commit', 'git_tree_state', 'build_date', 'go_version', 'compiler', 'platform'],
+      registers,
+    }).set(
+      {
+        major,
+        minor,
+        git_version: `v${version}`,
+        git_commit: '',
+        git_tree_state: '',
+        build_date: '',
+        go_version: '',
+        compiler: '',
+        platform: `${process.platform}/${GO_ARCH[process.arch] ?? process.arch}`,
+      },
+      1,
+    );
     this.healthz = new Counter({
       name: 'kubeproxy_proxy_healthz_total',
       help: 'Cumulative proxy healthz HTTP status',
@@ -167,7 +196,7 @@ export class ProxyMetrics {
     // A gauge despite its name, as in kube-proxy.
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
-      help: 'Number of services with a Local traffic policy and no endpoints',
+      help: 'Number of service ports with a Local traffic policy and no local endpoints, while endpoints exist elsewhere',
       labelNames: ['traffic_policy'],
       registers,
       collect() {
@@ -338,11 +367,14 @@ export class ProxyMetrics {
 
   /** Called once per sync (not on the data path). */
   observeSync(r: SyncRecord, now = Date.now()): void {
+    // kube-proxy counts each failed iptables-restore; the iptables target fails only when its restore does.
+    for (const f of r.failures) if (f.target === 'iptables' && f.code === 'KUP_IPTABLES') this.restoreFailures.inc();
     if (!r.ok) return;
     const s = r.durationMs / 1000;
     this.syncDuration.observe(s);
     (r.full ? this.fullSyncDuration : this.partialSyncDuration).observe(s);
-    if (r.oldestChangeTime !== null && r.servicesChanged > 0) this.programming.observe(Math.max(0, now - r.oldestChangeTime) / 1000);
+    // One observation per slice change applied, from its trigger time, as kube-proxy; a failed sync's are dropped, as there.
+    for (const t of r.triggerTimes) this.programming.observe(Math.max(0, now - t) / 1000);
   }
 
   countHealthz(code: number): void {
@@ -364,16 +396,30 @@ export class ProxyMetrics {
   }
 }
 
-/** Services (not ports) with a Local policy whose local endpoint set is empty, per policy. */
+/** Node's process.arch in Go's GOARCH spelling, as component-base's platform label has it. */
+const GO_ARCH: Partial<Record<string, string>> = {
+  x64: 'amd64',
+  ia32: '386',
+  arm64: 'arm64',
+  arm: 'arm',
+  ppc64: 'ppc64le',
+  s390x: 's390x',
+};
+
+/**
+ * Service ports with a Local policy and no local endpoint, per policy, as
+ * kube-proxy counts them: only when the port has endpoints elsewhere (with
+ * none at all the port is simply without endpoints, not a Local problem).
+ */
 export function noLocalEndpoints(table: ServiceTable): { internal: number; external: number } {
-  const internal = new Set<string>();
-  const external = new Set<string>();
+  let internal = 0;
+  let external = 0;
   for (const sp of table.values()) {
-    if (sp.localEndpoints.length > 0) continue;
-    if (sp.internalTrafficPolicy === 'Local') internal.add(sp.serviceName);
-    if (sp.externalTrafficPolicy === 'Local' && isExternallyReachable(sp)) external.add(sp.serviceName);
+    if (sp.localEndpoints.length > 0 || sp.clusterEndpoints.length === 0) continue;
+    if (sp.internalTrafficPolicy === 'Local') internal++;
+    if (sp.externalTrafficPolicy === 'Local' && isExternallyReachable(sp)) external++;
   }
-  return { internal: internal.size, external: external.size };
+  return { internal, external };
 }
 
 /** Rules per table in an iptables-restore script ("*nat" ... "-A ..." ... "COMMIT"). */

@@ -1,5 +1,8 @@
 import { asArray, asObject, type Obj } from './object-fields.js';
 
+/** Set by the endpoints controller on each EndpointSlice it writes: when the Pod or Service change behind it happened. */
+export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
+
 /**
  * Only the fields kup reads (see translate.ts and change-tracker.ts), copied
  * out of a parsed Service, EndpointSlice or Node. `kubectl get -o yaml`
@@ -18,7 +21,7 @@ export function pruneKubeObject(obj: Obj): Obj {
       });
     case 'EndpointSlice':
       return pick(obj, ['apiVersion', 'kind', 'addressType', 'ports'], {
-        metadata: pruneMeta(obj['metadata']),
+        metadata: pruneMeta(obj['metadata'], TRIGGER_TIME_ANNOTATION),
         endpoints: Array.isArray(obj['endpoints'])
           ? (obj['endpoints'] as unknown[]).map((e) => {
               const ep = asObject(e);
@@ -38,10 +41,14 @@ export function pruneKubeObject(obj: Obj): Obj {
   }
 }
 
-function pruneMeta(meta: unknown): unknown {
+function pruneMeta(meta: unknown, keepAnnotation?: string): unknown {
   const m = asObject(meta);
-  // Annotations: kup reads none.
-  return m === undefined ? meta : pick(m, ['name', 'namespace', 'labels', 'resourceVersion'], {});
+  if (m === undefined) return meta;
+  // Annotations: kup reads one only, a slice's trigger time (network programming latency).
+  const value = keepAnnotation === undefined ? undefined : asObject(m['annotations'])?.[keepAnnotation];
+  return pick(m, ['name', 'namespace', 'labels', 'resourceVersion'], {
+    annotations: value === undefined || keepAnnotation === undefined ? undefined : { [keepAnnotation]: value },
+  });
 }
 
 function pruneLoadBalancer(status: unknown): unknown {

@@ -40,8 +40,13 @@ export interface SyncRecord {
   readonly durationMs: number;
   readonly ok: boolean;
   readonly servicesChanged: number;
-  /** When the oldest change this sync applied was received (ms since epoch), if any. */
-  readonly oldestChangeTime: number | null;
+  /**
+   * The endpoints.kubernetes.io/last-change-trigger-time of each slice change
+   * this sync applied (ms since epoch): network programming latency starts there.
+   */
+  readonly triggerTimes: readonly number[];
+  /** The targets that failed, with the KupError code they threw (iptables-restore failures are KUP_IPTABLES). */
+  readonly failures: readonly { readonly target: string; readonly code: string | undefined }[];
   readonly diff: TableDiff;
 }
 
@@ -150,7 +155,7 @@ export class Syncer {
     this.state.lastQueuedTime = 0;
     const started = performance.now();
     const startedAt = this.clock.now();
-    const { diff, warnings, servicesChanged, oldestChangeTime } = this.opts.tracker.flush();
+    const { diff, warnings, servicesChanged, triggerTimes } = this.opts.tracker.flush();
     for (const w of warnings) this.opts.logger.warn(w);
     const change: SyncChange = { diff, table: this.opts.tracker.current(), full };
     const failed: { target: string; err: string; code: string | undefined }[] = [];
@@ -188,7 +193,15 @@ export class Syncer {
         this.opts.logger.error({ ...f, failures: this.state.consecutiveFailures, retryMs }, `${f.target} sync failed; retrying`);
       }
     }
-    const record: SyncRecord = { full, durationMs, ok, servicesChanged, oldestChangeTime, diff };
+    const record: SyncRecord = {
+      full,
+      durationMs,
+      ok,
+      servicesChanged,
+      triggerTimes,
+      failures: failed.map((f) => ({ target: f.target, code: f.code })),
+      diff,
+    };
     for (const fn of this.listeners) fn(record);
   }
 
