@@ -31,6 +31,7 @@ export interface AdminTarget {
   readonly proxier: Pick<Proxier, 'get' | 'entries' | 'failures' | 'refreshUdpDrops'>;
   readonly syncer: Pick<Syncer, 'state' | 'onSync'>;
   installedRules(): string | null;
+  installedRulesByFamily(): { readonly ipv4: string; readonly ipv6: string } | null;
 }
 
 /**
@@ -63,7 +64,7 @@ export class Admin {
       proxier: rt.proxier,
       syncer: rt.syncer,
       source: rt.source,
-      installedRules: () => rt.installedRules(),
+      installedRules: () => rt.installedRulesByFamily(),
       nodeEligible: () => this.monitor.nodeEligibility.eligible,
     });
     this.events = rt.source.recorder?.() ?? null;

@@ -18,7 +18,8 @@ export interface MetricsSource {
   };
   readonly syncer: { readonly state: Readonly<SyncState> };
   readonly source: { state(): SourceState };
-  installedRules(): string | null;
+  /** The iptables-restore script installed per family, or null when running without rules. */
+  installedRules(): { readonly ipv4: string; readonly ipv6: string } | null;
   /** Whether this node's Node says it should get load-balancer traffic. */
   nodeEligible(): boolean;
 }
@@ -208,11 +209,15 @@ export class ProxyMetrics {
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_iptables_total',
       help: 'Total number of iptables rules owned by kube-userspace-proxy',
-      labelNames: ['table'],
+      // ip_family as kube-proxy since 1.33, where each family's proxier sets its own series.
+      labelNames: ['table', 'ip_family'],
       registers,
       collect() {
         this.reset();
-        for (const [table, n] of countRules(src.installedRules())) this.set({ table }, n);
+        const installed = src.installedRules();
+        if (installed === null) return;
+        for (const [table, n] of countRules(installed.ipv4)) this.set({ table, ip_family: 'IPv4' }, n);
+        if (installed.ipv6 !== '') for (const [table, n] of countRules(installed.ipv6)) this.set({ table, ip_family: 'IPv6' }, n);
       },
     });
 

@@ -145,6 +145,11 @@ export class IptablesApplier {
     }
   }
 
+  /** The restore script of each family now installed ('' for IPv6 when unused); null before the first successful apply. */
+  installedByFamily(): { readonly ipv4: string; readonly ipv6: string } | null {
+    return this.installed === null ? null : { ...this.installed };
+  }
+
   /** The restore scripts now installed (IPv4, then IPv6 when used); null before the first successful apply. */
   installedRules(): string | null {
     if (this.installed === null) return null;

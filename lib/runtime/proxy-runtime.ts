@@ -27,6 +27,8 @@ export interface ProxyRuntime {
   readonly iptables: IptablesApplier | null;
   /** The iptables-restore script(s) now installed, or null when running without rules. */
   installedRules(): string | null;
+  /** The same per family (the metrics count rules per table and IP family). */
+  installedRulesByFamily(): { readonly ipv4: string; readonly ipv6: string } | null;
   /** Health server (listening from start-up), metrics, /status and dashboard servers (listening once startProxy resolves). */
   readonly admin: Admin;
   /**
@@ -89,7 +91,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   const s = syncer;
   const installedRules = (): string | null => iptables?.installedRules() ?? null;
   // Before the first sync, so that sync is measured too; from the parts, not the runtime.
-  const admin = new Admin({ config, logger, source, tracker, proxier, syncer: s, installedRules });
+  const installedRulesByFamily = (): { readonly ipv4: string; readonly ipv6: string } | null => iptables?.installedByFamily() ?? null;
+  const admin = new Admin({ config, logger, source, tracker, proxier, syncer: s, installedRules, installedRulesByFamily });
   const runtime: ProxyRuntime = {
     config,
     logger,
@@ -99,6 +102,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     syncer: s,
     iptables,
     installedRules,
+    installedRulesByFamily,
     admin,
     async reload() {
       if (stopping !== null) return 'stopping; nothing re-read';
