@@ -106,7 +106,10 @@ async function suite(t: Test): Promise<void> {
   let health = 0;
   await waitFor('health to turn 503', async () => (health = await healthz(node)) === 503, 15_000, 250);
   t.equal(health, 503, 'health says 503 while syncs fail');
-  t.ok((await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total')) >= 1, 'each failed restore is counted');
+  t.ok(
+    (await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}')) >= 1,
+    'each failed restore is counted',
+  );
 
   rmSync(flag);
   let r: { ok: boolean; reply?: string } = { ok: false };
@@ -114,7 +117,8 @@ async function suite(t: Test): Promise<void> {
   t.equal(r.reply, 'pod-1', 'retried with backoff until the rules went in: the ClusterIP works');
   await waitFor('health to turn 200', async () => (health = await healthz(node)) === 200, 15_000, 250);
   t.equal(health, 200, 'and health is 200 again');
-  const failures = await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
+  const failures = await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}');
+  t.equal(failures, log.match(/iptables sync failed/g)?.length ?? 0, 'one count per failed restore, as logged');
   t.ok(failures >= 1, `${failures} failures counted`);
   // The rules kup's restore script put in its own chains of the nat table (its jumps from PREROUTING/OUTPUT are not in the script, as in kube-proxy).
   const save = await node.iptablesSave('ipv4');
@@ -130,7 +134,11 @@ async function suite(t: Test): Promise<void> {
     'iptables_total counts exactly the nat rules installed',
   );
   await new Promise((r) => setTimeout(r, 2500));
-  t.equal(await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'), failures, 'a successful sync adds none');
+  t.equal(
+    await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}'),
+    failures,
+    'a successful sync adds none',
+  );
 
   kup.kill('SIGTERM');
   const [code] = await new Promise<[number | null]>((res) => kup.once('exit', (c) => res([c])));

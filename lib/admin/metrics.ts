@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { isExternallyReachable, type ServicePort, type ServiceTable } from '../core/types.js';
 import type { ListenerStats } from '../dataplane/stats.js';
+import type { IptablesMetrics } from '../iptables/applier.js';
 import type { ChangeTracker } from '../core/change-tracker.js';
 import type { ServicePortListeners } from '../dataplane/proxier.js';
 import type { SourceState } from '../sources/source.js';
@@ -18,8 +19,8 @@ export interface MetricsSource {
   };
   readonly syncer: { readonly state: Readonly<SyncState> };
   readonly source: { state(): SourceState };
-  /** The iptables-restore script installed per family, or null when running without rules. */
-  installedRules(): { readonly ipv4: string; readonly ipv6: string } | null;
+  /** The iptables applier's counts, or null when running without rules. */
+  iptables(): IptablesMetrics | null;
   /** Whether this node's Node says it should get load-balancer traffic. */
   nodeEligible(): boolean;
 }
@@ -72,7 +73,6 @@ export class ProxyMetrics {
   private readonly programming: Histogram;
   private readonly healthz: Counter<'code'>;
   private readonly livez: Counter<'code'>;
-  private readonly restoreFailures: Counter;
   private readonly src: MetricsSource;
 
   constructor(src: MetricsSource) {
@@ -102,10 +102,18 @@ export class ProxyMetrics {
       buckets: PROGRAMMING_BUCKETS,
       registers,
     });
-    this.restoreFailures = new Counter({
+    new Counter({
       name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
       help: 'Cumulative proxy iptables restore failures',
+      // ip_family as kube-proxy since 1.33; one series per family kup writes rules for.
+      labelNames: ['ip_family'],
       registers,
+      collect() {
+        this.reset();
+        const ipt = src.iptables();
+        if (ipt === null) return;
+        for (const family of ipt.families) this.inc({ ip_family: FAMILY_LABEL[family] }, ipt.restoreFailures[family]);
+      },
     });
     const version = kupVersion();
     const [major = '', minor = ''] = /^(\d+)\.(\d+)\./.exec(version)?.slice(1) ?? [];
@@ -214,7 +222,7 @@ export class ProxyMetrics {
       registers,
       collect() {
         this.reset();
-        const installed = src.installedRules();
+        const installed = src.iptables()?.installed ?? null;
         if (installed === null) return;
         for (const [table, n] of countRules(installed.ipv4)) this.set({ table, ip_family: 'IPv4' }, n);
         if (installed.ipv6 !== '') for (const [table, n] of countRules(installed.ipv6)) this.set({ table, ip_family: 'IPv6' }, n);
@@ -372,8 +380,6 @@ export class ProxyMetrics {
 
   /** Called once per sync (not on the data path). */
   observeSync(r: SyncRecord, now = Date.now()): void {
-    // kube-proxy counts each failed iptables-restore; the iptables target fails only when its restore does.
-    for (const f of r.failures) if (f.target === 'iptables' && f.code === 'KUP_IPTABLES') this.restoreFailures.inc();
     if (!r.ok) return;
     const s = r.durationMs / 1000;
     this.syncDuration.observe(s);
@@ -400,6 +406,8 @@ export class ProxyMetrics {
     return this.registry.contentType;
   }
 }
+
+const FAMILY_LABEL = { ipv4: 'IPv4', ipv6: 'IPv6' } as const;
 
 /** Node's process.arch in Go's GOARCH spelling, as component-base's platform label has it. */
 const GO_ARCH: Partial<Record<string, string>> = {

@@ -45,8 +45,6 @@ export interface SyncRecord {
    * this sync applied (ms since epoch): network programming latency starts there.
    */
   readonly triggerTimes: readonly number[];
-  /** The targets that failed, with the KupError code they threw (iptables-restore failures are KUP_IPTABLES). */
-  readonly failures: readonly { readonly target: string; readonly code: string | undefined }[];
   readonly diff: TableDiff;
 }
 
@@ -199,7 +197,6 @@ export class Syncer {
       ok,
       servicesChanged,
       triggerTimes,
-      failures: failed.map((f) => ({ target: f.target, code: f.code })),
       diff,
     };
     for (const fn of this.listeners) fn(record);
