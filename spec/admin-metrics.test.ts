@@ -1,5 +1,5 @@
 import dgram from 'node:dgram';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import t from 'tap';
 import { echoThrough, fixtureYaml, get, LOOPBACK, startCluster } from './support/admin-fixture.js';
 import { waitFor } from './support/wait.js';
@@ -122,7 +122,104 @@ t.test('series of a service go when the service goes', async (t) => {
   await waitFor('no dns series any more', async () => !(await has()), 8000);
   const m = parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
   t.ok((m.get('kubeproxy_sync_proxy_rules_service_changes_total') ?? 0) >= 5, 'service changes counted');
-  t.ok((m.get('kubeproxy_network_programming_duration_seconds_count') ?? 0) >= 1, 'the change was programmed and measured');
+});
+
+t.test("network programming latency starts at the slice's last-change-trigger-time", async (t) => {
+  const c = await startCluster(t.testdir());
+  t.teardown(() => c.close());
+  const before = parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
+  t.equal(before.get('kubeproxy_network_programming_duration_seconds_count'), 0, 'no slice carried a trigger time yet');
+  // Trigger times from before kup started are ignored (kube-proxy's rule): let the proxy be older than the change.
+  await new Promise((r) => setTimeout(r, 2500));
+  const trigger = new Date(Date.now() - 2000).toISOString();
+  await writeFile(
+    c.file,
+    fixtureYaml(c.ports).replace(
+      'metadata: { name: api-1, namespace: shop, labels: { kubernetes.io/service-name: api } }',
+      `metadata: { name: api-1, namespace: shop, labels: { kubernetes.io/service-name: api }, annotations: { endpoints.kubernetes.io/last-change-trigger-time: "${trigger}" } }`,
+    ),
+  );
+  let m = before;
+  await waitFor(
+    'the change to be measured',
+    async () => {
+      m = parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
+      return (m.get('kubeproxy_network_programming_duration_seconds_count') ?? 0) >= 1;
+    },
+    8000,
+  );
+  t.equal(m.get('kubeproxy_network_programming_duration_seconds_count'), 1, 'one observation: one slice changed');
+  const sum = m.get('kubeproxy_network_programming_duration_seconds_sum') ?? 0;
+  t.ok(sum >= 2 && sum < 10, `observed ${sum}s: from the trigger time 2 s ago, not from when kup read the file`);
+  t.equal(m.get('kubeproxy_network_programming_duration_seconds_bucket{le="1"}'), 0, 'nothing under a second');
+});
+
+t.test("kubernetes_build_info names kup's version", async (t) => {
+  const c = await startCluster(t.testdir());
+  t.teardown(() => c.close());
+  const pkg = JSON.parse(await readFile('package.json', 'utf8')) as { version: string };
+  const [major, minor] = pkg.version.split('.');
+  const m = parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
+  const arch = process.arch === 'x64' ? 'amd64' : process.arch;
+  t.equal(
+    m.get(
+      `kubernetes_build_info{major="${major}",minor="${minor}",git_version="v${pkg.version}",git_commit="",git_tree_state="",build_date="",go_version="",compiler="",platform="${process.platform}/${arch}"}`,
+    ),
+    1,
+  );
+});
+
+t.test('no_local_endpoints counts service ports, and only those with endpoints elsewhere', async (t) => {
+  const c = await startCluster(t.testdir());
+  t.teardown(() => c.close());
+  const scrape = async (): Promise<Map<string, number>> => parseProm((await get(`${c.metricsUrl}/metrics`)).text).samples;
+  const gauge = (m: Map<string, number>, policy: string): number | undefined =>
+    m.get(`kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="${policy}"}`);
+  const first = await scrape();
+  t.equal(gauge(first, 'internal'), 0);
+  t.equal(gauge(first, 'external'), 0);
+  // remote: three ports, Local both ways, its one endpoint on node-b. none: Local, no endpoints anywhere.
+  const extra = `  - apiVersion: v1
+    kind: Service
+    metadata: { name: remote, namespace: shop }
+    spec:
+      type: NodePort
+      clusterIP: 10.96.0.30
+      internalTrafficPolicy: Local
+      externalTrafficPolicy: Local
+      ports:
+        - { name: a, protocol: TCP, port: 81, targetPort: 8080, nodePort: 30091 }
+        - { name: b, protocol: TCP, port: 82, targetPort: 8080, nodePort: 30092 }
+        - { name: c, protocol: TCP, port: 83, targetPort: 8080, nodePort: 30093 }
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: { name: remote-1, namespace: shop, labels: { kubernetes.io/service-name: remote } }
+    addressType: IPv4
+    ports: [{ name: a, protocol: TCP, port: ${c.ports.echoB} }, { name: b, protocol: TCP, port: ${c.ports.echoB} }, { name: c, protocol: TCP, port: ${c.ports.echoB} }]
+    endpoints:
+      - { addresses: [127.0.0.1], conditions: { ready: true }, nodeName: node-b }
+  - apiVersion: v1
+    kind: Service
+    metadata: { name: none, namespace: shop }
+    spec:
+      type: NodePort
+      clusterIP: 10.96.0.31
+      internalTrafficPolicy: Local
+      externalTrafficPolicy: Local
+      ports: [{ name: a, protocol: TCP, port: 84, targetPort: 8080, nodePort: 30094 }]
+`;
+  await writeFile(c.file, fixtureYaml(c.ports) + extra);
+  let m = first;
+  await waitFor(
+    'the services to be in',
+    async () =>
+      (m = await scrape()).has(
+        `kup_connections_accepted_total{namespace="shop",service="remote",port="c",protocol="TCP",listener="internal"}`,
+      ),
+    8000,
+  );
+  t.equal(gauge(m, 'internal'), 3, 'three ports of remote; none has no endpoints at all, so it is not counted');
+  t.equal(gauge(m, 'external'), 3, 'the same for the NodePorts');
 });
 
 t.test('/proxyMode and the metrics server /healthz', async (t) => {

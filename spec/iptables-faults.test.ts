@@ -30,6 +30,15 @@ async function healthz(ns: Netns): Promise<number> {
   return Number(r.stdout.trim());
 }
 
+/** One sample of kup's /metrics inside the namespace (-1 when absent). */
+async function metric(ns: Netns, name: string): Promise<number> {
+  const r = await ns.exec(NODE_BIN, [
+    '-e',
+    `require('http').get('http://127.0.0.1:10249/metrics',r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{const l=b.split('\\n').find(l=>l.startsWith(${JSON.stringify(name + ' ')}));console.log(l===undefined?-1:Number(l.split(' ')[1]))})}).on('error',()=>console.log(-1))`,
+  ]);
+  return Number(r.stdout.trim());
+}
+
 async function suite(t: Test): Promise<void> {
   const client = await createNetns(t, 'client');
   const node = await createNetns(t, 'node');
@@ -76,8 +85,9 @@ async function suite(t: Test): Promise<void> {
       '2s',
       '--min-sync-period',
       '0',
+      // Inside the test's namespace: the metrics are scraped there.
       '--metrics-bind-address',
-      '',
+      '127.0.0.1:10249',
       // Its own lock: another test's kup in another namespace must not look like a second kup on this node.
       '--state-dir',
       join(dir, 'state'),
@@ -96,6 +106,10 @@ async function suite(t: Test): Promise<void> {
   let health = 0;
   await waitFor('health to turn 503', async () => (health = await healthz(node)) === 503, 15_000, 250);
   t.equal(health, 503, 'health says 503 while syncs fail');
+  t.ok(
+    (await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}')) >= 1,
+    'each failed restore is counted',
+  );
 
   rmSync(flag);
   let r: { ok: boolean; reply?: string } = { ok: false };
@@ -103,6 +117,28 @@ async function suite(t: Test): Promise<void> {
   t.equal(r.reply, 'pod-1', 'retried with backoff until the rules went in: the ClusterIP works');
   await waitFor('health to turn 200', async () => (health = await healthz(node)) === 200, 15_000, 250);
   t.equal(health, 200, 'and health is 200 again');
+  const failures = await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}');
+  t.equal(failures, log.match(/iptables sync failed/g)?.length ?? 0, 'one count per failed restore, as logged');
+  t.ok(failures >= 1, `${failures} failures counted`);
+  // The rules kup's restore script put in its own chains of the nat table (its jumps from PREROUTING/OUTPUT are not in the script, as in kube-proxy).
+  const save = await node.iptablesSave('ipv4');
+  const nat = save.slice(save.indexOf('*nat'));
+  const natRules = nat
+    .slice(0, nat.indexOf('COMMIT'))
+    .split('\n')
+    .filter((l) => l.startsWith('-A KUP-')).length;
+  t.ok(natRules > 0, 'kup has nat rules');
+  t.equal(
+    await metric(node, 'kubeproxy_sync_proxy_rules_iptables_total{table="nat",ip_family="IPv4"}'),
+    natRules,
+    'iptables_total counts exactly the nat rules installed',
+  );
+  await new Promise((r) => setTimeout(r, 2500));
+  t.equal(
+    await metric(node, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}'),
+    failures,
+    'a successful sync adds none',
+  );
 
   kup.kill('SIGTERM');
   const [code] = await new Promise<[number | null]>((res) => kup.once('exit', (c) => res([c])));

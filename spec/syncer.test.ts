@@ -26,7 +26,7 @@ function harness(failures: number) {
     flush() {
       const diff = pending;
       pending = EMPTY;
-      return { diff, warnings: [], servicesChanged: diff.added.length, oldestChangeTime: null };
+      return { diff, warnings: [], servicesChanged: diff.added.length, triggerTimes: [] };
     },
     current: () => table,
   };

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { hostUrl, type HostPort } from '../core/address.js';
 import type { ChangeTracker } from '../core/change-tracker.js';
 import type { Proxier } from '../dataplane/proxier.js';
+import type { IptablesMetrics } from '../iptables/applier.js';
 import type { RunConfig } from '../runtime/config.js';
 import type { EventRecorder } from '../sources/events.js';
 import type { Source } from '../sources/source.js';
@@ -31,6 +32,7 @@ export interface AdminTarget {
   readonly proxier: Pick<Proxier, 'get' | 'entries' | 'failures' | 'refreshUdpDrops'>;
   readonly syncer: Pick<Syncer, 'state' | 'onSync'>;
   installedRules(): string | null;
+  iptablesMetrics(): IptablesMetrics | null;
 }
 
 /**
@@ -63,7 +65,7 @@ export class Admin {
       proxier: rt.proxier,
       syncer: rt.syncer,
       source: rt.source,
-      installedRules: () => rt.installedRules(),
+      iptables: () => rt.iptablesMetrics(),
       nodeEligible: () => this.monitor.nodeEligibility.eligible,
     });
     this.events = rt.source.recorder?.() ?? null;

@@ -1,10 +1,12 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { isExternallyReachable, type ServicePort, type ServiceTable } from '../core/types.js';
 import type { ListenerStats } from '../dataplane/stats.js';
+import type { IptablesMetrics } from '../iptables/applier.js';
 import type { ChangeTracker } from '../core/change-tracker.js';
 import type { ServicePortListeners } from '../dataplane/proxier.js';
 import type { SourceState } from '../sources/source.js';
 import type { SyncRecord, SyncState } from '../sync/syncer.js';
+import { kupVersion } from '../runtime/version.js';
 import type { ListenerView } from './status.js';
 
 /** What the metrics read; a ProxyRuntime provides all of it. */
@@ -17,7 +19,8 @@ export interface MetricsSource {
   };
   readonly syncer: { readonly state: Readonly<SyncState> };
   readonly source: { state(): SourceState };
-  installedRules(): string | null;
+  /** The iptables applier's counts, or null when running without rules. */
+  iptables(): IptablesMetrics | null;
   /** Whether this node's Node says it should get load-balancer traffic. */
   nodeEligible(): boolean;
 }
@@ -95,10 +98,45 @@ export class ProxyMetrics {
     });
     this.programming = new Histogram({
       name: 'kubeproxy_network_programming_duration_seconds',
-      help: 'In-cluster network programming latency in seconds (from a change reaching the proxy to it being applied)',
+      help: "In Cluster Network Programming Latency in seconds (from the EndpointSlice's last-change-trigger-time to the change being applied)",
       buckets: PROGRAMMING_BUCKETS,
       registers,
     });
+    new Counter({
+      name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
+      help: 'Cumulative proxy iptables restore failures',
+      // ip_family as kube-proxy since 1.33; one series per family kup writes rules for.
+      labelNames: ['ip_family'],
+      registers,
+      collect() {
+        this.reset();
+        const ipt = src.iptables();
+        if (ipt === null) return;
+        for (const family of ipt.families) this.inc({ ip_family: FAMILY_LABEL[family] }, ipt.restoreFailures[family]);
+      },
+    });
+    const version = kupVersion();
+    const [major = '', minor = ''] = /^(\d+)\.(\d+)\./.exec(version)?.slice(1) ?? [];
+    // component-base's build info: what applies to a Node program is filled, the Go-specific fields stay empty.
+    new Gauge({
+      name: 'kubernetes_build_info',
+      help: 'A metric with a constant 1 value labeled by major, minor, git version, git commit, git tree state, build date, Go version, and compiler from which Kubernetes was built, and platform on which it is running.',
+      labelNames: ['major', 'minor', 'git_version', 'git_commit', 'git_tree_state', 'build_date', 'go_version', 'compiler', 'platform'],
+      registers,
+    }).set(
+      {
+        major,
+        minor,
+        git_version: `v${version}`,
+        git_commit: '',
+        git_tree_state: '',
+        build_date: '',
+        go_version: '',
+        compiler: '',
+        platform: `${process.platform}/${GO_ARCH[process.arch] ?? process.arch}`,
+      },
+      1,
+    );
     this.healthz = new Counter({
       name: 'kubeproxy_proxy_healthz_total',
       help: 'Cumulative proxy healthz HTTP status',
@@ -167,7 +205,7 @@ export class ProxyMetrics {
     // A gauge despite its name, as in kube-proxy.
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
-      help: 'Number of services with a Local traffic policy and no endpoints',
+      help: 'Number of service ports with a Local traffic policy and no local endpoints, while endpoints exist elsewhere',
       labelNames: ['traffic_policy'],
       registers,
       collect() {
@@ -179,11 +217,15 @@ export class ProxyMetrics {
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_iptables_total',
       help: 'Total number of iptables rules owned by kube-userspace-proxy',
-      labelNames: ['table'],
+      // ip_family as kube-proxy since 1.33, where each family's proxier sets its own series.
+      labelNames: ['table', 'ip_family'],
       registers,
       collect() {
         this.reset();
-        for (const [table, n] of countRules(src.installedRules())) this.set({ table }, n);
+        const installed = src.iptables()?.installed ?? null;
+        if (installed === null) return;
+        for (const [table, n] of countRules(installed.ipv4)) this.set({ table, ip_family: 'IPv4' }, n);
+        if (installed.ipv6 !== '') for (const [table, n] of countRules(installed.ipv6)) this.set({ table, ip_family: 'IPv6' }, n);
       },
     });
 
@@ -342,7 +384,8 @@ export class ProxyMetrics {
     const s = r.durationMs / 1000;
     this.syncDuration.observe(s);
     (r.full ? this.fullSyncDuration : this.partialSyncDuration).observe(s);
-    if (r.oldestChangeTime !== null && r.servicesChanged > 0) this.programming.observe(Math.max(0, now - r.oldestChangeTime) / 1000);
+    // One observation per slice change applied, from its trigger time, as kube-proxy; a failed sync's are dropped, as there.
+    for (const t of r.triggerTimes) this.programming.observe(Math.max(0, now - t) / 1000);
   }
 
   countHealthz(code: number): void {
@@ -364,16 +407,32 @@ export class ProxyMetrics {
   }
 }
 
-/** Services (not ports) with a Local policy whose local endpoint set is empty, per policy. */
+const FAMILY_LABEL = { ipv4: 'IPv4', ipv6: 'IPv6' } as const;
+
+/** Node's process.arch in Go's GOARCH spelling, as component-base's platform label has it. */
+const GO_ARCH: Partial<Record<string, string>> = {
+  x64: 'amd64',
+  ia32: '386',
+  arm64: 'arm64',
+  arm: 'arm',
+  ppc64: 'ppc64le',
+  s390x: 's390x',
+};
+
+/**
+ * Service ports with a Local policy and no local endpoint, per policy, as
+ * kube-proxy counts them: only when the port has endpoints elsewhere (with
+ * none at all the port is simply without endpoints, not a Local problem).
+ */
 export function noLocalEndpoints(table: ServiceTable): { internal: number; external: number } {
-  const internal = new Set<string>();
-  const external = new Set<string>();
+  let internal = 0;
+  let external = 0;
   for (const sp of table.values()) {
-    if (sp.localEndpoints.length > 0) continue;
-    if (sp.internalTrafficPolicy === 'Local') internal.add(sp.serviceName);
-    if (sp.externalTrafficPolicy === 'Local' && isExternallyReachable(sp)) external.add(sp.serviceName);
+    if (sp.localEndpoints.length > 0 || sp.clusterEndpoints.length === 0) continue;
+    if (sp.internalTrafficPolicy === 'Local') internal++;
+    if (sp.externalTrafficPolicy === 'Local' && isExternallyReachable(sp)) external++;
   }
-  return { internal: internal.size, external: external.size };
+  return { internal, external };
 }
 
 /** Rules per table in an iptables-restore script ("*nat" ... "-A ..." ... "COMMIT"). */

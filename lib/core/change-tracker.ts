@@ -1,4 +1,5 @@
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import { TRIGGER_TIME_ANNOTATION } from './kube-prune.js';
 import type { ObjectSnapshot, ObjectStore } from './object-store.js';
 import { asString, field, quote } from './object-fields.js';
 import { diffTables, type TableDiff } from './table-diff.js';
@@ -23,8 +24,12 @@ export interface FlushResult {
   /** Translation warnings of the services retranslated in this flush, one line each. */
   readonly warnings: readonly string[];
   readonly servicesChanged: number;
-  /** The oldest moment a change now applied was received (for network programming latency). */
-  readonly oldestChangeTime: number | null;
+  /**
+   * The last-change-trigger-time of each slice added or updated since the
+   * previous flush (ms since epoch), for network programming latency as
+   * kube-proxy measures it: from when the endpoints controller saw the change.
+   */
+  readonly triggerTimes: readonly number[];
 }
 
 interface SliceEntry {
@@ -53,7 +58,10 @@ export class ChangeTracker implements ObjectStore {
   private readonly ctx: { nodeName: string; nodeZone: string | null };
   private readonly onChange: () => void;
   private readonly byVersion: boolean;
-  private firstPendingTime: number | null = null;
+  /** Trigger times of the slice changes pending (one number each: cheap even in a burst). */
+  private triggerTimes: number[] = [];
+  /** Trigger times older than this tracker are ignored, as kube-proxy does: a restart would report the age of every slice. */
+  private readonly startTime = Date.now();
   /** kube-proxy's sync_proxy_rules_{service,endpoint}_changes_{pending,total}. */
   readonly counters = { serviceChangesPending: 0, endpointChangesPending: 0, serviceChangesTotal: 0, endpointChangesTotal: 0 };
   /** Objects refused at delivery (no usable name), one line each; drained by the caller. */
@@ -138,6 +146,9 @@ export class ChangeTracker implements ObjectStore {
       if (set === undefined) this.slicesByService.set(service, (set = new Set()));
       set.add(key);
       this.markEndpoints(service);
+      // A deleted slice has no trigger time to report (kube-proxy's rule); an added or updated one does.
+      const trigger = Date.parse(asString(field(slice, 'metadata', 'annotations', TRIGGER_TIME_ANNOTATION)) ?? '');
+      if (trigger > this.startTime) this.triggerTimes.push(trigger);
     }
   }
 
@@ -225,9 +236,9 @@ export class ChangeTracker implements ObjectStore {
     this.dirty.clear();
     this.counters.serviceChangesPending = 0;
     this.counters.endpointChangesPending = 0;
-    const oldestChangeTime = this.firstPendingTime;
-    this.firstPendingTime = null;
-    return { diff: diffTables(prevEntries, this.table, new Set(touched)), warnings, servicesChanged, oldestChangeTime };
+    const triggerTimes = this.triggerTimes;
+    this.triggerTimes = [];
+    return { diff: diffTables(prevEntries, this.table, new Set(touched)), warnings, servicesChanged, triggerTimes };
   }
 
   private unlinkSlice(key: string, service: ServiceName | null): void {
@@ -258,7 +269,6 @@ export class ChangeTracker implements ObjectStore {
   }
 
   private pending(): void {
-    if (this.firstPendingTime === null) this.firstPendingTime = Date.now();
     this.onChange();
   }
 }

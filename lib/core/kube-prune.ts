@@ -1,6 +1,9 @@
 import { asArray, asObject, type Obj } from './object-fields.js';
 import { PROXY_PROTOCOL_ANNOTATION } from './proxy-protocol.js';
 
+/** Set by the endpoints controller on each EndpointSlice it writes: when the Pod or Service change behind it happened. */
+export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
+
 /**
  * Only the fields kup reads (see translate.ts and change-tracker.ts), copied
  * out of a parsed Service, EndpointSlice or Node. `kubectl get -o yaml`
@@ -13,13 +16,13 @@ export function pruneKubeObject(obj: Obj): Obj {
   switch (obj['kind']) {
     case 'Service':
       return pick(obj, ['apiVersion', 'kind', 'spec'], {
-        metadata: pruneServiceMeta(obj['metadata']),
+        metadata: pruneMeta(obj['metadata'], PROXY_PROTOCOL_ANNOTATION),
         // translate reads status.loadBalancer.ingress[].ip / ipMode only.
         status: pruneLoadBalancer(obj['status']),
       });
     case 'EndpointSlice':
       return pick(obj, ['apiVersion', 'kind', 'addressType', 'ports'], {
-        metadata: pruneMeta(obj['metadata']),
+        metadata: pruneMeta(obj['metadata'], TRIGGER_TIME_ANNOTATION),
         endpoints: Array.isArray(obj['endpoints'])
           ? (obj['endpoints'] as unknown[]).map((e) => {
               const ep = asObject(e);
@@ -39,19 +42,16 @@ export function pruneKubeObject(obj: Obj): Obj {
   }
 }
 
-function pruneMeta(meta: unknown): unknown {
-  const m = asObject(meta);
-  // Annotations: kup reads none but a Service's kup.dev/proxy-protocol (pruneServiceMeta).
-  return m === undefined ? meta : pick(m, ['name', 'namespace', 'labels', 'resourceVersion'], {});
-}
-
-/** A Service's metadata keeps the one annotation kup reads (kup.dev/proxy-protocol). */
-function pruneServiceMeta(meta: unknown): unknown {
+/**
+ * Annotations: kup reads one per kind at most, kept by name: a Service's
+ * kup.dev/proxy-protocol, a slice's trigger time (network programming latency).
+ */
+function pruneMeta(meta: unknown, keepAnnotation?: string): unknown {
   const m = asObject(meta);
   if (m === undefined) return meta;
-  const value = asObject(m['annotations'])?.[PROXY_PROTOCOL_ANNOTATION];
+  const value = keepAnnotation === undefined ? undefined : asObject(m['annotations'])?.[keepAnnotation];
   return pick(m, ['name', 'namespace', 'labels', 'resourceVersion'], {
-    annotations: value === undefined ? undefined : { [PROXY_PROTOCOL_ANNOTATION]: value },
+    annotations: value === undefined || keepAnnotation === undefined ? undefined : { [keepAnnotation]: value },
   });
 }
 

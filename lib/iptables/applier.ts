@@ -46,6 +46,13 @@ export interface IptablesStatus {
 
 const WAIT_LOCK = ['-w', '5'];
 
+export interface IptablesMetrics {
+  readonly families: readonly ('ipv4' | 'ipv6')[];
+  /** The restore script of each family now installed ('' for IPv6 when unused); null before the first successful apply. */
+  readonly installed: { readonly ipv4: string; readonly ipv6: string } | null;
+  readonly restoreFailures: { readonly ipv4: number; readonly ipv6: number };
+}
+
 export class IptablesApplier {
   private readonly log: Logger;
   private readonly bindAddress: string;
@@ -65,6 +72,8 @@ export class IptablesApplier {
   private warnings: readonly string[] = [];
   /** The scripts of the last successful apply (what `kup rules` would print for this table). */
   private installed: { ipv4: string; ipv6: string } | null = null;
+  /** Failed iptables-restore runs per family (not other iptables commands: kube-proxy counts restores only). */
+  private readonly restoreFailures = { ipv4: 0, ipv6: 0 };
   /** What the last successful apply steered where; null until one (a restart leaves the last run's entries). */
   private steered: SteeredTable | null = null;
   private readonly conntrack: ConntrackCleaner;
@@ -145,6 +154,15 @@ export class IptablesApplier {
     }
   }
 
+  /** What the metrics read at scrape time (kube-proxy's sync_proxy_rules_iptables_* series, per family). */
+  metrics(): IptablesMetrics {
+    return {
+      families: this.families,
+      installed: this.installed === null ? null : { ...this.installed },
+      restoreFailures: { ...this.restoreFailures },
+    };
+  }
+
   /** The restore scripts now installed (IPv4, then IPv6 when used); null before the first successful apply. */
   installedRules(): string | null {
     if (this.installed === null) return null;
@@ -203,7 +221,10 @@ export class IptablesApplier {
     const started = Date.now();
     try {
       for (const family of this.families) {
-        await this.restore(backend[family], rendered[family]);
+        await this.restore(backend[family], rendered[family]).catch((err: unknown) => {
+          this.restoreFailures[family]++;
+          throw err;
+        });
         await this.ensureJumps(backend[family]);
       }
     } catch (err) {

@@ -7,7 +7,7 @@ import { createSource } from '../sources/create-source.js';
 import type { Source } from '../sources/source.js';
 import { withNodeObserver } from './node-observer.js';
 import { Syncer, type SyncTarget } from '../sync/syncer.js';
-import { IptablesApplier } from '../iptables/applier.js';
+import { IptablesApplier, type IptablesMetrics } from '../iptables/applier.js';
 import { iptablesUnavailableReason } from '../iptables/backend.js';
 import { iptablesSyncTarget } from '../iptables/sync-target.js';
 import { InstanceLock } from './instance-lock.js';
@@ -27,6 +27,8 @@ export interface ProxyRuntime {
   readonly iptables: IptablesApplier | null;
   /** The iptables-restore script(s) now installed, or null when running without rules. */
   installedRules(): string | null;
+  /** The iptables series of /metrics, read at scrape time; null when running without rules. */
+  iptablesMetrics(): IptablesMetrics | null;
   /** Health server (listening from start-up), metrics, /status and dashboard servers (listening once startProxy resolves). */
   readonly admin: Admin;
   /**
@@ -89,7 +91,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   const s = syncer;
   const installedRules = (): string | null => iptables?.installedRules() ?? null;
   // Before the first sync, so that sync is measured too; from the parts, not the runtime.
-  const admin = new Admin({ config, logger, source, tracker, proxier, syncer: s, installedRules });
+  const iptablesMetrics = (): IptablesMetrics | null => iptables?.metrics() ?? null;
+  const admin = new Admin({ config, logger, source, tracker, proxier, syncer: s, installedRules, iptablesMetrics });
   const runtime: ProxyRuntime = {
     config,
     logger,
@@ -99,6 +102,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     syncer: s,
     iptables,
     installedRules,
+    iptablesMetrics,
     admin,
     async reload() {
       if (stopping !== null) return 'stopping; nothing re-read';

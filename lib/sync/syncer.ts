@@ -40,8 +40,11 @@ export interface SyncRecord {
   readonly durationMs: number;
   readonly ok: boolean;
   readonly servicesChanged: number;
-  /** When the oldest change this sync applied was received (ms since epoch), if any. */
-  readonly oldestChangeTime: number | null;
+  /**
+   * The endpoints.kubernetes.io/last-change-trigger-time of each slice change
+   * this sync applied (ms since epoch): network programming latency starts there.
+   */
+  readonly triggerTimes: readonly number[];
   readonly diff: TableDiff;
 }
 
@@ -150,7 +153,7 @@ export class Syncer {
     this.state.lastQueuedTime = 0;
     const started = performance.now();
     const startedAt = this.clock.now();
-    const { diff, warnings, servicesChanged, oldestChangeTime } = this.opts.tracker.flush();
+    const { diff, warnings, servicesChanged, triggerTimes } = this.opts.tracker.flush();
     for (const w of warnings) this.opts.logger.warn(w);
     const change: SyncChange = { diff, table: this.opts.tracker.current(), full };
     const failed: { target: string; err: string; code: string | undefined }[] = [];
@@ -188,7 +191,14 @@ export class Syncer {
         this.opts.logger.error({ ...f, failures: this.state.consecutiveFailures, retryMs }, `${f.target} sync failed; retrying`);
       }
     }
-    const record: SyncRecord = { full, durationMs, ok, servicesChanged, oldestChangeTime, diff };
+    const record: SyncRecord = {
+      full,
+      durationMs,
+      ok,
+      servicesChanged,
+      triggerTimes,
+      diff,
+    };
     for (const fn of this.listeners) fn(record);
   }
 

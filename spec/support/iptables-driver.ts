@@ -35,7 +35,7 @@ const tracker = {
     const diff = diffTables(applied, desired.table);
     applied = desired.table;
     flushed = generation;
-    return { diff, warnings: [], servicesChanged: diff.added.length + diff.updated.length + diff.removed.length, oldestChangeTime: null };
+    return { diff, warnings: [], servicesChanged: diff.added.length + diff.updated.length + diff.removed.length, triggerTimes: [] };
   },
   current: () => applied,
 };
