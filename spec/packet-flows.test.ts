@@ -13,7 +13,7 @@
  * |--------------------------------------------|-------------------------------------------------------------|-----|
  * | masq: true/false on every flow             | ignored                                                     | a userspace proxy always dials the endpoint from the node; the client's address reaches a backend only by PROXY protocol (issue 13 item 10) |
  * | SCTP flows (TestClusterIPGeneral dns-sctp) | left out                                                    | kup does not proxy SCTP (it says so in /status "unsupported") |
- * | output "" (no rule matched)                | NONE: no endpoint answers (refused, unreachable or silence) | the packet leaves the node untouched; in the harness it goes nowhere |
+ * | output "" (no rule matched)                | NONE: the "world" namespace behind the node's default route answers | the packet leaves the node as it came; the world stands for wherever the address really routes |
  * | source 1.2.3.4 -> 1.2.3.4 (LB hairpin SNATed to the LB IP, TestLoadBalancer) | left out | a packet from the LB's own IP needs a cloud LB in front; the harness has none |
  * | TestCategorizeEndpoints endpoints 10.0.0.0-3 | 10.2.0.0-3                                                | 10.0.0.1/10.0.0.2 are the harness's node gateway and pod client |
  * | TestCategorizeEndpoints service 10.96.0.1  | 172.30.2.1                                                  | kept inside the harness's routed VIP space; the address itself plays no part |
@@ -434,7 +434,7 @@ for (const detector of [true, false]) {
       f('pod to LB with eTP:Local', POD, '5.6.7.8', 80, detector ? s2 : s2local, detector ? { differs: ITEM2 } : {}),
       f('node to ClusterIP with eTP:Local', NODE, '172.30.0.42', 80, s2),
       f('node to NodePort with eTP:Local', NODE, NODE, 3001, s1),
-      f('node to LB with eTP:Local', NODE, '5.6.7.8', 80, s2, { differs: ITEM1 }),
+      f('node to LB with eTP:Local', NODE, '5.6.7.8', 80, s2),
       f('external to ClusterIP with eTP:Local', CLIENT, '172.30.0.42', 80, s2),
       f('external to NodePort with eTP:Local', CLIENT, NODE, 3002, s2local),
       f('external to LB with eTP:Local', CLIENT, '5.6.7.8', 80, s2local),
@@ -750,7 +750,9 @@ if (await requireNetns(t)) {
   const bench = await FlowBench.create(t, cases);
   let flows = 0;
   let passed = 0;
+  let marked = 0;
   const failed: string[] = [];
+  const markedButPassing: string[] = [];
   for (const c of cases) {
     await t.test(c.upstream, async (t) => {
       await bench.apply(c);
@@ -759,6 +761,8 @@ if (await requireNetns(t)) {
         const o = outcomes[i]!;
         flows++;
         if (o.ok) passed++;
+        if (fl.differs !== undefined) marked++;
+        if (o.ok && fl.differs !== undefined) markedButPassing.push(`${c.upstream} / ${fl.name}`);
         else failed.push(`${c.upstream} / ${fl.name}${fl.differs !== undefined ? ` [${fl.differs.split(':')[0]}]` : ''}: ${o.detail}`);
         t.ok(
           o.ok,
@@ -770,6 +774,8 @@ if (await requireNetns(t)) {
       });
     });
   }
-  t.comment(`packet flows: ${cases.length} cases, ${flows} flows, ${passed} passed`);
+  t.comment(`packet flows: ${cases.length} cases, ${flows} flows, ${passed} passed (${marked} marked as differing until an issue-13 fix)`);
   for (const line of failed) t.comment(`failed: ${line}`);
+  // A marked flow that passes: its fix is in, and the mark can go.
+  for (const line of markedButPassing) t.comment(`marked but passing: ${line}`);
 }

@@ -1,19 +1,19 @@
 /**
  * The pods of a packet-flow case, run inside the pods namespace:
- * `flow-backends.js JSON` where JSON is a list of [ip, port, "TCP"|"UDP"].
- * Each socket is bound to its own IP:port and answers with that IP:port, so
- * the client learns which endpoint really served it. Prints "ready".
+ * `flow-backends.js JSON` where JSON is a list of [ip, port, "TCP"|"UDP", label?].
+ * Each socket is bound to its own IP:port and answers with that IP:port (or
+ * the label), so the client learns which endpoint really served it. Prints "ready".
  */
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 
-const specs = JSON.parse(process.argv[2] ?? '[]') as [string, number, 'TCP' | 'UDP'][];
+const specs = JSON.parse(process.argv[2] ?? '[]') as [string, number, 'TCP' | 'UDP', string?][];
 let pending = specs.length;
 const ready = (): void => {
   if (--pending === 0) process.stdout.write('ready\n');
 };
-for (const [ip, port, proto] of specs) {
-  const label = `${ip}:${port}`;
+for (const [ip, port, proto, name] of specs) {
+  const label = name ?? `${ip}:${port}`;
   if (proto === 'TCP') {
     const server = createServer((sock) => {
       sock.on('error', () => undefined);

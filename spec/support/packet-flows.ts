@@ -6,6 +6,14 @@
  *   external (203.0.113.2, 203.0.113.130) ── node (203.0.113.1; node IPs 192.168.0.2,
  *   192.168.1.2, 192.168.99.11 — upstream's testNodeIPs; runs kup) ── pods (10.0.0.2/8 and
  *   every endpoint and pod-source IP of every case; node side 10.0.0.1/8)
+ *                                   └── world (198.51.100.2: the node's default route)
+ *
+ * The node forwards, as a Kubernetes node does, so a packet no rule of kup's
+ * catches leaves by the default route for the "world" namespace, which
+ * answers every TCP connection and UDP datagram it is sent, whatever the
+ * address, with "world". So the client tells apart the four outcomes
+ * upstream's tables name: an endpoint's IP:port (proxied), "world" (no rule:
+ * upstream's ""), a refusal (REJECT), and silence (DROP).
  *
  * A flow's namespace follows from its source IP: 10/8 → pods, 203.0.113/24 → external,
  * anything else (the node's IPs, 127.0.0.1) → node. One backend process in
@@ -29,8 +37,18 @@ const SUPPORT = 'dist/spec/support';
 export const NODE_NAME = 'test-hostname';
 export const NODE_IPS = ['192.168.0.2', '192.168.1.2', '192.168.99.11'] as const;
 const STATUS_URL = 'http://127.0.0.1:10249/status';
+/** What the world answers: the packet left the node as it came, no rule of kup's caught it. */
+export const WORLD = 'world';
+const WORLD_PORT = 9;
+/** Every TCP connection and UDP datagram that reaches the world, to any address, goes to its one server. */
+const WORLD_RULES = `*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp -j REDIRECT --to-ports ${WORLD_PORT}
+-A PREROUTING -p udp -j REDIRECT --to-ports ${WORLD_PORT}
+COMMIT
+`;
 
-/** The endpoints that may answer (IP:port), or what the client must see instead. "NONE" is upstream's "" (no rule matched). */
+/** The endpoints that may answer (IP:port), or what the client must see instead. "NONE" is upstream's "" (no rule matched: the world answers). */
 export type Expect = readonly string[] | 'REJECT' | 'DROP' | 'NONE';
 
 export interface Flow {
@@ -138,11 +156,26 @@ export class FlowBench {
     await pods.run('ip', ['-batch', '-'], [...podIPs].map((ip) => `addr add ${ip}/32 dev ${l.aIf}`).join('\n') + '\n');
     await pods.run('ip', ['route', 'add', 'default', 'via', '10.0.0.1']);
     await external.run('ip', ['route', 'add', 'default', 'via', '203.0.113.1']);
-    // The node needs a route for the VIPs before its nat OUTPUT chain sees its own traffic;
-    // what no rule catches goes to the external namespace, which does not forward it.
-    await node.run('ip', ['route', 'add', 'default', 'via', '203.0.113.2']);
+    // The node's default route (needed anyway: its own packets are routed before its nat OUTPUT
+    // chain sees them) leads to the world, which answers whatever reaches it.
+    const world = await createNetns(t, 'flows13-world');
+    await link(world, ['198.51.100.2/24'], node, ['198.51.100.1/24']);
+    await node.run('ip', ['route', 'add', 'default', 'via', '198.51.100.2']);
+    await node.run('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    await world.run('ip', ['route', 'add', 'default', 'via', '198.51.100.1']);
+    await world.run('iptables-restore', [], WORLD_RULES);
     const bench = new FlowBench(node, pods, external);
     t.teardown(() => bench.stop());
+    const worldReady = await firstLine(
+      world.spawnNode(`${SUPPORT}/flow-backends.js`, [
+        JSON.stringify([
+          ['0.0.0.0', WORLD_PORT, 'TCP', WORLD],
+          ['0.0.0.0', WORLD_PORT, 'UDP', WORLD],
+        ]),
+      ]),
+      'world',
+    );
+    if (worldReady !== 'ready') throw new Error(`world: ${worldReady}`);
     const ready = await firstLine(pods.spawnNode(`${SUPPORT}/flow-backends.js`, [JSON.stringify([...backends.values()])]), 'backends');
     if (ready !== 'ready') throw new Error(`backends: ${ready}`);
     return bench;
@@ -234,7 +267,7 @@ const describe = (tries: readonly TryResult[]): string => tries.map((r) => r.rep
  * What the client saw against what upstream says. Answered: every try got an
  * answer, only from expected endpoints, and from each of them. REJECT: refused
  * (RST, or ICMP unreachable for UDP) within a second, never accepted. DROP:
- * nothing at all before the timeout. NONE (no rule): no endpoint answered.
+ * nothing at all before the timeout. NONE (no rule): the world answered.
  */
 export function judge(expect: Expect, tries: readonly TryResult[]): FlowOutcome {
   const seen = describe(tries);
@@ -244,7 +277,7 @@ export function judge(expect: Expect, tries: readonly TryResult[]): FlowOutcome 
     return { ok, detail: `want refused at once, saw ${seen}` };
   }
   if (expect === 'DROP') return { ok: tries.every((r) => r.error === 'TIMEOUT'), detail: `want no answer, saw ${seen}` };
-  if (expect === 'NONE') return { ok: tries.every((r) => r.reply === undefined), detail: `want no endpoint, saw ${seen}` };
+  if (expect === 'NONE') return { ok: tries.every((r) => r.reply === WORLD), detail: `want "${WORLD}" (no rule), saw ${seen}` };
   const want = new Set(expect);
   const got = new Set(tries.map((r) => r.reply ?? `(${r.error})`));
   const ok = tries.every((r) => r.reply !== undefined && want.has(r.reply)) && [...want].every((w) => got.has(w));
