@@ -241,7 +241,7 @@ export class FlowBench {
       if (r.code !== 0) throw new Error(`flow client in ${ns}: exit ${r.code}: ${r.stderr.trim()}`);
       Object.assign(results, JSON.parse(r.stdout.trim()) as Record<string, TryResult[]>);
     }
-    return c.flows.map((f, i) => judge(f.expect, results[String(i)] ?? []));
+    return c.flows.map((f, i) => judge(f, results[String(i)] ?? []));
   }
 
   private async stopKup(): Promise<void> {
@@ -267,9 +267,11 @@ const describe = (tries: readonly TryResult[]): string => tries.map((r) => r.rep
  * What the client saw against what upstream says. Answered: every try got an
  * answer, only from expected endpoints, and from each of them. REJECT: refused
  * (RST, or ICMP unreachable for UDP) within a second, never accepted. DROP:
- * nothing at all before the timeout. NONE (no rule): the world answered.
+ * nothing at all before the timeout. NONE (no rule): the world answered, or
+ * for a node address the node's own stack refused.
  */
-export function judge(expect: Expect, tries: readonly TryResult[]): FlowOutcome {
+export function judge(flow: Flow, tries: readonly TryResult[]): FlowOutcome {
+  const { expect } = flow;
   const seen = describe(tries);
   if (tries.length === 0) return { ok: false, detail: 'not run' };
   if (expect === 'REJECT') {
@@ -277,7 +279,13 @@ export function judge(expect: Expect, tries: readonly TryResult[]): FlowOutcome 
     return { ok, detail: `want refused at once, saw ${seen}` };
   }
   if (expect === 'DROP') return { ok: tries.every((r) => r.error === 'TIMEOUT'), detail: `want no answer, saw ${seen}` };
-  if (expect === 'NONE') return { ok: tries.every((r) => r.reply === WORLD), detail: `want "${WORLD}" (no rule), saw ${seen}` };
+  if (expect === 'NONE') {
+    // To one of the node's own addresses, a packet no rule catches meets the node's stack, where nothing listens.
+    if (flow.to.startsWith('127.') || (NODE_IPS as readonly string[]).includes(flow.to)) {
+      return { ok: tries.every((r) => r.error === 'ECONNREFUSED'), detail: `want refused by the node's stack (no rule), saw ${seen}` };
+    }
+    return { ok: tries.every((r) => r.reply === WORLD), detail: `want "${WORLD}" (no rule), saw ${seen}` };
+  }
   const want = new Set(expect);
   const got = new Set(tries.map((r) => r.reply ?? `(${r.error})`));
   const ok = tries.every((r) => r.reply !== undefined && want.has(r.reply)) && [...want].every((w) => got.has(w));
