@@ -230,6 +230,38 @@ cases.push({
   ],
 });
 
+// --- TestHealthCheckNodePort (nodePortAddresses 127.0.0.0/8; upstream's client 1.2.3.4 is an external one here)
+for (const deleted of [false, true]) {
+  cases.push({
+    upstream: `TestHealthCheckNodePort (${deleted ? 'service deleted' : 'eTP Local, no endpoints'})`,
+    flags: [...DETECTOR, '--nodeport-addresses', '127.0.0.0/8'],
+    objects: [
+      theNode(),
+      ...(deleted
+        ? []
+        : [
+            svc({
+              namespace: 'ns1',
+              name: 'svc1',
+              type: 'LoadBalancer',
+              externalTrafficPolicy: 'Local',
+              clusterIP: '172.30.0.42',
+              ports: [{ name: 'p80', port: 80, nodePort: 3001 }],
+              healthCheckNodePort: 30000,
+            }),
+          ]),
+    ],
+    flows: deleted
+      ? [f('health check node port gone with the service', CLIENT, NODE, 30000, 'NONE', { proto: 'HTTP' })]
+      : [
+          f('health check node port reachable', CLIENT, NODE, 30000, 'ACCEPT', { proto: 'HTTP' }),
+          f('pod to cluster IP without endpoints', POD, '172.30.0.42', 80, 'REJECT'),
+          f('external to NodePort without endpoints', CLIENT, NODE, 3001, 'REJECT'),
+          f('localhost to NodePort without endpoints', '127.0.0.1', '127.0.0.1', 3001, 'REJECT'),
+        ],
+  });
+}
+
 // --- TestOverallIPTablesRules / TestTracePacket: the services whose rules say DROP and REJECT
 cases.push({
   upstream: 'TestOverallIPTablesRules (svc2 eTP Local without local endpoints, svc5 loadBalancerSourceRanges, svc6 no endpoints)',

@@ -15,7 +15,8 @@ import { createSocket } from 'node:dgram';
 
 export interface Probe {
   readonly id: string;
-  readonly proto: 'TCP' | 'UDP';
+  /** HTTP: a TCP connection that sends a GET and keeps the status line (the node's health check servers answer only a request). */
+  readonly proto: 'TCP' | 'UDP' | 'HTTP';
   readonly src: string;
   readonly dst: string;
   readonly port: number;
@@ -43,13 +44,14 @@ function once(p: Probe): Promise<TryResult> {
       resolve({ ...r, ms: Date.now() - started });
     };
     const timer = setTimeout(() => done({ error: 'TIMEOUT' }), p.timeoutMs);
-    if (p.proto === 'TCP') {
+    if (p.proto !== 'UDP') {
       let reply = '';
       const sock = connect({ host: p.dst, port: p.port, localAddress: p.src });
+      if (p.proto === 'HTTP') sock.write(`GET / HTTP/1.0\r\nHost: ${p.dst}\r\n\r\n`);
       cleanup = () => sock.destroy();
       sock.setEncoding('utf8');
       sock.on('data', (d: string) => (reply += d));
-      sock.on('end', () => done(reply.trim() === '' ? { error: 'EOF' } : { reply: reply.trim() }));
+      sock.on('end', () => done(reply.trim() === '' ? { error: 'EOF' } : { reply: reply.trim().split('\r\n')[0]! }));
       sock.on('error', (err: NodeJS.ErrnoException) => done({ error: err.code ?? err.message }));
     } else {
       const sock = createSocket('udp4');

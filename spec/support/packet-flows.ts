@@ -48,15 +48,19 @@ const WORLD_RULES = `*nat
 COMMIT
 `;
 
-/** The endpoints that may answer (IP:port), or what the client must see instead. "NONE" is upstream's "" (no rule matched: the world answers). */
-export type Expect = readonly string[] | 'REJECT' | 'DROP' | 'NONE';
+/**
+ * The endpoints that may answer (IP:port), or what the client must see
+ * instead. "NONE" is upstream's "" (no rule matched: the world answers);
+ * "ACCEPT" is upstream's filter ACCEPT for a port the node itself serves (an HTTP answer from the node).
+ */
+export type Expect = readonly string[] | 'REJECT' | 'DROP' | 'NONE' | 'ACCEPT';
 
 export interface Flow {
   readonly name: string;
   readonly from: string;
   readonly to: string;
   readonly port: number;
-  readonly proto?: 'TCP' | 'UDP';
+  readonly proto?: 'TCP' | 'UDP' | 'HTTP';
   readonly expect: Expect;
   /** Set where kup is known to differ until an issue-13 fix is merged: the item and why. */
   readonly differs?: string;
@@ -88,7 +92,7 @@ function endpointsOf(c: FlowCase): [string, number, 'TCP' | 'UDP'][] {
     if (!Array.isArray(f.expect)) continue;
     for (const ep of f.expect as readonly string[]) {
       const i = ep.lastIndexOf(':');
-      out.push([ep.slice(0, i), Number(ep.slice(i + 1)), f.proto ?? 'TCP']);
+      out.push([ep.slice(0, i), Number(ep.slice(i + 1)), f.proto === 'UDP' ? 'UDP' : 'TCP']);
     }
   }
   // Every endpoint the objects name, on every port, so a wrong pick answers too (and is seen).
@@ -278,6 +282,8 @@ export function judge(flow: Flow, tries: readonly TryResult[]): FlowOutcome {
     const ok = tries.every((r) => r.error === 'ECONNREFUSED' && r.ms < 1000);
     return { ok, detail: `want refused at once, saw ${seen}` };
   }
+  if (expect === 'ACCEPT')
+    return { ok: tries.every((r) => r.reply?.startsWith('HTTP/') === true), detail: `want an HTTP answer, saw ${seen}` };
   if (expect === 'DROP') return { ok: tries.every((r) => r.error === 'TIMEOUT'), detail: `want no answer, saw ${seen}` };
   if (expect === 'NONE') {
     // To one of the node's own addresses, a packet no rule catches meets the node's stack, where nothing listens.
