@@ -82,16 +82,22 @@ async function startKup(
   const child = node.spawnNode(KUP, [...args, '--state-dir', join(dir, 'state'), '--metrics-bind-address', '', ...extra]);
   let text = '';
   child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
+  // Driven by the child's output, so nothing keeps polling once it has exited.
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no sync; stderr: ${text.slice(-2000)}`)), 20_000);
-    child.once('exit', (code) => reject(new Error(`exited ${code}; stderr: ${text.slice(-2000)}`)));
-    const check = (): void => {
-      if (/"msg":"synced \d+ service ports/.test(text)) {
-        clearTimeout(timer);
-        resolve();
-      } else setTimeout(check, 50);
+    const done = (err?: Error): void => {
+      clearTimeout(timer);
+      child.stderr!.off('data', check);
+      child.off('exit', onExit);
+      if (err === undefined) resolve();
+      else reject(err);
     };
-    check();
+    const timer = setTimeout(() => done(new Error(`no sync; stderr: ${text.slice(-2000)}`)), 20_000);
+    const onExit = (code: number | null): void => done(new Error(`exited ${code}; stderr: ${text.slice(-2000)}`));
+    const check = (): void => {
+      if (/"msg":"synced \d+ service ports/.test(text)) done();
+    };
+    child.stderr!.on('data', check);
+    child.on('exit', onExit);
   });
   return {
     log: () => text,
