@@ -151,6 +151,7 @@ async function suite(t: Test): Promise<void> {
     t.match(await probe(client, 'tcp', NODE_IP, 30080), { ok: false, error: 'ECONNREFUSED' }, `TCP ${NODE_IP}:30080 refused`);
     t.match(await probe(client, 'udp', NODE_IP, 30053), { ok: false }, `UDP ${NODE_IP}:30053 unanswered`);
     t.match(await probe(node, 'tcp', NODE_IP_2, 30080), { ok: true, reply: 'web' }, 'the node itself, at the selected address');
+    t.match(await probe(node, 'udp', NODE_IP_2, 30053), { ok: true, reply: 'dns' }, 'UDP too, the reply from the address asked');
     t.match(await probe(node, 'tcp', NODE_IP, 30080), { ok: false, error: 'ECONNREFUSED' }, 'not at the other');
     t.match(await probe(node, 'tcp', '127.0.0.1', 30080), { ok: false, error: 'ECONNREFUSED' }, 'nor at 127.0.0.1 (not selected)');
     t.equal(await kup.stop(), 0, 'exit 0');
