@@ -59,3 +59,16 @@ t.test('healthCheckNodePort answers as kube-proxy does, and follows the table', 
   await waitFor('lb is back to 200', async () => (await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status === 200, 8000);
   t.same(c.runtime.admin.healthCheckPorts(), [c.ports.hcLocal]);
 });
+
+t.test('with --nodeport-addresses, healthCheckNodePort listens only on the node addresses it selects (as kube-proxy)', async (t) => {
+  // A wildcard --bind-address would have it on every address; 127.0.0.1/32 selects the one loopback address the node holds.
+  const c = await startCluster(t.testdir(), { bindAddress: '0.0.0.0', nodePortAddresses: ['127.0.0.1/32'] });
+  t.teardown(() => c.close());
+  t.equal((await get(`http://${LOOPBACK}:${c.ports.hcLocal}/`)).status, 200, 'answers at the selected address');
+  const other = await new Promise<string>((r) => {
+    const s = net.connect(c.ports.hcLocal, '127.0.0.2');
+    s.on('connect', () => (s.destroy(), r('connected')));
+    s.on('error', (err: NodeJS.ErrnoException) => r(err.code ?? err.message));
+  });
+  t.equal(other, 'ECONNREFUSED', 'refused at another local address (127.0.0.2)');
+});

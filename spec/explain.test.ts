@@ -98,10 +98,22 @@ t.test('a NodePort matches on any address but says whether it is this machine', 
   t.equal(local.rule, '-p udp -m udp --dport 30053 -m addrtype --dst-type LOCAL');
   t.same(local.notes, [
     '192.0.2.99 is an address of this machine',
+    'only where --nodeport-addresses, when set, selects this address',
     'no usable endpoint: connections are refused at once (UDP datagrams dropped)',
   ]);
   const remote = explain(doc, parseDestination('203.0.113.1:30053'), here).matches[0]!;
   t.match(remote.notes[0], /matches only where 203\.0\.113\.1 is one of the node's own addresses/);
+});
+
+t.test('a NodePort at 127.0.0.1 is for the node itself (localhost NodePorts); at ::1 never', async (t) => {
+  const lo = explain(doc, parseDestination('127.0.0.1:30053/udp'), here).matches[0]!;
+  t.equal(lo.kind, 'NodePort');
+  t.match(
+    lo.notes.join('\n'),
+    /loopback: accepted from the node's own processes only \(not from the network\), unless --iptables-localhost-nodeports=false/,
+  );
+  const lo6 = explain(doc, parseDestination('[::1]:30053/udp'), here).matches[0]!;
+  t.match(lo6.notes.join('\n'), /::1 is never a NodePort address/);
 });
 
 t.test('the proxy port itself, addressed on the bind address', async (t) => {

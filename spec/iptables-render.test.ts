@@ -89,13 +89,17 @@ const GOLDEN_V4 = `*nat
 -A KUP-PORTALS-HOST -d 10.96.0.10/32 -m comment --comment default/web:http -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5:40001
 -A KUP-PORTALS-HOST -d 10.96.0.53/32 -m comment --comment kube-system/dns:dns-tcp -p tcp -m tcp --dport 53 -j DNAT --to-destination 10.0.0.5:40003
 -A KUP-PORTALS-HOST -d 10.96.0.53/32 -m comment --comment kube-system/dns:dns -p udp -m udp --dport 53 -j DNAT --to-destination 10.0.0.5:40002
--A KUP-NODEPORT-CONTAINER -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40008
--A KUP-NODEPORT-CONTAINER -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40005
--A KUP-NODEPORT-CONTAINER -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40007
--A KUP-NODEPORT-CONTAINER -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40001
+-A KUP-NODEPORT-CONTAINER ! -d 127.0.0.0/8 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40008
+-A KUP-NODEPORT-CONTAINER ! -d 127.0.0.0/8 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40005
+-A KUP-NODEPORT-CONTAINER ! -d 127.0.0.0/8 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40007
+-A KUP-NODEPORT-CONTAINER ! -d 127.0.0.0/8 -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40001
+-A KUP-NODEPORT-HOST -d 127.0.0.0/8 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -j DNAT --to-destination 127.0.0.1:40008
 -A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40008
+-A KUP-NODEPORT-HOST -d 127.0.0.0/8 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -j DNAT --to-destination 127.0.0.1:40005
 -A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40005
+-A KUP-NODEPORT-HOST -d 127.0.0.0/8 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -j DNAT --to-destination 127.0.0.1:40006
 -A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40006
+-A KUP-NODEPORT-HOST -d 127.0.0.0/8 -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -j DNAT --to-destination 127.0.0.1:40001
 -A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:40001
 COMMIT
 *filter
@@ -124,10 +128,10 @@ const GOLDEN_V6 = `*nat
 -A KUP-PORTALS-HOST -d fd00:96::51/128 -m comment --comment default/empty-udp:5353 -p udp -m udp --dport 5353 -j DNAT --to-destination [2001:db8:1::5]:40009
 -A KUP-PORTALS-HOST -d 2001:db8::250/128 -m comment --comment default/ext:8443 -p tcp -m tcp --dport 8443 -j DNAT --to-destination [2001:db8:1::5]:40004
 -A KUP-PORTALS-HOST -d fd00:96::10/128 -m comment --comment default/web:http -p tcp -m tcp --dport 80 -j DNAT --to-destination [2001:db8:1::5]:40001
--A KUP-NODEPORT-CONTAINER -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40008
--A KUP-NODEPORT-CONTAINER -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40005
--A KUP-NODEPORT-CONTAINER -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40007
--A KUP-NODEPORT-CONTAINER -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40001
+-A KUP-NODEPORT-CONTAINER ! -d ::1/128 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40008
+-A KUP-NODEPORT-CONTAINER ! -d ::1/128 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40005
+-A KUP-NODEPORT-CONTAINER ! -d ::1/128 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40007
+-A KUP-NODEPORT-CONTAINER ! -d ::1/128 -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40001
 -A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40008
 -A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40005
 -A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40006
@@ -152,7 +156,7 @@ t.test('golden: the fixture table, both families', async (t) => {
   t.equal(r.ipv4, GOLDEN_V4, 'IPv4 restore script');
   t.equal(r.ipv6, GOLDEN_V6, 'IPv6 restore script');
   t.same(r.warnings, []);
-  t.same(r.ruleCount, { ipv4: 37, ipv6: 22 });
+  t.same(r.ruleCount, { ipv4: 41, ipv6: 22 });
 });
 
 t.test('rendering is deterministic whatever the table order', async (t) => {

@@ -24,7 +24,7 @@ import { buildStatus, type StatusDocument } from './status.js';
 export interface AdminTarget {
   readonly config: Pick<
     RunConfig,
-    'nodeName' | 'bindAddress' | 'syncPeriodMs' | 'lbStrategy' | 'healthzBindAddress' | 'metricsBindAddress'
+    'nodeName' | 'bindAddress' | 'syncPeriodMs' | 'lbStrategy' | 'healthzBindAddress' | 'metricsBindAddress' | 'nodePortAddresses'
   >;
   readonly logger: Logger;
   readonly source: Pick<Source, 'kind' | 'state' | 'recorder'>;
@@ -71,6 +71,7 @@ export class Admin {
     this.events = rt.source.recorder?.() ?? null;
     this.serviceHealth = new ServiceHealthServers({
       host: rt.config.bindAddress,
+      nodePortAddresses: rt.config.nodePortAddresses,
       // kube-proxy's serviceProxyHealthy is the proxy's health alone, not the node's eligibility.
       healthy: () => this.health().proxyHealthy && !this.draining,
       log: rt.logger,

@@ -134,8 +134,13 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
             ? `${d.ip} is an address of this machine`
             : `matches only where ${d.ip} is one of the node's own addresses (it is not one of this machine's)`,
         ];
-        if (d.ip.startsWith('127.') || d.ip === '::1')
-          notes.push('loopback: NodePorts are accepted on local addresses other than loopback');
+        // The status document does not carry --iptables-localhost-nodeports / --nodeport-addresses: say what each allows.
+        if (d.ip.startsWith('127.'))
+          notes.push(
+            "loopback: accepted from the node's own processes only (not from the network), unless --iptables-localhost-nodeports=false or --nodeport-addresses leaves 127.0.0.0/8 out",
+          );
+        else if (d.ip === '::1') notes.push('::1 is never a NodePort address (IPv6 has no localhost NodePorts, as upstream)');
+        else notes.push('only where --nodeport-addresses, when set, selects this address');
         matches.push(match('NodePort', s, d, notes));
       }
     }

@@ -1,10 +1,12 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { errorMessage } from '../core/errors.js';
 import type { ServiceTable } from '../core/types.js';
 import type { EventRecorder } from '../sources/events.js';
 import { joinHostPort } from '../core/address.js';
 import { closeHttp, listenHttp } from './http-listen.js';
+import { resolveNodePortIPs } from '../core/nodeport-addresses.js';
+import { detectHostIPs, localAddresses } from '../iptables/host-ips.js';
 
 /** One LoadBalancer Service with externalTrafficPolicy Local, as its health check sees it. */
 export interface ServiceHealthTarget {
@@ -69,10 +71,14 @@ export function serviceHealthBody(t: ServiceHealthTarget, proxyHealthy: boolean)
  * local. Servers open and close as such services come and go.
  */
 export class ServiceHealthServers {
-  private readonly servers = new Map<number, { server: Server; target: ServiceHealthTarget }>();
+  /** One server per listen address (one, unless --nodeport-addresses selects several). */
+  private readonly servers = new Map<number, { servers: Server[]; target: ServiceHealthTarget }>();
   /** Ports that could not be opened, and why; retried at the next sync. */
   private readonly failed = new Map<number, string>();
   private readonly host: string;
+  private readonly nodePortAddresses: readonly string[];
+  /** Where the servers listen: resolved at the first sync, kept after (as kube-proxy resolves them at start). */
+  private hosts: readonly string[] | null = null;
   private readonly healthy: () => boolean;
   private readonly log: Logger;
   private readonly nodeName: string;
@@ -81,8 +87,21 @@ export class ServiceHealthServers {
   private syncing: Promise<void> = Promise.resolve();
 
   /** `events`: where FailedToStartServiceHealthcheck goes (the live source's recorder), null for none. */
-  constructor(opts: { host: string; healthy: () => boolean; log: Logger; nodeName: string; events: EventRecorder | null }) {
+  /**
+   * `host`: --bind-address, where they listen by default. `nodePortAddresses`
+   * (--nodeport-addresses), when it selects addresses, replaces it: as
+   * kube-proxy, health checks then listen on each selected node address.
+   */
+  constructor(opts: {
+    host: string;
+    nodePortAddresses?: readonly string[];
+    healthy: () => boolean;
+    log: Logger;
+    nodeName: string;
+    events: EventRecorder | null;
+  }) {
     this.host = opts.host;
+    this.nodePortAddresses = opts.nodePortAddresses ?? [];
     this.healthy = opts.healthy;
     this.log = opts.log;
     this.nodeName = opts.nodeName;
@@ -104,7 +123,18 @@ export class ServiceHealthServers {
     await this.syncing;
     const all = [...this.servers.values()];
     this.servers.clear();
-    await Promise.all(all.map((s) => closeHttp(s.server)));
+    await Promise.all(all.flatMap((s) => s.servers.map((server) => closeHttp(server))));
+  }
+
+  private async listenHosts(): Promise<readonly string[]> {
+    if (this.hosts !== null) return this.hosts;
+    const ips = resolveNodePortIPs(this.nodePortAddresses, localAddresses(), await detectHostIPs());
+    this.hosts = ips === null ? [this.host] : [...ips.ipv4, ...ips.ipv6];
+    if (ips !== null && this.hosts.length === 0)
+      this.log.warn('no node address matches --nodeport-addresses: service health checks are not served');
+    else if (ips !== null)
+      this.log.info({ addresses: this.hosts }, 'service health checks listen on the --nodeport-addresses node addresses');
+    return this.hosts;
   }
 
   private async doSync(table: ServiceTable): Promise<void> {
@@ -113,18 +143,20 @@ export class ServiceHealthServers {
     for (const [port, s] of [...this.servers]) {
       if (want.has(port) && want.get(port)?.name === s.target.name && want.get(port)?.namespace === s.target.namespace) continue;
       this.servers.delete(port);
-      await closeHttp(s.server);
+      await Promise.all(s.servers.map((server) => closeHttp(server)));
       this.log.info({ healthCheckNodePort: port, service: `${s.target.namespace}/${s.target.name}` }, 'closed service health check');
     }
     for (const key of [...this.failed.keys()]) if (!want.has(key)) this.failed.delete(key);
+    const hosts = await this.listenHosts();
+    if (hosts.length === 0) return;
     for (const [port, target] of want) {
       const have = this.servers.get(port);
       if (have !== undefined) {
         have.target = target;
         continue;
       }
-      const entry = { server: createServer(), target };
-      entry.server.on('request', (_req, res) => {
+      const entry = { servers: [] as Server[], target };
+      const answer = (_req: IncomingMessage, res: ServerResponse): void => {
         const healthy = this.healthy();
         const t = entry.target;
         res.writeHead(t.localEndpoints > 0 && healthy ? 200 : 503, {
@@ -133,13 +165,20 @@ export class ServiceHealthServers {
           'X-Load-Balancing-Endpoint-Weight': String(t.localEndpoints),
         });
         res.end(serviceHealthBody(t, healthy));
-      });
+      };
+      let host = this.host;
       try {
-        await listenHttp(entry.server, this.host, port, `health check of ${target.namespace}/${target.name}`);
+        for (host of hosts) {
+          const server = createServer(answer);
+          await listenHttp(server, host, port, `health check of ${target.namespace}/${target.name}`);
+          entry.servers.push(server);
+        }
         this.servers.set(port, entry);
         this.failed.delete(port);
         this.log.info({ healthCheckNodePort: port, service: `${target.namespace}/${target.name}` }, 'serving service health check');
       } catch (err) {
+        // All of the port's addresses or none: the next sync tries them all again.
+        await Promise.all(entry.servers.map((server) => closeHttp(server)));
         const msg = errorMessage(err);
         if (this.failed.get(port) !== msg) this.log.error({ healthCheckNodePort: port }, `${msg}; will retry at the next sync`);
         this.failed.set(port, msg);
@@ -150,7 +189,7 @@ export class ServiceHealthServers {
           type: 'Warning',
           reason: 'FailedToStartServiceHealthcheck',
           action: 'Listen',
-          note: `node ${this.nodeName} failed to start healthcheck "${nsn}" on port ${port}: ${goListenError(this.host, port, err)}`,
+          note: `node ${this.nodeName} failed to start healthcheck "${nsn}" on port ${port}: ${goListenError(host, port, err)}`,
         });
       }
     }

@@ -74,9 +74,6 @@ export function mergeFlags(
         'kube-api qps/burst accepted: the live source lists once and then watches, with no client-side rate limiter to apply them to',
       );
     }
-    if (config.nodePortAddresses.length > 0) {
-      log.info({ nodePortAddresses: config.nodePortAddresses }, 'nodePortAddresses stored: kup does not restrict NodePorts by them yet');
-    }
     if (config.clusterCIDRs.length > 0 || config.detectLocal.mode !== '') {
       log.info(
         { clusterCIDR: config.clusterCIDRs, detectLocalMode: config.detectLocal.mode },

@@ -3,7 +3,8 @@ import { errorMessage, isKupError, KupError } from '../core/errors.js';
 import { hostsBlock } from '../core/loopback-address.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { cleanupIptables, cleanupKubeProxyIptables } from '../iptables/applier.js';
-import { detectHostIPs } from '../iptables/host-ips.js';
+import { resolveNodePortIPs } from '../core/nodeport-addresses.js';
+import { detectHostIPs, localAddresses } from '../iptables/host-ips.js';
 import { loadTable } from '../runtime/load-table.js';
 import { startProxy, type ProxyRuntime } from '../runtime/proxy-runtime.js';
 import { addAdminCommands } from './admin-commands.js';
@@ -70,8 +71,12 @@ function addRunFlags(cmd: Command): Command {
     )
     .option(
       '--nodeport-addresses <list>',
-      'CIDRs and primary/localhost/all, comma-separated (stored; kup does not restrict NodePorts yet)',
+      'NodePorts only on the node addresses in these CIDRs (or primary/localhost/all), comma-separated; empty: every local address',
       RUN_DEFAULTS.nodeportAddresses,
+    )
+    .option(
+      '--iptables-localhost-nodeports [bool]',
+      "accept NodePorts at 127.0.0.1 from the node's own processes (IPv4; as kube-proxy's iptables mode); false turns it off",
     )
     .addOption(
       new Option('--detect-local-mode <mode>', 'how local traffic is told (stored)')
@@ -251,8 +256,16 @@ export function buildProgram(): Command {
         serviceCIDR: config.serviceClusterIPRange,
       });
       for (const w of warnings) log.warn(w);
+      const hostIPs = await detectHostIPs();
       process.stdout.write(
-        rulesScript({ table, bindAddress: config.bindAddress, portRange: config.portRange, hostIPs: await detectHostIPs() }),
+        rulesScript({
+          table,
+          bindAddress: config.bindAddress,
+          portRange: config.portRange,
+          hostIPs,
+          nodePortIPs: resolveNodePortIPs(config.nodePortAddresses, localAddresses(), hostIPs),
+          localhostNodePorts: config.localhostNodePorts,
+        }),
       );
     });
 

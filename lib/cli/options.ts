@@ -5,6 +5,7 @@ import { LB_STRATEGIES, type LbStrategyName } from '../core/balancer/strategy.js
 import { parseDuration } from '../core/duration.js';
 import { DEFAULT_SERVICE_CIDR, parseServiceCIDR } from '../core/cluster-ip-range.js';
 import { KupError } from '../core/errors.js';
+import { NODEPORT_KEYWORDS } from '../core/nodeport-addresses.js';
 import { parsePortRange } from '../core/port-range.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
 import type { HostPort } from '../core/address.js';
@@ -37,6 +38,8 @@ export interface RunFlags {
   kubeApiBurst: string;
   clusterCidr: string;
   nodeportAddresses: string;
+  /** kube-proxy's --iptables-localhost-nodeports: "true" or "false" (a bare flag is true). */
+  iptablesLocalhostNodeports?: string | boolean;
   detectLocalMode: string;
   podBridgeInterface: string;
   podInterfaceNamePrefix: string;
@@ -159,15 +162,21 @@ function parseClusterCIDRs(flag: string, value: string): string[] {
   return cidrs;
 }
 
-/** kube-proxy's keywords for --nodeport-addresses, besides CIDRs. */
-const NODEPORT_KEYWORDS = new Set(['primary', 'localhost', 'all']);
-
 function parseNodePortAddresses(flag: string, value: string): string[] {
   const items = parseList(value);
   for (const c of items) {
     if (!NODEPORT_KEYWORDS.has(c) && parseCidr(c) === null) throw bad(`${flag}: "${c}" is neither a CIDR nor primary, localhost or all`);
   }
   return items;
+}
+
+/** Go's strconv.ParseBool spellings, as kube-proxy's boolean flags take them. */
+function parseBool(flag: string, value: string | boolean | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value === 'boolean') return value;
+  if (/^(1|t|true)$/i.test(value.trim())) return true;
+  if (/^(0|f|false)$/i.test(value.trim())) return false;
+  throw bad(`${flag}: "${value}" is neither true nor false`);
 }
 
 function parseDetectLocal(f: RunFlags, name: (k: keyof RunFlags, flag: string) => string): RunConfig['detectLocal'] {
@@ -232,6 +241,7 @@ export function parseRunFlags(f: RunFlags, labels: FlagLabels = {}): RunConfig {
     serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', f.serviceClusterIpRange ?? RUN_DEFAULTS.serviceClusterIpRange),
     clusterCIDRs: parseClusterCIDRs(name('clusterCidr', '--cluster-cidr'), f.clusterCidr ?? ''),
     nodePortAddresses: parseNodePortAddresses(name('nodeportAddresses', '--nodeport-addresses'), f.nodeportAddresses ?? ''),
+    localhostNodePorts: parseBool(name('iptablesLocalhostNodeports', '--iptables-localhost-nodeports'), f.iptablesLocalhostNodeports, true),
     detectLocal: parseDetectLocal(
       {
         ...f,

@@ -1,4 +1,5 @@
 import { needsExternalListener, type ProxyPortNumbers, type ServicePortKey, type ServiceTable } from '../core/types.js';
+import type { NodePortIPs } from '../core/nodeport-addresses.js';
 import type { PortRange } from '../core/port-range.js';
 import { formatJumpRule, jumpRules, renderRules, type HostIPs } from '../iptables/render.js';
 import { sortedPorts } from '../runtime/load-table.js';
@@ -11,6 +12,9 @@ export interface RulesScriptOptions {
   readonly bindAddress: string;
   readonly portRange: PortRange | null;
   readonly hostIPs: HostIPs;
+  /** --nodeport-addresses resolved against this machine's addresses; null or absent: every local address. */
+  readonly nodePortIPs?: NodePortIPs;
+  readonly localhostNodePorts?: boolean;
 }
 
 /**
@@ -31,6 +35,8 @@ export function rulesScript(opts: RulesScriptOptions): string {
     proxyPorts,
     bindAddress: opts.bindAddress,
     hostIPs: opts.hostIPs,
+    nodePortIPs: opts.nodePortIPs ?? null,
+    localhostNodePorts: opts.localhostNodePorts ?? true,
     commentSupported: true,
   });
   const out: string[] = [];

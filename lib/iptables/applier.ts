@@ -13,7 +13,8 @@ import { detectBackend, detectCommentSupport, familyUsable, type Backend, type F
 import { describeFailure, runCommand } from './command.js';
 import { ConntrackCleaner } from './conntrack.js';
 import { staleConntrackFilters, type SteeredTable } from '../core/conntrack-plan.js';
-import { detectHostIPs } from './host-ips.js';
+import { resolveNodePortIPs, type NodePortIPs } from '../core/nodeport-addresses.js';
+import { detectHostIPs, localAddresses } from './host-ips.js';
 import { renderKubeProxyCleanup } from './kube-proxy-cleanup.js';
 import { jumpRules, renderCleanup, renderRules, type HostIPs, type JumpRule } from './render.js';
 
@@ -23,6 +24,10 @@ export interface IptablesApplierOptions {
   readonly bindAddress: string;
   /** Override the detected node addresses (host-originated traffic is DNATed there). */
   readonly hostIPs?: HostIPs;
+  /** --nodeport-addresses as parsed (empty: NodePorts on every local address). */
+  readonly nodePortAddresses?: readonly string[];
+  /** --iptables-localhost-nodeports. Default true. */
+  readonly localhostNodePorts?: boolean;
   /** Per-binary timeout. Default 10 s. */
   readonly commandTimeoutMs?: number;
 }
@@ -59,6 +64,10 @@ export class IptablesApplier {
   private readonly timeoutMs: number;
   private hostIPs: HostIPs;
   private readonly explicitHostIPs: boolean;
+  private readonly nodePortAddresses: readonly string[];
+  private readonly localhostNodePorts: boolean;
+  /** The addresses NodePorts were last rendered for, as logged (a change is logged once). */
+  private nodePortIPsText = '';
   private backend: Backend | null = null;
   private commentSupported = true;
   private families: FamilyName[] = ['ipv4'];
@@ -90,6 +99,8 @@ export class IptablesApplier {
     this.hostIPs = options.hostIPs ?? {};
     this.timeoutMs = options.commandTimeoutMs ?? 10_000;
     this.explicitHostIPs = options.hostIPs !== undefined;
+    this.nodePortAddresses = options.nodePortAddresses ?? [];
+    this.localhostNodePorts = options.localhostNodePorts ?? true;
     this.conntrack = new ConntrackCleaner(this.log, this.timeoutMs);
   }
 
@@ -190,11 +201,14 @@ export class IptablesApplier {
     if (this.stopped || backend === null) throw new KupError('KUP_IPTABLES', 'the iptables applier is not running');
     // Re-read each apply: an address acquired (or changed) after start must not leave host traffic pointed at a stale one.
     if (!this.explicitHostIPs) this.hostIPs = await detectHostIPs();
+    const nodePortIPs = this.currentNodePortIPs();
     const rendered = renderRules({
       table,
       proxyPorts,
       bindAddress: this.bindAddress,
       hostIPs: this.hostIPs,
+      nodePortIPs,
+      localhostNodePorts: this.localhostNodePorts,
       commentSupported: this.commentSupported,
     });
     const warnings = [...rendered.warnings];
@@ -247,6 +261,28 @@ export class IptablesApplier {
         .then(() => this.conntrack.clear(stale))
         .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'conntrack cleanup failed'));
     }
+  }
+
+  /**
+   * The node's addresses --nodeport-addresses selects, re-read each apply (the
+   * node may gain or lose one; a periodic resync picks it up), logged when
+   * they change.
+   */
+  private currentNodePortIPs(): NodePortIPs {
+    const ips = resolveNodePortIPs(this.nodePortAddresses, localAddresses(), this.hostIPs);
+    if (ips !== null) {
+      const text = [...ips.ipv4, ...ips.ipv6].join(', ');
+      if (text !== this.nodePortIPsText) {
+        this.nodePortIPsText = text;
+        if (text === '')
+          this.log.warn(
+            { nodePortAddresses: this.nodePortAddresses },
+            'no node address matches --nodeport-addresses: NodePorts are not accepted anywhere',
+          );
+        else this.log.info({ nodePortAddresses: this.nodePortAddresses }, `NodePorts accepted on ${text}`);
+      }
+    }
+    return ips;
   }
 
   private async restore(bins: FamilyBinaries, script: string): Promise<void> {

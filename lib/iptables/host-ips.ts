@@ -54,3 +54,8 @@ export async function detectHostIPs(): Promise<HostIPs> {
   };
   return { ipv4: await pick('ipv4'), ipv6: await pick('ipv6') };
 }
+
+/** Every address the node holds now, loopback included: what --nodeport-addresses selects from. */
+export function localAddresses(): string[] {
+  return Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address.replace(/%.*$/, '')));
+}

@@ -18,6 +18,7 @@
  * reported in `warnings`, so a malformed object can never inject a rule.
  */
 import { familyName, HOST_PREFIX, isValidPort, joinHostPort, parseCidr, type FamilyName } from '../core/address.js';
+import { isLoopbackIP, type NodePortIPs } from '../core/nodeport-addresses.js';
 import { portLabel, type ProxyPortNumbers, type ServicePort, type ServicePortKey, type ServiceTable } from '../core/types.js';
 
 export type RuleTable = 'nat' | 'filter';
@@ -51,6 +52,14 @@ export interface RenderInput {
   /** The listeners' bind address: a wildcard ("0.0.0.0", "::") or one local address. */
   readonly bindAddress: string;
   readonly hostIPs?: HostIPs;
+  /** The node's addresses that accept NodePorts (--nodeport-addresses resolved); null or absent: every local address. */
+  readonly nodePortIPs?: NodePortIPs;
+  /**
+   * NodePorts at 127.0.0.0/8 for the node's own processes (IPv4 only, as
+   * upstream); with nodePortIPs, only at the loopback addresses it holds.
+   * Default true (kube-proxy's iptables mode).
+   */
+  readonly localhostNodePorts?: boolean;
   /** False where the kernel/iptables lacks the comment match: rules are then rendered without it. */
   readonly commentSupported: boolean;
 }
@@ -281,10 +290,40 @@ export function renderRules(input: RenderInput): RenderedRules {
       }
       if (isValidPort(sp.nodePort)) {
         hasRules = true;
-        const npMatch = [...comment, '-p', proto, '-m', proto, '--dport', String(sp.nodePort), '-m', 'addrtype', '--dst-type', 'LOCAL'];
-        nat(CHAINS.nodePortContainer, [...npMatch, ...containerTarget(externalPort)]);
-        // Loopback is not a NodePort address (as in modern kube-proxy).
-        nat(CHAINS.nodePortHost, ['!', '-d', LOOPBACK_NET[family], ...npMatch, ...hostTargetArgs(internalPort)]);
+        const npMatch = [...comment, '-p', proto, '-m', proto, '--dport', String(sp.nodePort)];
+        const localhost = family === 'ipv4' && (input.localhostNodePorts ?? true);
+        // The node's own traffic to 127.0.0.0/8 is DNATed to loopback (or the
+        // bound address): the reply then leaves from the address conntrack
+        // expects, so a connected UDP client accepts it (DNAT to the node's
+        // address would have a wildcard socket answer from 127.0.0.1). Both
+        // ends stay local, so unlike upstream (which DNATs to pod IPs and
+        // needs route_localnet=1 plus a martian-packet DROP) no sysctl is
+        // changed. Never matched in PREROUTING: a packet arriving from outside
+        // addressed to 127/8 stays a martian the kernel drops.
+        const loopbackArgs = (): string[] => [
+          '-j',
+          'DNAT',
+          '--to-destination',
+          joinHostPort(wildcard ? LOOPBACK.ipv4 : bind, internalPort),
+        ];
+        const allowed = input.nodePortIPs?.[family] ?? null;
+        if (allowed === null) {
+          const local = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
+          nat(CHAINS.nodePortContainer, ['!', '-d', LOOPBACK_NET[family], ...npMatch, ...local, ...containerTarget(externalPort)]);
+          if (localhost) nat(CHAINS.nodePortHost, ['-d', LOOPBACK_NET.ipv4, ...npMatch, ...loopbackArgs()]);
+          nat(CHAINS.nodePortHost, ['!', '-d', LOOPBACK_NET[family], ...npMatch, ...local, ...hostTargetArgs(internalPort)]);
+        } else {
+          // --nodeport-addresses: exactly the node's addresses it selects.
+          for (const ip of allowed) {
+            const dst = ['-d', `${ip}/${hostPrefix}`];
+            if (isLoopbackIP(ip)) {
+              if (localhost) nat(CHAINS.nodePortHost, [...dst, ...npMatch, ...loopbackArgs()]);
+              continue;
+            }
+            nat(CHAINS.nodePortContainer, [...dst, ...npMatch, ...containerTarget(externalPort)]);
+            nat(CHAINS.nodePortHost, [...dst, ...npMatch, ...hostTargetArgs(internalPort)]);
+          }
+        }
       }
 
       if (hasRules) {

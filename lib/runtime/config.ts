@@ -56,8 +56,18 @@ export interface RunConfig {
   readonly serviceClusterIPRange: ServiceCIDR;
   /** --cluster-cidr: the pods' CIDRs (one per family). Stored for --detect-local-mode ClusterCIDR; kup does not tell local traffic apart yet. */
   readonly clusterCIDRs: readonly string[];
-  /** --nodeport-addresses: CIDRs and keywords (primary, localhost, all); stored, kup does not restrict NodePorts by them yet. */
+  /**
+   * --nodeport-addresses: CIDRs and keywords (primary, localhost, all). Empty:
+   * NodePorts on every local address; else only on the node's addresses they
+   * select (lib/core/nodeport-addresses.ts).
+   */
   readonly nodePortAddresses: readonly string[];
+  /**
+   * --iptables-localhost-nodeports (default true, as kube-proxy's iptables
+   * mode): the node's own processes reach NodePorts at 127.0.0.0/8 (IPv4
+   * only), when nodePortAddresses is empty or selects a loopback address.
+   */
+  readonly localhostNodePorts: boolean;
   /** --detect-local-mode and its options; stored, as above. */
   readonly detectLocal: {
     readonly mode: DetectLocalMode;

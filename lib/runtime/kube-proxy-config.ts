@@ -27,6 +27,7 @@ export type KubeProxyFileFlag =
   | 'kubeApiBurst'
   | 'hostnameOverride'
   | 'nodeportAddresses'
+  | 'iptablesLocalhostNodeports'
   | 'clusterCidr'
   | 'detectLocalMode'
   | 'podBridgeInterface'
@@ -137,7 +138,13 @@ const SCHEMA: Schema = {
     minSyncPeriod: toFlag('minSyncPeriod'),
     masqueradeBit: ignored,
     masqueradeAll: ignored,
-    localhostNodePorts: ignored,
+    // *bool upstream: null means the default (true), false turns them off, so not toFlag (whose zero is "unset").
+    localhostNodePorts: (value, path, { origin, settings }) => {
+      if (value === null || value === undefined) return;
+      if (typeof value !== 'boolean') throw bad(origin, `${path}: ${printable(value)} is not true or false`);
+      settings.flags.iptablesLocalhostNodeports = String(value);
+      settings.fieldOf.iptablesLocalhostNodeports = path;
+    },
     snatNodeInternalIP: ignored,
   },
   ipvs: ignored,
@@ -268,6 +275,7 @@ export function encodeKubeProxyConfiguration(config: RunConfig): string {
     iptables: {
       syncPeriod: formatDuration(config.syncPeriodMs),
       minSyncPeriod: formatDuration(config.minSyncPeriodMs),
+      localhostNodePorts: config.localhostNodePorts,
     },
     conntrack: { udpTimeout: formatDuration(config.udpTimeoutMs) },
     portRange: config.portRange === null ? '' : `${config.portRange.base}-${config.portRange.base + config.portRange.size - 1}`,

@@ -195,7 +195,12 @@ async function startIptables(config: RunConfig, logger: Logger): Promise<{ appli
   // here, leaving the running one's chains alone.
   const lock = await InstanceLock.acquire(config.stateDir);
   // The syncer owns the full resyncs (every --sync-period) that repair rules removed by others, and the retries.
-  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress });
+  const applier = new IptablesApplier({
+    logger,
+    bindAddress: config.bindAddress,
+    nodePortAddresses: config.nodePortAddresses,
+    localhostNodePorts: config.localhostNodePorts,
+  });
   try {
     await applier.start();
   } catch (err) {

@@ -28,6 +28,7 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
     kubeApiBurst: 10,
     clusterCIDRs: [],
     nodePortAddresses: [],
+    localhostNodePorts: true,
     detectLocal: { mode: '', bridgeInterface: '', interfaceNamePrefix: '' },
     ...overrides,
   };
