@@ -50,6 +50,8 @@ export interface ChangeFigures {
   /** Changes that took longer than 20 ms (the target for p99). */
   readonly over20ms: number;
   readonly failed: number;
+  /** Each change's latency in issue order (ms, rounded to 0.1; -1 when never reached), for finding what an outlier met. */
+  readonly samples: readonly number[];
 }
 
 /** First port of --proxy-port-range: the first listener kup opens, probed from spawn on. */
@@ -264,6 +266,7 @@ async function changesAt(
   stride: number,
 ): Promise<ChangeFigures> {
   const lat: number[] = [];
+  const samples: number[] = new Array<number>(count).fill(-1);
   let failed = 0;
   const start = performance.now();
   const one = async (j: number): Promise<void> => {
@@ -286,6 +289,7 @@ async function changesAt(
     while (performance.now() - t0 < 10_000) {
       if ((await probeData(proxyPort)) === 'm') {
         lat.push(performance.now() - t0);
+        samples[j] = Math.round((performance.now() - t0) * 10) / 10;
         return;
       }
       await sleep(2);
@@ -312,6 +316,7 @@ async function changesAt(
     maxms: sorted[sorted.length - 1] ?? NaN,
     over20ms: lat.filter((x) => x > 20).length,
     failed,
+    samples,
   };
 }
 
