@@ -79,8 +79,9 @@ export function proxyPortsFromLog(log: string): Map<string, number> {
 }
 
 export const kupRunArgs = (source: string, entry = 'dist/bin/kup.js'): string[] => [
-  // As the shebang and the image start it: no inspector on SIGUSR1.
+  // As the shebang and the image start it: no inspector on SIGUSR1, a small young generation.
   '--disable-sigusr1',
+  '--max-semi-space-size=8',
   entry,
   'run',
   '--source',

@@ -25,6 +25,8 @@ export interface StartupFigures {
   readonly firstServedSeconds: number;
   /** Wall time from spawn to the "synced" line (every listener open). */
   readonly allServingSeconds: number;
+  /** From kup's "initial list ... delivered" line to its "synced" line (both stamped by kup): serving after the list arrived. */
+  readonly afterListSeconds: number;
   readonly rssMiB: number;
   readonly openFiles: number;
   readonly fdLimit: number;
@@ -33,17 +35,23 @@ export interface StartupFigures {
 export interface ControlPlaneResult {
   readonly small: StartupFigures | null;
   readonly large: StartupFigures | null;
-  readonly changes: {
-    readonly count: number;
-    readonly servicesPresent: number;
-    readonly p50ms: number;
-    readonly p99ms: number;
-    readonly maxms: number;
-    /** Changes that took longer than 100 ms (the target for p99). */
-    readonly over100ms: number;
-    readonly failed: number;
-  } | null;
+  readonly changes: readonly ChangeFigures[] | null;
   readonly flags: string;
+}
+
+export interface ChangeFigures {
+  /** EndpointSlice changes issued per second, each to a different service. */
+  readonly perSecond: number;
+  readonly count: number;
+  readonly servicesPresent: number;
+  readonly p50ms: number;
+  readonly p99ms: number;
+  readonly maxms: number;
+  /** Changes that took longer than 20 ms (the target for p99). */
+  readonly over20ms: number;
+  readonly failed: number;
+  /** Each change's latency in issue order (ms, rounded to 0.1; -1 when never reached), for finding what an outlier met. */
+  readonly samples: readonly number[];
 }
 
 /** First port of --proxy-port-range: the first listener kup opens, probed from spawn on. */
@@ -144,8 +152,12 @@ async function startup(
   await api.writeKubeconfig(kubeconfig);
   opts.log(`API server double holds ${services} services, ${services * perService} endpoints`);
 
+  // KUP_BENCH_KUP_ENTRY=DIR/dist/bin/kup.js runs an earlier build (before/after figures);
+  // KUP_BENCH_NODE_ARGS="--heapsnapshot-signal=SIGUSR2" and the like go to kup's node.
+  const nodeArgs = (process.env.KUP_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
   const args = [
-    ...kupRunArgs('kubernetes'),
+    ...nodeArgs,
+    ...kupRunArgs('kubernetes', process.env.KUP_BENCH_KUP_ENTRY ?? undefined),
     '--kubeconfig',
     kubeconfig,
     '--hostname-override',
@@ -167,6 +179,8 @@ async function startup(
     }
     const m = await waitForLog(p, /synced ([\d,]+) service ports, ([\d,]+) endpoints in ([\d.]+)s/, 120_000);
     const allServing = (performance.now() - t0) / 1000;
+    const listAt = logTime(p.output(), /initial list of services and endpointslices delivered/);
+    const syncedAt = logTime(p.output(), /"msg":"synced /);
     await sleep(500);
     const figures: StartupFigures = {
       services: Number(m[1]!.replace(/,/g, '')),
@@ -174,6 +188,7 @@ async function startup(
       syncedSeconds: Number(m[3]),
       firstServedSeconds: firstServed,
       allServingSeconds: allServing,
+      afterListSeconds: (syncedAt - listAt) / 1000,
       rssMiB: treeMemoryKiB(p.pid).rss / 1024,
       openFiles: openFiles(p.pid),
       fdLimit: fdLimitOf(p.pid),
@@ -194,6 +209,13 @@ async function startup(
   }
 }
 
+/** kup's `time` stamp (ISO, ms) of the first log line matching `pattern`, in ms since epoch; NaN when none. */
+function logTime(output: string, pattern: RegExp): number {
+  const line = output.split('\n').find((l) => pattern.test(l));
+  const m = line === undefined ? null : /"time":"([^"]+)"/.exec(line);
+  return m === null ? NaN : Date.parse(m[1]!);
+}
+
 function fdLimitOf(pid: number): number {
   try {
     const text = readFileSync(`/proc/${pid}/limits`, 'utf8');
@@ -204,82 +226,128 @@ function fdLimitOf(pid: number): number {
   }
 }
 
+/** One probe: what an endpoint sent before closing ('' from the sinks), or null when refused, reset or timed out. */
+function probeData(port: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    let data = '';
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve(null);
+    }, 1000);
+    s.on('data', (d: Buffer) => (data += d.toString()));
+    s.on('error', () => {
+      clearTimeout(t);
+      resolve(null);
+    });
+    s.once('end', () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(data);
+    });
+  });
+}
+
 /**
  * Latency from an EndpointSlice change to the first new connection reaching
- * the new endpoint: the slice of one service is replaced by one naming a fresh
- * endpoint, and the service's proxy port is probed every 2 ms until that
- * endpoint accepts a connection.
+ * the new endpoint, with changes arriving at `perSecond` (each to a different
+ * service): a service's slice is replaced by one naming the marker endpoint,
+ * which answers "m" where the old endpoints send nothing, and the service's
+ * proxy port is probed every 2 ms until a connection brings the "m" back.
  */
-async function changes(
-  opts: ControlPlaneOptions,
+async function changesAt(
   api: ApiServerDouble,
   ports: Map<string, number>,
   services: number,
-): Promise<NonNullable<ControlPlaneResult['changes']>> {
-  let markedAt = 0;
-  let waiting: (() => void) | null = null;
-  const marker = net.createServer((s) => {
-    s.on('error', () => {});
-    s.destroy();
-    if (waiting !== null) {
-      markedAt = performance.now();
-      const w = waiting;
-      waiting = null;
-      w();
-    }
-  });
-  await new Promise<void>((resolve) => marker.listen(0, '127.0.0.1', () => resolve()));
-  const markerPort = (marker.address() as net.AddressInfo).port;
+  markerPort: number,
+  perSecond: number,
+  count: number,
+  first: number,
+  stride: number,
+): Promise<ChangeFigures> {
   const lat: number[] = [];
+  const samples: number[] = new Array<number>(count).fill(-1);
   let failed = 0;
-  try {
-    for (let j = 0; j < opts.changes; j++) {
-      const i = Math.floor(((j + 0.5) * services) / opts.changes);
-      const proxyPort = ports.get(`scale/s${i}:${ENDPOINT_PORT_NAME}/TCP`);
-      if (proxyPort === undefined) {
-        failed++;
-        continue;
-      }
-      // Past the min-sync-period since the last change, as changes arrive on a quiet node.
-      await sleep(1100);
-      const reached = new Promise<void>((resolve) => (waiting = resolve));
-      const t0 = performance.now();
-      api.upsert(
-        endpointSlice({
-          namespace: 'scale',
-          service: `s${i}`,
-          name: `s${i}-1`,
-          endpoints: [{ ip: '127.0.0.1', ready: true, nodeName: 'bench-node' }],
-          ports: [{ name: ENDPOINT_PORT_NAME, port: markerPort }],
-        }),
-      );
-      let done = false;
-      void reached.then(() => (done = true));
-      while (!done && performance.now() - t0 < 10_000) {
-        await probe(proxyPort);
-        if (!done) await sleep(2);
-      }
-      if (!done) {
-        waiting = null;
-        failed++;
-        continue;
-      }
-      lat.push(markedAt - t0);
+  const start = performance.now();
+  const one = async (j: number): Promise<void> => {
+    const i = (first + j * stride) % services;
+    const proxyPort = ports.get(`scale/s${i}:${ENDPOINT_PORT_NAME}/TCP`);
+    if (proxyPort === undefined) {
+      failed++;
+      return;
     }
-  } finally {
-    marker.close();
+    const t0 = performance.now();
+    api.upsert(
+      endpointSlice({
+        namespace: 'scale',
+        service: `s${i}`,
+        name: `s${i}-1`,
+        endpoints: [{ ip: '127.0.0.1', ready: true, nodeName: 'bench-node' }],
+        ports: [{ name: ENDPOINT_PORT_NAME, port: markerPort }],
+      }),
+    );
+    while (performance.now() - t0 < 10_000) {
+      if ((await probeData(proxyPort)) === 'm') {
+        lat.push(performance.now() - t0);
+        samples[j] = Math.round((performance.now() - t0) * 10) / 10;
+        return;
+      }
+      await sleep(2);
+    }
+    failed++;
+  };
+  const running: Promise<void>[] = [];
+  for (let j = 0; j < count; j++) {
+    // On schedule, not after the previous change landed: changes overlap as they do in a cluster.
+    const due = start + (j * 1000) / perSecond;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    running.push(one(j));
   }
+  await Promise.all(running);
   const sorted = [...lat].sort((a, b) => a - b);
   const pct = (q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
   return {
+    perSecond,
     count: lat.length,
     servicesPresent: services,
     p50ms: median(lat),
     p99ms: pct(0.99),
     maxms: sorted[sorted.length - 1] ?? NaN,
-    over100ms: lat.filter((x) => x > 100).length,
+    over20ms: lat.filter((x) => x > 20).length,
     failed,
+    samples,
   };
+}
+
+/** The change rows: 10 and 100 changes per second, each row on services the other does not touch. */
+async function changes(
+  opts: ControlPlaneOptions,
+  api: ApiServerDouble,
+  ports: Map<string, number>,
+  services: number,
+): Promise<ChangeFigures[]> {
+  const marker = net.createServer((s) => {
+    s.on('error', () => {});
+    s.end('m');
+  });
+  await new Promise<void>((resolve) => marker.listen(0, '127.0.0.1', () => resolve()));
+  const markerPort = (marker.address() as net.AddressInfo).port;
+  try {
+    const slow = Math.max(10, Math.round(opts.changes / 4));
+    const fast = Math.max(10, opts.changes);
+    const stride = Math.max(1, Math.floor(services / (slow + fast)));
+    const out: ChangeFigures[] = [];
+    // A quiet moment first: the start-up sync is over and the first change is not special.
+    await sleep(1100);
+    out.push(await changesAt(api, ports, services, markerPort, 10, slow, 0, stride));
+    opts.log(`changes at 10/s: ${JSON.stringify(out[0])}`);
+    out.push(await changesAt(api, ports, services, markerPort, 100, fast, slow * stride + Math.floor(stride / 2), stride));
+    opts.log(`changes at 100/s: ${JSON.stringify(out[1])}`);
+    return out;
+  } finally {
+    marker.close();
+  }
 }
 
 export async function runControlPlane(opts: ControlPlaneOptions): Promise<ControlPlaneResult> {
@@ -304,24 +372,31 @@ export async function runControlPlane(opts: ControlPlaneOptions): Promise<Contro
 }
 
 function row(f: StartupFigures): string {
-  return `| ${f.services.toLocaleString('en-US')} x ${Math.round(f.endpoints / Math.max(1, f.services))} | ${f.syncedSeconds.toFixed(2)} s | ${f.firstServedSeconds.toFixed(2)} s | ${f.allServingSeconds.toFixed(2)} s | ${f.rssMiB.toFixed(0)} MiB | ${f.openFiles.toLocaleString('en-US')} / ${f.fdLimit.toLocaleString('en-US')} |`;
+  return `| ${f.services.toLocaleString('en-US')} x ${Math.round(f.endpoints / Math.max(1, f.services))} | ${f.syncedSeconds.toFixed(2)} s | ${f.afterListSeconds.toFixed(2)} s | ${f.firstServedSeconds.toFixed(2)} s | ${f.allServingSeconds.toFixed(2)} s | ${f.rssMiB.toFixed(0)} MiB | ${f.openFiles.toLocaleString('en-US')} / ${f.fdLimit.toLocaleString('en-US')} |`;
 }
 
 export function renderControlPlane(r: ControlPlaneResult): string {
   const lines = [
     `control plane (API server double over HTTPS; ${r.flags})`,
     '',
-    '| service ports x endpoints | "synced in" (kup log) | spawn -> first connection served | spawn -> all serving | RSS | open files / limit |',
-    '| --- | --- | --- | --- | --- | --- |',
+    '| service ports x endpoints | "synced in" (kup log) | list arrived -> all serving | spawn -> first connection served | spawn -> all serving | RSS | open files / limit |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
   ];
   if (r.small !== null) lines.push(row(r.small));
   if (r.large !== null) lines.push(row(r.large));
   if (r.changes !== null) {
-    const c = r.changes;
     lines.push(
       '',
-      `EndpointSlice change -> first new connection at the new endpoint, ${c.count} changes with ${c.servicesPresent.toLocaleString('en-US')} services present: p50 ${c.p50ms.toFixed(1)} ms, p99 ${c.p99ms.toFixed(1)} ms, max ${c.maxms.toFixed(1)} ms, ${c.over100ms} over 100 ms${c.failed > 0 ? `, ${c.failed} never reached` : ''}`,
+      'EndpointSlice change -> first new connection at the new endpoint (each change to another service):',
+      '',
+      '| changes per second | service ports present | changes | p50 | p99 | max | over 20 ms |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
     );
+    for (const c of r.changes) {
+      lines.push(
+        `| ${c.perSecond} | ${c.servicesPresent.toLocaleString('en-US')} | ${c.count}${c.failed > 0 ? ` (${c.failed} never reached)` : ''} | ${c.p50ms.toFixed(1)} ms | ${c.p99ms.toFixed(1)} ms | ${c.maxms.toFixed(1)} ms | ${c.over20ms} |`,
+      );
+    }
   }
   return lines.join('\n');
 }

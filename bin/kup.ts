@@ -1,6 +1,9 @@
-#!/usr/bin/env -S node --disable-sigusr1
+#!/usr/bin/env -S node --disable-sigusr1 --max-semi-space-size=8
 // --disable-sigusr1: SIGUSR1 would otherwise open Node's inspector on 127.0.0.1:9229,
 // unauthenticated, letting anyone who can signal kup run code as root inside it.
+// --max-semi-space-size=8 (MiB): the initial list of 10,000 services grows V8's
+// young generation to its maximum (128 MiB committed on a large machine), which
+// it keeps for good; 8 MiB semi-spaces cost kup ~110 MiB less RSS at that scale.
 
 // A second guard for `node dist/bin/kup.js` started without the flag: a SIGUSR1
 // listener takes the signal from the handler that would start the inspector.

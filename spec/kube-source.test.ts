@@ -77,7 +77,7 @@ t.test('the initial list is delivered, in plain JSON, before start() resolves', 
   const svc = store.services.get('default/web')!;
   t.equal(svc.kind, 'Service', 'list items carry kind like watch objects do');
   t.equal(svc.apiVersion, 'v1');
-  t.type(svc.metadata?.creationTimestamp, 'string', 'plain JSON, not a deserialised model');
+  t.equal(Object.getPrototypeOf(svc), Object.prototype, 'plain JSON, not a deserialised model');
   t.equal(svc.spec?.ports?.[0]?.targetPort, 'http');
   t.equal(store.slices.values().next().value?.endpoints?.length, 2);
   const state = source.state();
@@ -90,6 +90,35 @@ t.test('the initial list is delivered, in plain JSON, before start() resolves', 
   await waitFor('the node', () => store.node !== undefined);
   t.equal(store.node?.metadata?.labels?.[ZONE_LABEL], 'zone-a', 'this node, with its zone label');
   t.same(store.deletions(), []);
+});
+
+t.test('objects are cut to what kup reads on arrival, listed or watched (memory at 10,000 services)', async (t) => {
+  const h = await harness(t);
+  const bulky = <T extends object>(o: T, tag: string): T => {
+    const obj = o as T & { metadata: Record<string, unknown> };
+    obj.metadata.managedFields = [{ manager: 'kubectl', operation: 'Update', fieldsV1: { 'f:spec': { x: 'y'.repeat(4096) } } }];
+    obj.metadata.annotations = { 'kubectl.kubernetes.io/last-applied-configuration': tag.repeat(1024), 'kup.dev/proxy-protocol': 'v1' };
+    obj.metadata.uid = `uid-${tag}`;
+    return obj;
+  };
+  h.api.upsert(bulky(web(), 'l'));
+  h.api.upsert(bulky(webSlice(['127.0.0.2']), 'l'));
+  const { store } = await started(t, h);
+  const check = (what: string): void => {
+    const svc = store.services.get('default/web')!;
+    t.same(Object.keys(svc.metadata ?? {}).sort(), ['annotations', 'name', 'namespace', 'resourceVersion'], `${what}: Service metadata kept`);
+    t.same(svc.metadata?.annotations, { 'kup.dev/proxy-protocol': 'v1' }, `${what}: only the annotation kup reads`);
+    const slice = store.slices.values().next().value!;
+    t.equal(slice.metadata?.managedFields, undefined, `${what}: no managedFields on the slice`);
+    t.equal(slice.metadata?.annotations, undefined, `${what}: no last-applied configuration on the slice`);
+    t.ok(JSON.stringify(svc).length < 1000 && JSON.stringify(slice).length < 1000, `${what}: small objects`);
+  };
+  check('listed');
+  h.api.upsert(bulky(web(81), 'w'));
+  h.api.upsert(bulky(webSlice(['127.0.0.3']), 'w'));
+  await waitFor('watched changes', () => store.services.get('default/web')?.spec?.ports?.[0]?.port === 81);
+  await waitFor('watched slice', () => store.slices.values().next().value?.endpoints?.[0]?.addresses?.[0] === '127.0.0.3');
+  check('watched');
 });
 
 t.test('adds, updates, deletes and selector changes arrive', async (t) => {

@@ -11,7 +11,7 @@ import type { ServiceTable } from '../lib/core/types.js';
 import { Syncer, type SyncChange, type SyncRecord } from '../lib/sync/syncer.js';
 import { FakeClock } from './support/fake-clock.js';
 import { LogCapture } from './support/harness.js';
-import { servicePort, tableOf } from './support/service-fixtures.js';
+import { endpoint, servicePort, tableOf } from './support/service-fixtures.js';
 import { sleep, waitFor } from './support/wait.js';
 
 const EMPTY: TableDiff = { added: [], updated: [], removed: [] };
@@ -123,4 +123,62 @@ t.test('a change during backoff syncs in full; its failure keeps the one pending
   h.clock.advance(60_000);
   await sleep(30);
   t.equal(h.calls.length, 3, 'no retry runs after the success');
+});
+
+t.test('an endpoint change inside the rate-limit window reaches the immediate target at once; the rule write waits', async (t) => {
+  const clock = new FakeClock();
+  const log = new LogCapture();
+  let pending: TableDiff = EMPTY;
+  let table: ServiceTable = new Map();
+  const tracker = {
+    flush() {
+      const diff = pending;
+      pending = EMPTY;
+      return { diff, warnings: [], servicesChanged: isEmptyDiff(diff) ? 0 : 1, triggerTimes: [] };
+    },
+    current: () => table,
+  };
+  const seen: { target: string; endpoints: string[]; full: boolean }[] = [];
+  const record = (target: string) => async (c: SyncChange) => {
+    const eps = c.diff.updated.map((u) => u.next.endpoints.map((e) => e.ip).join(','));
+    seen.push({ target, endpoints: eps, full: c.full });
+  };
+  const balancers = { name: 'endpoints', immediate: true, sync: record('endpoints') };
+  const rules = { name: 'iptables', sync: record('iptables') };
+  // Real min-sync-period of 60 s: p-queue's window runs on real timers, which this test never waits out.
+  const syncer = new Syncer({ tracker, targets: [balancers, rules], minSyncPeriodMs: 60_000, syncPeriodMs: 600_000, logger: log.logger, clock });
+  const records: SyncRecord[] = [];
+  syncer.onSync((r) => records.push(r));
+  const sp0 = servicePort({ name: 'web', port: 80, endpoints: [endpoint('10.0.0.1', 8080)] });
+  table = tableOf([sp0]);
+  await syncer.start();
+  t.teardown(() => syncer.stop());
+  t.equal(records.length, 1, 'the first (full) sync ran');
+
+  let prev = sp0;
+  const change = (ip: string): void => {
+    const next = servicePort({ name: 'web', port: 80, endpoints: [endpoint(ip, 8080)] });
+    table = tableOf([next]);
+    pending = { added: [], updated: [{ prev, next }], removed: [] };
+    prev = next;
+    syncer.request();
+  };
+  change('10.0.0.2');
+  await waitFor('the burst sync', () => records.length === 2, 2000);
+  t.same(
+    seen.filter((s) => s.target === 'iptables').map((s) => s.endpoints),
+    [[], ['10.0.0.2']],
+    'the second sync (the burst of two) wrote the rules',
+  );
+
+  // The window is spent: a change now waits 60 s for the rules, but not for the balancers.
+  const before = seen.length;
+  change('10.0.0.3');
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  t.same(seen.slice(before), [{ target: 'endpoints', endpoints: ['10.0.0.3'], full: false }], 'the balancers got the change within a turn');
+  t.same(clock.pendingOnce(), [], 'no timer was involved');
+  await sleep(200);
+  t.equal(seen.filter((s) => s.target === 'iptables').length, 2, 'the rule write is still held by min-sync-period');
+  t.equal(records.length, 2, 'no sync record until the rules are written');
 });

@@ -35,8 +35,18 @@ export function pruneKubeObject(obj: Obj): Obj {
             })
           : obj['endpoints'],
       });
-    case 'Node':
-      return pick(obj, ['apiVersion', 'kind'], { metadata: pruneMeta(obj['metadata']) });
+    case 'Node': {
+      // Node eligibility (the health check) reads deletionTimestamp and the taints too.
+      const meta = asObject(obj['metadata']);
+      const taints = asObject(obj['spec'])?.['taints'];
+      return pick(obj, ['apiVersion', 'kind'], {
+        metadata:
+          meta?.['deletionTimestamp'] === undefined
+            ? pruneMeta(meta ?? obj['metadata'])
+            : { ...asObject(pruneMeta(meta)), deletionTimestamp: meta['deletionTimestamp'] },
+        spec: taints === undefined ? undefined : { taints },
+      });
+    }
     default:
       return obj;
   }

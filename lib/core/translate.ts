@@ -395,16 +395,26 @@ function compareEndpoints(a: Endpoint, b: Endpoint): number {
   return a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port;
 }
 
-/** Ready endpoints; when none, the serving-and-terminating ones (graceful termination fallback). */
-function usable(eps: readonly Endpoint[]): Endpoint[] {
-  const ready = eps.filter((e) => e.ready);
-  return ready.length > 0 ? ready : eps.filter((e) => e.serving && e.terminating);
+/**
+ * Ready endpoints; when none, the serving-and-terminating ones (graceful
+ * termination fallback). When every one is ready (the usual case) the input
+ * array itself: at 10,000 service ports a copy per port and scope adds up.
+ */
+function usable(eps: readonly Endpoint[]): readonly Endpoint[] {
+  let ready = 0;
+  for (const e of eps) if (e.ready) ready++;
+  if (ready === eps.length) return eps;
+  return ready > 0 ? eps.filter((e) => e.ready) : eps.filter((e) => e.serving && e.terminating);
 }
 
-function hintNames(list: unknown): string[] {
-  return asArray(list)
+/** One shared empty list: most endpoints carry no hints, and 50,000 empty arrays are megabytes. */
+const NO_HINTS: readonly string[] = Object.freeze([]);
+
+function hintNames(list: unknown): readonly string[] {
+  const names = asArray(list)
     .map((h) => asString(field(h, 'name')))
     .filter((n): n is string => n !== undefined);
+  return names.length === 0 ? NO_HINTS : names;
 }
 
 /**
@@ -420,7 +430,7 @@ function clusterUsable(
   all: readonly Endpoint[],
   nodeName: string,
   zone: string | null,
-): { cluster: Endpoint[]; mode: TopologyMode | null } {
+): { cluster: readonly Endpoint[]; mode: TopologyMode | null } {
   const cluster = usable(all);
   if (cluster.length === 0 || !cluster.every((e) => e.ready)) return { cluster, mode: null };
   if (cluster.every((e) => e.nodeHints.length > 0)) {

@@ -178,6 +178,33 @@ export class Proxier {
   }
 
   /**
+   * The fast path for endpoint changes: updates the balancers (and settings)
+   * of listeners that already exist and keep their shape, at once. Opening or
+   * closing a listener is left to resync() in the rate-limited sync, with the
+   * rules that steer to it, so a proxy port is never closed (and handed to
+   * another service) while rules still point at it. A port whose last
+   * endpoint left resets new connections until the rules say REJECT.
+   * Returns how many service ports were updated.
+   */
+  async applyEndpointChanges(diff: TableDiff): Promise<number> {
+    let n = 0;
+    for (const { next } of diff.updated) {
+      const p = this.ports.get(next.key);
+      if (p === undefined || p.sp === next || !this.sameShape(p, next)) continue;
+      // No I/O for a same-shape port: update() waits only to open or close listeners.
+      await this.update(p, next);
+      n++;
+    }
+    return n;
+  }
+
+  /** The same listeners serve `sp` as now serve `p`: only endpoints or settings differ. */
+  private sameShape(p: ServicePortListeners, sp: ServicePort): boolean {
+    if (p.exposedAddress !== null && p.internal.port !== sp.port) return false;
+    return this.wantsExternal(sp) === (p.external !== null);
+  }
+
+  /**
    * Brings the listeners in line with a whole table: the periodic full sync,
    * which also retries listeners that failed to open.
    */

@@ -63,13 +63,18 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     { dataPlaneDescriptors: proxier.budget.limit === Number.MAX_SAFE_INTEGER ? 'unlimited' : proxier.budget.limit },
     'descriptor budget: listeners, two per TCP connection, one per UDP session',
   );
-  const dataplane: SyncTarget = {
-    name: 'dataplane',
-    sync: (c) => (c.full ? proxier.resync(c.table) : proxier.apply(c.diff)),
+  // Endpoint changes reach the balancers at once; listeners open and close
+  // with the rules, under min-sync-period (reconciled against the table, as
+  // the fast path may already have applied part of the diff).
+  const endpoints: SyncTarget = {
+    name: 'endpoints',
+    immediate: true,
+    sync: async (c) => void (await proxier.applyEndpointChanges(c.diff)),
   };
+  const dataplane: SyncTarget = { name: 'dataplane', sync: (c) => proxier.resync(c.table) };
   const rules = config.iptables ? await startIptables(config, logger) : null;
   const iptables = rules?.applier ?? null;
-  const targets: SyncTarget[] = [dataplane];
+  const targets: SyncTarget[] = [endpoints, dataplane];
   // After the data plane: the rules point at the proxy ports it just opened.
   if (iptables !== null) targets.push(iptablesSyncTarget(iptables, () => proxier.proxyPorts()));
   syncer = new Syncer({

@@ -11,6 +11,8 @@ import {
 import { ObjectSerializer } from '@kubernetes/client-node/dist/serializer.js';
 import type { Logger } from 'pino';
 import { KupError } from '../core/errors.js';
+import { pruneKubeObject } from '../core/kube-prune.js';
+import type { Obj } from '../core/object-fields.js';
 import type { EventRecorder } from './events.js';
 import { KubeEventRecorder } from './kube-event-recorder.js';
 import { loadKubeConfig } from './kubeconfig.js';
@@ -67,6 +69,14 @@ function plainList<T extends KubernetesObject>(list: KubernetesListObject<T>, wh
     metadata: { resourceVersion: list.metadata?.resourceVersion ?? '' },
     items,
   };
+}
+
+/**
+ * The informer's object cut to what kup reads (watch events may omit kind;
+ * the informer knows it). At 10,000 services this is most of kup's heap.
+ */
+function pruneAs<T extends KubernetesObject>(apiVersion: string, kind: string): (obj: T) => T {
+  return (obj) => pruneKubeObject({ ...(obj as unknown as Obj), apiVersion, kind }) as unknown as T;
 }
 
 function nameOf(obj: KubernetesObject): { namespace: string; name: string } {
@@ -135,6 +145,7 @@ export class KubeSource implements Source {
       path: '/api/v1/services',
       labelSelector: PROXY_LABEL_SELECTOR,
       fieldSelector: SERVICE_FIELD_SELECTOR,
+      prune: pruneAs<V1Service>('v1', 'Service'),
       list: async () =>
         plainList(
           await core.listServiceForAllNamespaces({
@@ -158,6 +169,7 @@ export class KubeSource implements Source {
       resource: 'endpointslices',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
       labelSelector: PROXY_LABEL_SELECTOR,
+      prune: pruneAs<V1EndpointSlice>('discovery.k8s.io/v1', 'EndpointSlice'),
       list: async () =>
         plainList(await discovery.listEndpointSliceForAllNamespaces({ labelSelector: PROXY_LABEL_SELECTOR }), {
           apiVersion: 'discovery.k8s.io/v1',
@@ -179,6 +191,7 @@ export class KubeSource implements Source {
       resource: 'node',
       path: '/api/v1/nodes',
       fieldSelector: nodeFieldSelector,
+      prune: pruneAs<V1Node>('v1', 'Node'),
       list: async () =>
         plainList(await core.listNode({ fieldSelector: nodeFieldSelector }), {
           apiVersion: 'v1',

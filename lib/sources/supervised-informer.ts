@@ -31,6 +31,13 @@ export interface SupervisedInformerOptions<T extends KubernetesObject> {
   readonly kc: KubeConfig;
   /** Must apply the same selectors as the watch and return plain JSON objects. */
   readonly list: () => Promise<KubernetesListObject<T>>;
+  /**
+   * Cuts a listed or watched object down to what kup reads, before the
+   * informer caches it: the cache and kup's tracker then share one small copy
+   * instead of holding the API server's whole object (managedFields, status,
+   * targetRefs...). Must keep metadata name, namespace and resourceVersion.
+   */
+  readonly prune?: (obj: T) => T;
   readonly labelSelector?: string | undefined;
   readonly fieldSelector?: string | undefined;
   readonly logger: Logger;
@@ -51,17 +58,25 @@ export interface SupervisedInformerOptions<T extends KubernetesObject> {
  * fresh on a quiet resource, so a reconnect after compaction needs no relist)
  * and reporting when a watch stream was established.
  */
-class ReportingWatch extends Watch {
+class ReportingWatch<T> extends Watch {
   constructor(
     kc: KubeConfig,
     private readonly connected: () => void,
     private readonly isStopped: () => boolean,
+    private readonly prune: ((obj: T) => T) | undefined,
   ) {
     super(kc);
   }
 
   override async watch(...args: Parameters<Watch['watch']>): ReturnType<Watch['watch']> {
-    const [path, params, callback, done] = args;
+    const [path, params, given, done] = args;
+    const prune = this.prune;
+    // ADDED/MODIFIED/DELETED carry the object; BOOKMARK and ERROR carry no object to keep.
+    const callback: typeof given =
+      prune === undefined
+        ? given
+        : (phase, obj, watchObj) =>
+            given(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? prune(obj as T) : obj, watchObj);
     if (this.isStopped()) {
       // The informer opens a watch after its list even when stopped meanwhile; refuse it.
       const controller = new AbortController();
@@ -104,10 +119,11 @@ export class SupervisedInformer<T extends KubernetesObject> {
   constructor(options: SupervisedInformerOptions<T>) {
     this.options = options;
     this.nextRestartMs = options.restartBackoff.initialMs;
-    const watch = new ReportingWatch(
+    const watch = new ReportingWatch<T>(
       options.kc,
       () => this.onWatchConnected(),
       () => this.stopped,
+      options.prune,
     );
     this.informer = new ListWatch<T>(options.path, watch, () => this.list(), false, options.labelSelector, options.fieldSelector, {
       delayFn: (ms) => this.delay(Math.min(ms, options.maxWatchReconnectDelayMs)),
@@ -197,7 +213,9 @@ export class SupervisedInformer<T extends KubernetesObject> {
       );
     });
     try {
-      const result = await Promise.race([this.options.list(), timeout]);
+      const listed = await Promise.race([this.options.list(), timeout]);
+      const prune = this.options.prune;
+      const result = prune === undefined ? listed : { ...listed, items: listed.items.map(prune) };
       // The informer delivers the listed objects right after this returns; report the list once they are out.
       setImmediate(() => this.onListed(result.items.length));
       return result;

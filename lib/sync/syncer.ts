@@ -17,6 +17,14 @@ export interface SyncChange {
 /** Something that follows the table: the data plane, the iptables rules. Run in order. */
 export interface SyncTarget {
   readonly name: string;
+  /**
+   * Applied at once (coalesced within one event-loop turn), not held to
+   * min-sync-period: for what touches no kernel state, such as the balancers'
+   * endpoint sets. Such a target sees each flushed diff exactly once, in
+   * order, and must leave to a rate-limited target whatever it cannot apply
+   * from the diff alone (listeners to open or close, rules).
+   */
+  readonly immediate?: boolean;
   sync(change: SyncChange): Promise<void>;
 }
 
@@ -92,6 +100,12 @@ export class Syncer {
   private needFull = true;
   private readonly clock: Clock;
   private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
+  /** Targets applied at every change vs. those rate-limited by min-sync-period. */
+  private readonly immediateTargets: readonly SyncTarget[];
+  private readonly limitedTargets: readonly SyncTarget[];
+  private fastScheduled = false;
+  /** What the fast passes flushed since the last rate-limited sync: that sync reports it and applies its targets. */
+  private carried: { diff: TableDiff; servicesChanged: number; triggerTimes: number[] } | null = null;
   private stopPeriodic: (() => void) | null = null;
   private cancelRetry: (() => void) | null = null;
   private retryDelay = 0;
@@ -100,6 +114,8 @@ export class Syncer {
     this.opts = opts;
     this.clock = opts.clock ?? systemClock;
     this.backoff = opts.retryBackoff ?? { initialMs: 1000, maxMs: 30_000 };
+    this.immediateTargets = opts.targets.filter((t) => t.immediate === true);
+    this.limitedTargets = opts.targets.filter((t) => t.immediate !== true);
     this.queue =
       opts.minSyncPeriodMs > 0
         ? // A burst of two, as kube-proxy's BoundedFrequencyRunner: a change
@@ -124,7 +140,13 @@ export class Syncer {
     // first sync applies: starting up is not "a change waiting" (kube-proxy
     // queues health updates only once initialized).
     if (this.started && this.state.lastQueuedTime === 0) this.state.lastQueuedTime = this.clock.now();
-    if (!this.started || this.stopped || this.waiting) return;
+    if (!this.started || this.stopped) return;
+    if (this.immediateTargets.length > 0 && !this.fastScheduled) {
+      // One turn later, so a burst of watch events lands in one pass; no timer, no rate limit.
+      this.fastScheduled = true;
+      setImmediate(() => void this.fastPass());
+    }
+    if (this.waiting) return;
     this.waiting = true;
     // p-queue may start a task inside add(): defer a turn so that every change
     // made in this one (a whole file reload, a burst of watch events) lands in
@@ -153,19 +175,20 @@ export class Syncer {
     this.state.lastQueuedTime = 0;
     const started = performance.now();
     const startedAt = this.clock.now();
-    const { diff, warnings, servicesChanged, triggerTimes } = this.opts.tracker.flush();
-    for (const w of warnings) this.opts.logger.warn(w);
-    const change: SyncChange = { diff, table: this.opts.tracker.current(), full };
-    const failed: { target: string; err: string; code: string | undefined }[] = [];
-    if (full || !isEmptyDiff(diff)) {
-      for (const target of this.opts.targets) {
-        try {
-          await target.sync(change);
-        } catch (err) {
-          failed.push({ target: target.name, err: errorMessage(err), code: errorCode(err) });
-        }
-      }
+    const fresh = this.opts.tracker.flush();
+    for (const w of fresh.warnings) this.opts.logger.warn(w);
+    const table = this.opts.tracker.current();
+    const failed: Failure[] = [];
+    if (full || !isEmptyDiff(fresh.diff)) {
+      await runTargets(this.immediateTargets, { diff: fresh.diff, table, full }, failed);
     }
+    // What earlier fast passes already gave the immediate targets is still owed to the rate-limited ones.
+    const carried = this.carried;
+    this.carried = null;
+    const diff = carried === null ? fresh.diff : concatDiffs(carried.diff, fresh.diff);
+    const servicesChanged = fresh.servicesChanged + (carried?.servicesChanged ?? 0);
+    const triggerTimes = carried === null ? fresh.triggerTimes : [...carried.triggerTimes, ...fresh.triggerTimes];
+    if (full || !isEmptyDiff(diff)) await runTargets(this.limitedTargets, { diff, table, full }, failed);
     const ok = failed.length === 0;
     const durationMs = performance.now() - started;
     this.state.lastSyncDurationMs = durationMs;
@@ -203,6 +226,39 @@ export class Syncer {
   }
 
   /**
+   * Flushes what changed and applies it to the immediate targets now; the
+   * rate-limited targets get it at the next sync (requested by the change
+   * that scheduled this pass). A failure here is handled as a failed sync's:
+   * the next sync is full and a retry is scheduled.
+   */
+  private async fastPass(): Promise<void> {
+    this.fastScheduled = false;
+    if (this.stopped) return;
+    const fresh = this.opts.tracker.flush();
+    for (const w of fresh.warnings) this.opts.logger.warn(w);
+    if (isEmptyDiff(fresh.diff) && fresh.triggerTimes.length === 0 && fresh.servicesChanged === 0) return;
+    const prev = this.carried;
+    this.carried = {
+      diff: prev === null ? fresh.diff : concatDiffs(prev.diff, fresh.diff),
+      servicesChanged: (prev?.servicesChanged ?? 0) + fresh.servicesChanged,
+      triggerTimes: prev === null ? [...fresh.triggerTimes] : [...prev.triggerTimes, ...fresh.triggerTimes],
+    };
+    if (isEmptyDiff(fresh.diff)) return;
+    const failed: Failure[] = [];
+    await runTargets(this.immediateTargets, { diff: fresh.diff, table: this.opts.tracker.current(), full: false }, failed);
+    if (failed.length === 0) return;
+    this.state.failures++;
+    this.state.consecutiveFailures++;
+    const last = failed[failed.length - 1]!;
+    this.state.lastError = `${last.target}: ${last.err}`;
+    this.needFull = true;
+    const retryMs = this.scheduleRetry();
+    for (const f of failed) {
+      this.opts.logger.error({ ...f, failures: this.state.consecutiveFailures, retryMs }, `${f.target} sync failed; retrying`);
+    }
+  }
+
+  /**
    * A failed sync is retried as a full one, backing off 1s, 2s, 4s ... 30s.
    * One retry is pending at most: a failure while one waits keeps it.
    * Returns the delay of the pending retry (null once stopped).
@@ -218,4 +274,28 @@ export class Syncer {
     });
     return delay;
   }
+}
+
+interface Failure {
+  readonly target: string;
+  readonly err: string;
+  readonly code: string | undefined;
+}
+
+/** Runs targets in order; each failure is collected, none stops the others. */
+async function runTargets(targets: readonly SyncTarget[], change: SyncChange, failed: Failure[]): Promise<void> {
+  for (const target of targets) {
+    try {
+      await target.sync(change);
+    } catch (err) {
+      failed.push({ target: target.name, err: errorMessage(err), code: errorCode(err) });
+    }
+  }
+}
+
+/** Two diffs one after the other, for reporting (targets that reconcile read the table, not this). */
+function concatDiffs(a: TableDiff, b: TableDiff): TableDiff {
+  if (isEmptyDiff(a)) return b;
+  if (isEmptyDiff(b)) return a;
+  return { added: [...a.added, ...b.added], updated: [...a.updated, ...b.updated], removed: [...a.removed, ...b.removed] };
 }
