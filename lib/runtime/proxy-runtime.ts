@@ -214,6 +214,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     }
   });
   await s.start();
+  await portState?.flush();
 
   try {
     await admin.start();
@@ -221,7 +222,6 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     await runtime.stop();
     throw err;
   }
-  await portState?.flush();
   if (predecessor !== null) {
     // Ready: listeners on the same ports, rules applied (the same rules). Only now does the predecessor stop accepting.
     const t = performance.now();
