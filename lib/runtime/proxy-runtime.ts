@@ -15,6 +15,7 @@ import { InstanceLock, type Predecessor } from './instance-lock.js';
 import { DEFAULT_STATE_DIR } from './config.js';
 import { PortStateWriter, readPortState } from './port-state.js';
 import { enableListenerMigration } from './tcp-migrate.js';
+import { joinPredecessorPorts } from '../admin/http-listen.js';
 
 /** How long past the grace period closing the data plane may take before stop() moves on. */
 export const DATAPLANE_STOP_MARGIN_MS = 1000;
@@ -58,6 +59,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
       preferredPorts = predecessor.ports;
       logger.info({ predecessor: predecessor.pid, ports: preferredPorts.size }, `taking over from kup pid ${predecessor.pid}: binding its ${preferredPorts.size} proxy ports alongside it`);
       await enableListenerMigration(rulesWanted, logger);
+      joinPredecessorPorts(true);
     } else if (held !== null) {
       preferredPorts = await readPortState(config.stateDir, logger);
       if (preferredPorts.size > 0) logger.info({ ports: preferredPorts.size }, 'reusing the proxy ports of the previous run');
@@ -125,6 +127,10 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
 
   let stopping: Promise<void> | null = null;
   let successor = false;
+  // Until the predecessor has let go, its rules are its own: a start that fails must not remove them.
+  let predecessorActive = predecessor !== null;
+  let adminStopped: Promise<void> | null = null;
+  const stopAdmin = (): Promise<void> => (adminStopped ??= admin.stop());
   let markHandedOver: () => void = () => undefined;
   const handedOver = new Promise<void>((resolve) => {
     markHandedOver = resolve;
@@ -163,9 +169,9 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
         // Bounded even if closing the data plane hangs on a socket that misbehaves:
         // the rules and admin servers must still be taken down.
         await boundedBy(proxier.close(config.shutdownGracePeriodMs), config.shutdownGracePeriodMs + DATAPLANE_STOP_MARGIN_MS);
-        await iptables?.stop({ keepRules: successor });
+        await iptables?.stop({ keepRules: successor || predecessorActive });
         if (!successor) await held?.lock.release();
-        await admin.stop();
+        await stopAdmin();
       })();
       return stopping;
     },
@@ -227,6 +233,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     const t = performance.now();
     try {
       await predecessor.release();
+      predecessorActive = false;
+      joinPredecessorPorts(false);
     } catch (err) {
       // Both serve the same ports with the same rules meanwhile; only the lock is not this kup's.
       logger.error({ predecessor: predecessor.pid, err: errorMessage(err), code: errorCode(err) }, 'hand-over incomplete');
@@ -244,6 +252,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
       portState?.stop();
       admin.beginShutdown();
       await proxier.stopAccepting();
+      // The successor answers health, metrics and health checks on the same ports from now on.
+      await stopAdmin();
       // Frees kup.sock for the successor; RELEASED is written after this.
       await held.lock.release();
       logger.info('a successor kup took over: stopped accepting; draining, leaving the rules to it');
