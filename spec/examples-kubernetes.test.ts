@@ -119,7 +119,10 @@ t.test('DaemonSet: host network, NET_ADMIN, node name from the downward API, fla
   t.equal(ds.spec?.updateStrategy?.type, 'RollingUpdate');
   const state = pod?.volumes?.find((v) => v.hostPath?.path === '/var/lib/kup');
   t.ok(state, 'the state directory is a hostPath, shared by the old and the new pod');
-  t.ok(c?.volumeMounts?.some((m) => m.name === state?.name && m.mountPath === '/var/lib/kup'), 'mounted at --state-dir');
+  t.ok(
+    c?.volumeMounts?.some((m) => m.name === state?.name && m.mountPath === '/var/lib/kup'),
+    'mounted at --state-dir',
+  );
   const grace = Number(/--shutdown-grace-period=(\d+)s/.exec(c?.args?.join(' ') ?? '')?.[1]);
   t.ok((pod?.terminationGracePeriodSeconds ?? 0) > grace, `terminationGracePeriodSeconds covers --shutdown-grace-period (${grace}s)`);
   t.same(ds.spec?.updateStrategy?.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 }, 'the new pod takes over before the old one goes');

@@ -61,7 +61,15 @@ function startKupIn(ns: Netns, args: string[]): ChildProcessWithoutNullStreams {
 
 /** A load generator in `ns` against host:tcp/udp; resolves its summary after stop(). */
 function startLoad(ns: Netns, host: string, tcp: number, udp: number) {
-  const child = ns.spawnNode(`${SUPPORT}/handover-load.js`, [host, String(tcp), String(udp), String(TRANSFERS), String(TRANSFER_BYTES), String(TRANSFER_RATE), '20']);
+  const child = ns.spawnNode(`${SUPPORT}/handover-load.js`, [
+    host,
+    String(tcp),
+    String(udp),
+    String(TRANSFERS),
+    String(TRANSFER_BYTES),
+    String(TRANSFER_RATE),
+    '20',
+  ]);
   const lines = createInterface({ input: child.stdout! });
   const queue: string[] = [];
   let wake: (() => void) | null = null;
@@ -145,7 +153,10 @@ t.test('a second kup takes over under load with iptables: ClusterIP and NodePort
   await poller;
   t.comment(`hand-over with iptables: ${handoverMs} ms; ClusterIP ${JSON.stringify(a)}; NodePort ${JSON.stringify(b)}`);
   if (a.connectFailures + b.connectFailures > 0) t.comment(`first kup:\n${r1.stderr}`);
-  for (const [name, s] of [['ClusterIP', a], ['NodePort', b]] as const) {
+  for (const [name, s] of [
+    ['ClusterIP', a],
+    ['NodePort', b],
+  ] as const) {
     t.equal(s.connectFailures, 0, `${name}: 0 failed new connections of ${s.connects + s.connectFailures} (${s.connectErrors.join(', ')})`);
     t.ok(s.connects > 50, `${name}: connections flowed throughout`);
     t.same(s.transfersBroken, [], `${name}: no transfer broken`);
@@ -154,7 +165,9 @@ t.test('a second kup takes over under load with iptables: ClusterIP and NodePort
     t.equal(s.udpLost, 0, `${name}: every UDP query answered (${s.udpRetried} after a retry)`);
   }
   t.equal(r1.code, 0, 'the first kup exits 0');
-  const missing = snapshots.filter((s) => !s.includes(':KUP-PORTALS-CONTAINER') || !s.includes('-j KUP-PORTALS-CONTAINER') || !s.includes('-j KUP-NODEPORT-CONTAINER'));
+  const missing = snapshots.filter(
+    (s) => !s.includes(':KUP-PORTALS-CONTAINER') || !s.includes('-j KUP-PORTALS-CONTAINER') || !s.includes('-j KUP-NODEPORT-CONTAINER'),
+  );
   t.equal(missing.length, 0, `the KUP chains and jumps were in all ${snapshots.length} iptables-save snapshots`);
   t.same([...new Set(snapshots)], [rules], 'and the rules never changed (same proxy ports)');
   t.equal(await node.iptablesSave(), rules, 'the rules stay after the first exits');

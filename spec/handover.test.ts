@@ -102,10 +102,14 @@ t.test('a second kup takes over under load: nothing fails, the first exits 0; SI
   const firstDone = finished(first, 120_000);
   const p1 = await proxyPorts(first);
   await waitForOutput(first, /admin servers listening/, 20_000);
-  t.same(JSON.parse(readFileSync(join(stateDir, 'proxy-ports.json'), 'utf8')), {
-    version: 1,
-    ports: { 'default/web:http/TCP|internal': p1.tcp, 'default/web:dns/UDP|internal': p1.udp },
-  }, 'the proxy ports are in the state file');
+  t.same(
+    JSON.parse(readFileSync(join(stateDir, 'proxy-ports.json'), 'utf8')),
+    {
+      version: 1,
+      ports: { 'default/web:http/TCP|internal': p1.tcp, 'default/web:dns/UDP|internal': p1.udp },
+    },
+    'the proxy ports are in the state file',
+  );
 
   const load = node.spawnNode(`${SUPPORT}/handover-load.js`, [
     '127.0.0.1',
@@ -158,17 +162,31 @@ t.test('a second kup takes over under load: nothing fails, the first exits 0; SI
     udpRetried: number;
     udpLost: number;
   };
-  t.comment(`hand-over: ${handoverMs} ms from start of the second kup to take-over (release step ${took[1]} ms); load: ${JSON.stringify(summary)}`);
-  t.equal(summary.connectFailures, 0, `0 failed new connections of ${summary.connects + summary.connectFailures} (${summary.connectErrors.join(', ')})`);
+  t.comment(
+    `hand-over: ${handoverMs} ms from start of the second kup to take-over (release step ${took[1]} ms); load: ${JSON.stringify(summary)}`,
+  );
+  t.equal(
+    summary.connectFailures,
+    0,
+    `0 failed new connections of ${summary.connects + summary.connectFailures} (${summary.connectErrors.join(', ')})`,
+  );
   t.ok(summary.connects > 100, `new connections flowed throughout (${summary.connects})`);
   t.same(summary.transfersBroken, [], 'no transfer broken');
   t.equal(summary.transfersOk, TRANSFERS, `all ${TRANSFERS} transfers of ${TRANSFER_BYTES} bytes arrived byte-exact`);
   t.ok(summary.idleOk, `the idle connection answered all ${summary.idleExchanges} exchanges`);
-  t.equal(summary.udpLost, 0, `every UDP query answered (${summary.udpAnswered} of ${summary.udpQueries}, ${summary.udpRetried} after a retry)`);
+  t.equal(
+    summary.udpLost,
+    0,
+    `every UDP query answered (${summary.udpAnswered} of ${summary.udpQueries}, ${summary.udpRetried} after a retry)`,
+  );
 
   const r1 = await firstDone;
   t.equal(r1.code, 0, 'the first kup exits 0 once its connections ended');
-  t.match(r1.stdout + r1.stderr, /a successor kup took over: stopped accepting; draining, leaving the rules to it/, 'and says it handed over');
+  t.match(
+    r1.stdout + r1.stderr,
+    /a successor kup took over: stopped accepting; draining, leaving the rules to it/,
+    'and says it handed over',
+  );
   t.equal(second.exitCode, null, 'the second kup keeps serving');
   await new Promise((r) => setTimeout(r, 2500));
   t.ok(fds(second.pid!) <= secondFds, `the second kup's descriptors are back (${fds(second.pid!)} <= ${secondFds} when it took over)`);

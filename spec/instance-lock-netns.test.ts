@@ -97,7 +97,7 @@ async function suite(t: Test): Promise<void> {
   t.notOk(existsSync(join(stateDir, 'kup.sock')), 'and so is its lock');
 }
 
-t.test("a second kup on the same node takes over without the rules ever changing", async (t) => {
+t.test('a second kup on the same node takes over without the rules ever changing', async (t) => {
   if (!(await requireNetns(t))) return;
   await sweepLeftovers();
   await suite(t);

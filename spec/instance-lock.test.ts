@@ -54,7 +54,11 @@ t.test('no hand-over from a kup still starting, nor from one that cannot hand ov
   const first = await InstanceLock.acquire(dir, { handover: true });
   t.teardown(() => first.lock.release());
   const early = await InstanceLock.acquire(dir, { handover: true }).catch((e: unknown) => e);
-  t.match((early as Error).message, /refused to hand over \(ERR not ready\); not touching iptables/, 'a holder still starting says not ready');
+  t.match(
+    (early as Error).message,
+    /refused to hand over \(ERR not ready\); not touching iptables/,
+    'a holder still starting says not ready',
+  );
   t.notOk(existsSync(join(dir, SUCCESSOR_SOCKET)), 'the refused successor left no kup.sock.next');
 
   const old = await stateDir(t);
@@ -64,5 +68,8 @@ t.test('no hand-over from a kup still starting, nor from one that cannot hand ov
   t.teardown(() => srv.close());
   const refused = await InstanceLock.acquire(old, { handover: true }).catch((e: unknown) => e);
   t.ok(refused instanceof KupError && refused.code === 'KUP_ALREADY_RUNNING');
-  t.match((refused as Error).message, new RegExp(`another kup \\(pid 4242\\) is running with --state-dir ${old} and cannot hand over; not touching iptables`));
+  t.match(
+    (refused as Error).message,
+    new RegExp(`another kup \\(pid 4242\\) is running with --state-dir ${old} and cannot hand over; not touching iptables`),
+  );
 });

@@ -25,11 +25,21 @@ t.test('the map is written when it changes, coalesced, and read back', async (t)
   map = new Map([...map, ['default/web:dns/UDP|internal', 40002]]);
   w.changed();
   await new Promise((r) => setTimeout(r, 400));
-  t.same(JSON.parse(await readFile(join(dir, PORT_STATE_FILE), 'utf8')), {
-    version: 1,
-    ports: { 'default/web:dns/UDP|internal': 40002, 'default/web:http/TCP|internal': 40001 },
-  }, 'both changes, one write');
-  t.same([...(await readPortState(dir, log))], [['default/web:dns/UDP|internal', 40002], ['default/web:http/TCP|internal', 40001]]);
+  t.same(
+    JSON.parse(await readFile(join(dir, PORT_STATE_FILE), 'utf8')),
+    {
+      version: 1,
+      ports: { 'default/web:dns/UDP|internal': 40002, 'default/web:http/TCP|internal': 40001 },
+    },
+    'both changes, one write',
+  );
+  t.same(
+    [...(await readPortState(dir, log))],
+    [
+      ['default/web:dns/UDP|internal', 40002],
+      ['default/web:http/TCP|internal', 40001],
+    ],
+  );
   t.same(await readdir(dir), [PORT_STATE_FILE], 'no temp file left');
   w.stop();
   map = new Map();

@@ -20,9 +20,10 @@ export function joinPredecessorPorts(on: boolean): void {
 
 /** Starts `server` on host:port (0: any free port) and resolves to the bound port; a port in use is the user's to fix. */
 export async function listenHttp(server: Server, host: string, port: number, what: string): Promise<number> {
-  if (port !== 0 && !joiningPredecessor) await probeFree('TCP', host, port, false).catch((err: NodeJS.ErrnoException) => {
-    throw listenError(err, host, port, what);
-  });
+  if (port !== 0 && !joiningPredecessor)
+    await probeFree('TCP', host, port, false).catch((err: NodeJS.ErrnoException) => {
+      throw listenError(err, host, port, what);
+    });
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => reject(listenError(err, host, port, what));
     server.once('error', onError);

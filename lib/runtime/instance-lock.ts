@@ -95,7 +95,10 @@ export class InstanceLock {
         const successor = await ask(nextPath);
         if (typeof successor === 'object') {
           await closeServer(server);
-          throw new KupError('KUP_ALREADY_RUNNING', `a kup (pid ${successor.pid}) is taking over in --state-dir ${stateDir}; not touching iptables`);
+          throw new KupError(
+            'KUP_ALREADY_RUNNING',
+            `a kup (pid ${successor.pid}) is taking over in --state-dir ${stateDir}; not touching iptables`,
+          );
         }
         return { lock: new InstanceLock(path, server), predecessor: null };
       }
@@ -120,7 +123,8 @@ export class InstanceLock {
       await removeStale(nextPath);
       next = await listenOn(nextPath);
     }
-    if (next === null) throw new KupError('KUP_ALREADY_RUNNING', `another kup is already taking over from pid ${pid}; not touching iptables`);
+    if (next === null)
+      throw new KupError('KUP_ALREADY_RUNNING', `another kup is already taking over from pid ${pid}; not touching iptables`);
     const lock = new InstanceLock(nextPath, next);
     try {
       const conn = await HandoverConnection.open(path);
@@ -129,7 +133,10 @@ export class InstanceLock {
       const ports = answer.startsWith('PORTS ') ? parsePortState(answer.slice(6)) : null;
       if (ports === null) {
         conn.close();
-        throw new KupError('KUP_ALREADY_RUNNING', `kup pid ${pid} refused to hand over (${answer.slice(0, 80) || 'no answer'}); not touching iptables`);
+        throw new KupError(
+          'KUP_ALREADY_RUNNING',
+          `kup pid ${pid} refused to hand over (${answer.slice(0, 80) || 'no answer'}); not touching iptables`,
+        );
       }
       const predecessor: Predecessor = {
         pid,
@@ -145,7 +152,9 @@ export class InstanceLock {
       return { lock, predecessor };
     } catch (err) {
       await lock.release();
-      throw err instanceof KupError ? err : new KupError('KUP_ALREADY_RUNNING', `cannot reach kup pid ${pid} to take over: ${errorMessage(err)}`);
+      throw err instanceof KupError
+        ? err
+        : new KupError('KUP_ALREADY_RUNNING', `cannot reach kup pid ${pid} to take over: ${errorMessage(err)}`);
     }
   }
 

@@ -26,7 +26,8 @@ export async function readPortState(stateDir: string, log: Logger): Promise<Map<
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ file: path, err: errorMessage(err) }, 'cannot read the proxy port state; starting fresh');
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      log.warn({ file: path, err: errorMessage(err) }, 'cannot read the proxy port state; starting fresh');
     return new Map();
   }
   const ports = parsePortState(text);

@@ -57,7 +57,10 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   try {
     if (predecessor !== null) {
       preferredPorts = predecessor.ports;
-      logger.info({ predecessor: predecessor.pid, ports: preferredPorts.size }, `taking over from kup pid ${predecessor.pid}: binding its ${preferredPorts.size} proxy ports alongside it`);
+      logger.info(
+        { predecessor: predecessor.pid, ports: preferredPorts.size },
+        `taking over from kup pid ${predecessor.pid}: binding its ${preferredPorts.size} proxy ports alongside it`,
+      );
       await enableListenerMigration(rulesWanted, logger);
       joinPredecessorPorts(true);
     } else if (held !== null) {
@@ -99,14 +102,12 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     name: 'dataplane',
     sync: (c) => (c.full ? proxier.resync(c.table) : proxier.apply(c.diff)),
   };
-  let rules: { applier: IptablesApplier } | null = null;
-  try {
-    rules = rulesWanted ? await startIptables(logger, config, predecessor !== null || preferredPorts.size > 0) : null;
-  } catch (err) {
-    await held?.lock.release();
-    throw err;
-  }
-  const iptables = rules?.applier ?? null;
+  const iptables = rulesWanted
+    ? await startIptables(logger, config, predecessor !== null || preferredPorts.size > 0).catch(async (err: unknown) => {
+        await held?.lock.release();
+        throw err;
+      })
+    : null;
   const targets: SyncTarget[] = [dataplane];
   // After the data plane: the rules point at the proxy ports it just opened.
   if (iptables !== null) targets.push(iptablesSyncTarget(iptables, () => proxier.proxyPorts()));
@@ -280,11 +281,11 @@ async function iptablesAvailable(logger: Logger): Promise<boolean> {
  * rules installed name the ports this kup binds (a predecessor's, or the
  * persisted ones), so they stay until the first restore replaces them.
  */
-async function startIptables(logger: Logger, config: RunConfig, keepExisting: boolean): Promise<{ applier: IptablesApplier }> {
+async function startIptables(logger: Logger, config: RunConfig, keepExisting: boolean): Promise<IptablesApplier> {
   // The syncer owns the full resyncs (every --sync-period) that repair rules removed by others, and the retries.
   const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress });
   await applier.start({ keepExisting });
-  return { applier };
+  return applier;
 }
 
 /** Resolves when `p` settles or after `ms`, whichever comes first. */

@@ -80,10 +80,11 @@ function transfer(i: number, started: () => void): Promise<void> {
     s.on('data', (d: Buffer) => {
       if (received === 0) started();
       // Compared natively, a pattern-chunk's worth at a time (a per-byte loop would starve the rest of the load).
-      for (let k = 0; bad === '' && k < d.length; ) {
+      for (let k = 0; bad === '' && k < d.length;) {
         const off = (received + k) % PATTERN_PERIOD;
         const n = Math.min(d.length - k, chunk.length - off);
-        if (!d.subarray(k, k + n).equals(chunk.subarray(off, off + n))) bad = `transfer ${i}: wrong bytes in ${received + k}..${received + k + n}`;
+        if (!d.subarray(k, k + n).equals(chunk.subarray(off, off + n)))
+          bad = `transfer ${i}: wrong bytes in ${received + k}..${received + k + n}`;
         k += n;
       }
       received += d.length;
