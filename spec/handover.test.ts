@@ -111,6 +111,7 @@ t.test('a second kup takes over under load: nothing fails, the first exits 0; SI
     'the proxy ports are in the state file',
   );
 
+  const loadStarted = performance.now();
   const load = node.spawnNode(`${SUPPORT}/handover-load.js`, [
     '127.0.0.1',
     String(p1.tcp),
@@ -135,6 +136,7 @@ t.test('a second kup takes over under load: nothing fails, the first exits 0; SI
   await new Promise((r) => setTimeout(r, 1000));
 
   const t0 = performance.now();
+  const loadToSecond = Math.round(t0 - loadStarted);
   const second = startKupIn(node, args);
   t.teardown(() => void second.kill('SIGKILL'));
   const secondDone = finished(second, 120_000);
@@ -146,6 +148,7 @@ t.test('a second kup takes over under load: nothing fails, the first exits 0; SI
   await waitForOutput(first, /stopping: handed over to a successor/, 5000);
   // As a rollout does: the old pod gets SIGTERM once the new one is ready.
   first.kill('SIGTERM');
+  const termAt = performance.now();
   const secondFds = fds(second.pid!);
   await new Promise((r) => setTimeout(r, 2000));
   load.stdin!.write('stop\n');
@@ -162,6 +165,7 @@ t.test('a second kup takes over under load: nothing fails, the first exits 0; SI
     udpRetried: number;
     udpLost: number;
   };
+  t.comment(`second kup started ${loadToSecond} ms into the load, first SIGTERMed ${Math.round(termAt - loadStarted)} ms into it`);
   t.comment(
     `hand-over: ${handoverMs} ms from start of the second kup to take-over (release step ${took[1]} ms); load: ${JSON.stringify(summary)}`,
   );

@@ -34,7 +34,10 @@ const counts = {
   udpAnswered: 0,
   udpRetried: 0,
   udpLost: 0,
+  /** Milliseconds since the load began at which lost queries were first sent (the first 10), to place them against the hand-over. */
+  udpLostAt: [] as number[],
 };
+const began = performance.now();
 let stopping = false;
 
 function oneConnection(n: number): Promise<void> {
@@ -141,6 +144,7 @@ function udpQuery(n: number): Promise<void> {
   return new Promise((resolve) => {
     const sock = dgram.createSocket('udp4');
     const msg = Buffer.from(`q ${n}`);
+    const sentAt = Math.round(performance.now() - began);
     let tries = 0;
     let timer: NodeJS.Timeout;
     const send = (): void => {
@@ -151,6 +155,7 @@ function udpQuery(n: number): Promise<void> {
         if (tries < 2) send();
         else {
           counts.udpLost++;
+          if (counts.udpLostAt.length < 10) counts.udpLostAt.push(sentAt);
           sock.close();
           resolve();
         }
