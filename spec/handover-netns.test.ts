@@ -172,9 +172,25 @@ t.test('a second kup takes over under load with iptables: ClusterIP and NodePort
   t.same([...new Set(snapshots)], [rules], 'and the rules never changed (same proxy ports)');
   t.equal(await node.iptablesSave(), rules, 'the rules stay after the first exits');
 
-  second.kill('SIGTERM');
-  const r2 = await secondDone;
-  t.equal(r2.code, 0, 'the second exits 0 on SIGTERM');
+  // Crash: SIGKILL leaves the rules (they name the persisted ports); the next kup binds those ports.
+  const killedAt = performance.now();
+  second.kill('SIGKILL');
+  await secondDone;
+  t.equal(await node.iptablesSave(), rules, 'after SIGKILL the rules are still installed');
+  const third = startKupIn(node, args);
+  t.teardown(() => void third.kill('SIGKILL'));
+  const thirdDone = finished(third, 60_000);
+  const probe = await client.node(`${SUPPORT}/handover-probe.js`, ['10.96.0.10', '80', '30000'], 40_000);
+  const windowMs = Math.round(performance.now() - killedAt);
+  const p = JSON.parse(probe.stdout.trim()) as { ok: boolean; attempts: number };
+  t.ok(p.ok, `the ClusterIP works again through the rules once the next kup bound the ports (${p.attempts} failed attempts)`);
+  t.comment(`SIGKILL -> first successful connection through the ClusterIP rules: ${windowMs} ms`);
+  await waitForOutput(third, /admin servers listening/, 30_000);
+  t.equal(await node.iptablesSave(), rules, 'the restarted kup installed the same rules');
+
+  third.kill('SIGTERM');
+  const r3 = await thirdDone;
+  t.equal(r3.code, 0, 'it exits 0 on SIGTERM');
   t.notMatch(await node.iptablesSave(), /KUP-/, 'and, with no successor, removes the rules');
   backend.kill();
 });
