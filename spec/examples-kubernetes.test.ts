@@ -28,7 +28,8 @@ interface Doc {
       spec?: {
         serviceAccountName?: string;
         hostNetwork?: boolean;
-        volumes?: { name: string; configMap?: { name: string } }[];
+        terminationGracePeriodSeconds?: number;
+        volumes?: { name: string; configMap?: { name: string }; hostPath?: { path: string } }[];
         initContainers?: Container[];
         containers?: Container[];
       };
@@ -114,9 +115,17 @@ t.test('DaemonSet: host network, NET_ADMIN, node name from the downward API, fla
     'mounted at /var/lib/kube-proxy',
   );
 
-  // No surge until instances can hand over: a second kup would be refused by the per-node lock.
+  // Surge: the new pod takes over from the old one (hand-over over the state dir's kup.sock), so it must share the state dir.
   t.equal(ds.spec?.updateStrategy?.type, 'RollingUpdate');
-  t.same(ds.spec?.updateStrategy?.rollingUpdate, { maxSurge: 0, maxUnavailable: 1 });
+  const state = pod?.volumes?.find((v) => v.hostPath?.path === '/var/lib/kup');
+  t.ok(state, 'the state directory is a hostPath, shared by the old and the new pod');
+  t.ok(
+    c?.volumeMounts?.some((m) => m.name === state?.name && m.mountPath === '/var/lib/kup'),
+    'mounted at --state-dir',
+  );
+  const grace = Number(/--shutdown-grace-period=(\d+)s/.exec(c?.args?.join(' ') ?? '')?.[1]);
+  t.ok((pod?.terminationGracePeriodSeconds ?? 0) > grace, `terminationGracePeriodSeconds covers --shutdown-grace-period (${grace}s)`);
+  t.same(ds.spec?.updateStrategy?.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 }, 'the new pod takes over before the old one goes');
 
   // kube-proxy's leftovers are removed before kup starts, with a flag `kup cleanup` has.
   const init = pod?.initContainers?.[0];

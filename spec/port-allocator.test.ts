@@ -64,3 +64,16 @@ t.test('kernel-chosen ports: the owner asks for its old port first, else 0', asy
   a.release(41234, 'web|internal');
   t.equal(a.allocate(new Set([41234]), 'web|internal'), 0, 'refused (taken meanwhile): the kernel chooses');
 });
+
+t.test('a persisted port is preferred by its owner; one outside a changed range is dropped', async (t) => {
+  const a = new PortAllocator({ base: 40000, size: 10 });
+  a.prefer('default/web:http/TCP|internal', 40007);
+  a.prefer('default/old:http/TCP|internal', 39000);
+  t.equal(a.allocate(new Set(), 'default/web:http/TCP|internal'), 40007, 'the owner gets its persisted port back');
+  t.equal(a.allocate(new Set(), 'default/other:http/TCP|internal'), 40000, 'others get fresh ports');
+  t.equal(a.allocate(new Set(), 'default/old:http/TCP|internal'), 40001, 'a port outside the range is not reused');
+  const k = new PortAllocator(null);
+  k.prefer('default/web:dns/UDP|internal', 45123);
+  t.equal(k.allocate(new Set(), 'default/web:dns/UDP|internal'), 45123, 'without a range, the kernel-chosen port is asked for again');
+  t.equal(k.allocate(new Set([45123]), 'default/web:dns/UDP|internal'), 0, 'and the kernel chooses when it is taken');
+});

@@ -190,8 +190,9 @@ export function buildProgram(): Command {
       process.on('SIGHUP', onHup);
       runtime = await startProxy(config, log);
       if (config.exposeOnLoopback) printHostsBlock(runtime);
-      const sig = await waitForSignal();
-      log.info({ signal: sig }, 'stopping');
+      const sig = await Promise.race([waitForSignal(), runtime.handedOver.then(() => 'hand-over' as const)]);
+      if (sig === 'hand-over') log.info('stopping: handed over to a successor');
+      else log.info({ signal: sig }, 'stopping');
       // The last word: a stop that does not finish (a socket or server that never
       // closes) must not keep a stopped proxy alive for ever.
       const hard = setTimeout(() => {

@@ -9,7 +9,7 @@ import { NODEPORT_KEYWORDS } from '../core/nodeport-addresses.js';
 import { parsePortRange } from '../core/port-range.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
 import type { HostPort } from '../core/address.js';
-import { DETECT_LOCAL_MODES, type DetectLocalMode, type RunConfig, type SourceSpec } from '../runtime/config.js';
+import { DEFAULT_STATE_DIR, DETECT_LOCAL_MODES, type DetectLocalMode, type RunConfig, type SourceSpec } from '../runtime/config.js';
 
 /** The raw strings commander hands over (all flags of `kup run`). */
 export interface RunFlags {
@@ -71,7 +71,7 @@ export const RUN_DEFAULTS = {
   healthzBindAddress: '0.0.0.0:10256',
   metricsBindAddress: '127.0.0.1:10249',
   shutdownGracePeriod: '5s',
-  stateDir: '/var/lib/kup',
+  stateDir: DEFAULT_STATE_DIR,
   logLevel: 'info',
   serviceClusterIpRange: DEFAULT_SERVICE_CIDR,
   // kube-proxy's defaults (client-go's are 5 and 10 too).

@@ -45,6 +45,18 @@ export class PortAllocator {
     return this.scan(refused, true) ?? this.scan(refused, false);
   }
 
+  /**
+   * Keeps `port` for `owner` as if it had just released it: the port it had
+   * before a restart (state file) or in the predecessor kup. A port outside
+   * the range (the range changed) is ignored.
+   */
+  prefer(owner: string, port: number): void {
+    if (this.range !== null && (port < this.range.base || port >= this.range.base + this.range.size)) return;
+    if (this.kept.has(port)) return;
+    this.recent.set(owner, { port, until: this.now() + PORT_MEMORY_MS });
+    this.kept.set(port, owner);
+  }
+
   release(port: number, owner?: string): void {
     this.used.delete(port);
     if (owner === undefined || port === 0) return;

@@ -18,6 +18,7 @@ import {
 } from '../core/types.js';
 import { dataPlaneBudget, type FdBudget } from './fd-budget.js';
 import { PortAllocator } from './port-allocator.js';
+import { probeFree } from './port-probe.js';
 import { TcpProxy } from './tcp-proxy.js';
 import { readUdpDrops } from './udp-drops.js';
 import { DEFAULT_UDP_BUFFER_SIZE, UdpProxy, type UdpBufferSizes } from './udp-proxy.js';
@@ -41,6 +42,12 @@ export interface ProxierOptions {
    * no separate external listener (no rules steer node traffic here).
    */
   readonly exposeOnLoopback?: boolean;
+  /** Owner (`key|scope`) -> the proxy port it had before a restart or in the predecessor kup. */
+  readonly preferredPorts?: ReadonlyMap<string, number>;
+  /** Ports a live predecessor holds, bound alongside it (SO_REUSEPORT) without the probe for a free port. */
+  readonly sharedPorts?: ReadonlySet<number>;
+  /** Called when a proxy listener opened or closed (the port state file is rewritten). */
+  readonly onListenersChanged?: () => void;
 }
 
 /** A Service's address under --expose-on-loopback. */
@@ -94,6 +101,7 @@ export class Proxier {
     this.opts = opts;
     this.log = opts.logger;
     this.allocator = new PortAllocator(opts.portRange);
+    for (const [owner, port] of opts.preferredPorts ?? []) this.allocator.prefer(owner, port);
     this.budget = opts.budget ?? dataPlaneBudget(opts.logger);
   }
 
@@ -159,6 +167,29 @@ export class Proxier {
       out.set(key, p.external === null ? { internal: p.internal.port } : { internal: p.internal.port, external: p.external.port });
     }
     return out;
+  }
+
+  /** Owner (`key|scope`) -> proxy port of every open proxy listener: what the port state file and a successor get. */
+  portMap(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [key, p] of this.ports) {
+      if (p.exposedAddress !== null) continue;
+      out.set(portOwner(key, 'internal'), p.internal.port);
+      if (p.external !== null) out.set(portOwner(key, 'external'), p.external.port);
+    }
+    return out;
+  }
+
+  /**
+   * Hand-over: closes the TCP listeners (new connections now reach only the
+   * successor's sockets on the same ports); established connections and UDP
+   * listeners carry on. UDP listeners stay so the replies of this process's
+   * sessions still leave from the proxy port; they close in close().
+   */
+  async stopAccepting(): Promise<void> {
+    for (const p of this.ports.values()) {
+      for (const l of [p.internal, p.external]) if (l instanceof TcpProxy) await l.close();
+    }
   }
 
   /** Applies a diff; per-port failures are logged and kept for retry, never thrown. */
@@ -258,6 +289,7 @@ export class Proxier {
       const p: ServicePortListeners = { sp, affinity, internal, external, exposedAddress };
       this.ports.set(sp.key, p);
       this.failed.delete(sp.key);
+      this.opts.onListenersChanged?.();
       if (exposedAddress !== null) {
         this.log.info(
           {
@@ -310,6 +342,7 @@ export class Proxier {
       if (p.external === null) {
         try {
           p.external = await this.open(sp, 'external', p.affinity);
+          this.opts.onListenersChanged?.();
         } catch (err) {
           this.log.error({ servicePort: sp.key, err: errorMessage(err), code: errorCode(err) }, 'cannot open external proxy port');
         }
@@ -320,6 +353,7 @@ export class Proxier {
       const ext = p.external;
       p.external = null;
       await this.closeListener(ext, portOwner(sp.key, 'external'));
+      this.opts.onListenersChanged?.();
     }
     if (!affinityOn) return;
     const live = new Set<string>();
@@ -347,6 +381,7 @@ export class Proxier {
     if (gone !== undefined) this.forgetExposedIfUnused(gone.serviceName, key);
     if (p === undefined) return;
     this.ports.delete(key);
+    this.opts.onListenersChanged?.();
     await this.closeListener(p.internal, p.exposedAddress === null ? portOwner(key, 'internal') : null);
     if (p.external !== null) await this.closeListener(p.external, portOwner(key, 'external'));
     if (p.exposedAddress !== null)
@@ -410,7 +445,7 @@ export class Proxier {
           );
         }
         try {
-          await this.listenOn(listener, port);
+          await this.listenOn(listener, port, sp.protocol);
           return listener;
         } catch (err) {
           this.allocator.release(port);
@@ -425,14 +460,20 @@ export class Proxier {
   }
 
   /** 0.0.0.0 means every address: listen on :: (dual-stack) where the host has IPv6, else on 0.0.0.0. */
-  private async listenOn(listener: ProxyListener, port: number): Promise<void> {
+  private async listenOn(listener: ProxyListener, port: number, protocol: 'TCP' | 'UDP'): Promise<void> {
+    // Always SO_REUSEPORT (a successor must be able to join); a port not shared with a predecessor is probed first.
+    const shared = port === 0 || this.opts.sharedPorts?.has(port) === true;
+    const bind = async (host: string, ipv6Only: boolean): Promise<void> => {
+      if (!shared) await probeFree(protocol, host, port, ipv6Only);
+      await listener.listen(host, port, ipv6Only, true);
+    };
     if (this.listenHost !== null) {
-      await listener.listen(this.listenHost.host, port, this.listenHost.ipv6Only);
+      await bind(this.listenHost.host, this.listenHost.ipv6Only);
       return;
     }
     if (this.opts.bindAddress === '0.0.0.0') {
       try {
-        await listener.listen('::', port, false);
+        await bind('::', false);
         this.listenHost = { host: '::', ipv6Only: false };
         return;
       } catch (err) {
@@ -440,7 +481,7 @@ export class Proxier {
         if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EINVAL') throw err;
       }
     }
-    await listener.listen(this.opts.bindAddress, port, false);
+    await bind(this.opts.bindAddress, false);
     this.listenHost = { host: this.opts.bindAddress, ipv6Only: false };
   }
 

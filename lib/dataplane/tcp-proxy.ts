@@ -77,7 +77,8 @@ export class TcpProxy {
     return this.clients.size;
   }
 
-  listen(host: string, port: number, ipv6Only = false): Promise<number> {
+  /** `reusePort`: SO_REUSEPORT, so a successor kup can bind the same port alongside (hand-over). */
+  listen(host: string, port: number, ipv6Only = false, reusePort = false): Promise<number> {
     return new Promise((resolve, reject) => {
       this.listenPending = true;
       const onError = (err: Error): void => {
@@ -85,7 +86,7 @@ export class TcpProxy {
         reject(err);
       };
       this.server.once('error', onError);
-      this.server.listen({ host, port, ipv6Only, exclusive: true }, () => {
+      this.server.listen({ host, port, ipv6Only, exclusive: true, reusePort }, () => {
         this.listenPending = false;
         this.server.off('error', onError);
         this.boundPort = (this.server.address() as net.AddressInfo).port;

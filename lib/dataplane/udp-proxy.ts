@@ -92,9 +92,10 @@ export class UdpProxy {
     return this.sessions.size;
   }
 
-  listen(host: string, port: number, ipv6Only = false): Promise<number> {
+  /** `reusePort`: SO_REUSEPORT, so a successor kup can bind the same port alongside (hand-over). */
+  listen(host: string, port: number, ipv6Only = false, reusePort = false): Promise<number> {
     const type = isIPv6(host) ? 'udp6' : 'udp4';
-    const sock = dgram.createSocket({ type, ipv6Only, reuseAddr: false });
+    const sock = dgram.createSocket({ type, ipv6Only, reuseAddr: false, reusePort });
     return new Promise((resolve, reject) => {
       sock.once('error', reject);
       sock.bind({ address: host, port, exclusive: true }, () => {

@@ -109,7 +109,7 @@ export class IptablesApplier {
    * run left (its proxy ports are meaningless now); the first apply rebuilds.
    * Throws KupError KUP_IPTABLES_UNAVAILABLE when no iptables works, KUP_IPTABLES when old rules cannot be removed.
    */
-  async start(): Promise<void> {
+  async start(opts: { keepExisting?: boolean } = {}): Promise<void> {
     const backend = await detectBackend();
     if (backend === null) throw new KupError('KUP_IPTABLES_UNAVAILABLE', 'no iptables binary found');
     if (!(await familyUsable(backend.ipv4))) {
@@ -129,6 +129,9 @@ export class IptablesApplier {
     );
     if (!this.commentSupported) this.log.warn('iptables comment match missing: rules are written without comments');
     if (!this.families.includes('ipv6')) this.log.info('ip6tables unusable: IPv6 service addresses get no rules');
+    // Taking over from a live predecessor (or restarting on the ports the rules already
+    // name): its rules stay until the first restore replaces them, never missing meanwhile.
+    if (opts.keepExisting === true) return;
     await this.removeAll().catch((err: unknown) => {
       throw new KupError('KUP_IPTABLES', `cannot remove an earlier run's rules: ${errorMessage(err)}`, { cause: err });
     });
@@ -150,13 +153,20 @@ export class IptablesApplier {
     return run;
   }
 
-  /** Waits for a running apply, then removes the project's chains and jumps. Safe to call twice. */
-  async stop(): Promise<void> {
+  /**
+   * Waits for a running apply, then removes the project's chains and jumps
+   * (not when `keepRules`: a successor kup took them over). Safe to call twice.
+   */
+  async stop(opts: { keepRules?: boolean } = {}): Promise<void> {
     const first = !this.stopped;
     this.stopped = true;
     await this.tail;
     await this.cleaning;
     if (!first || this.backend === null) return;
+    if (opts.keepRules === true) {
+      this.log.info('iptables rules left in place for the successor');
+      return;
+    }
     try {
       await this.removeAll();
       this.log.info('iptables rules removed');

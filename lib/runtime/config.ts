@@ -49,7 +49,11 @@ export interface RunConfig {
   readonly healthzBindAddress: HostPort | null;
   readonly metricsBindAddress: HostPort | null;
   readonly shutdownGracePeriodMs: number;
-  /** Where kup keeps its state; holds the lock that allows one kup with iptables per directory. */
+  /**
+   * Where kup keeps its state: the lock (one kup with iptables per directory;
+   * hand-over to a successor) and the proxy port file. Used with iptables, or
+   * when set to anything but DEFAULT_STATE_DIR.
+   */
   readonly stateDir: string;
   readonly logLevel: LogLevel;
   /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
@@ -75,3 +79,6 @@ export interface RunConfig {
     readonly interfaceNamePrefix: string;
   };
 }
+
+/** --state-dir's default: the node's kup with rules keeps its state here. */
+export const DEFAULT_STATE_DIR = '/var/lib/kup';

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { errorCode, errorMessage } from '../core/errors.js';
 import { Admin } from '../admin/admin.js';
 import { ChangeTracker } from '../core/change-tracker.js';
 import { Proxier } from '../dataplane/proxier.js';
@@ -10,7 +11,11 @@ import { Syncer, type SyncTarget } from '../sync/syncer.js';
 import { IptablesApplier, type IptablesMetrics } from '../iptables/applier.js';
 import { iptablesUnavailableReason } from '../iptables/backend.js';
 import { iptablesSyncTarget } from '../iptables/sync-target.js';
-import { InstanceLock } from './instance-lock.js';
+import { InstanceLock, type Predecessor } from './instance-lock.js';
+import { DEFAULT_STATE_DIR } from './config.js';
+import { PortStateWriter, readPortState } from './port-state.js';
+import { enableListenerMigration } from './tcp-migrate.js';
+import { joinPredecessorPorts } from '../admin/http-listen.js';
 
 /** How long past the grace period closing the data plane may take before stop() moves on. */
 export const DATAPLANE_STOP_MARGIN_MS = 1000;
@@ -38,9 +43,35 @@ export interface ProxyRuntime {
   reload(): Promise<string>;
   /** Stops watching, then stops accepting and gives open connections up to the grace period. */
   stop(): Promise<void>;
+  /** Resolves when a successor kup has taken over: stop() then leaves the rules to it. */
+  readonly handedOver: Promise<void>;
 }
 
 export async function startProxy(config: RunConfig, logger: Logger): Promise<ProxyRuntime> {
+  // Before any rule or port: the lock (or the hand-over from a live kup) and the ports to reuse.
+  const rulesWanted = config.iptables && (await iptablesAvailable(logger));
+  const useStateDir = rulesWanted || config.stateDir !== DEFAULT_STATE_DIR;
+  const held = useStateDir ? await InstanceLock.acquire(config.stateDir, { handover: true }) : null;
+  const predecessor: Predecessor | null = held?.predecessor ?? null;
+  let preferredPorts = new Map<string, number>();
+  try {
+    if (predecessor !== null) {
+      preferredPorts = predecessor.ports;
+      logger.info(
+        { predecessor: predecessor.pid, ports: preferredPorts.size },
+        `taking over from kup pid ${predecessor.pid}: binding its ${preferredPorts.size} proxy ports alongside it`,
+      );
+      await enableListenerMigration(rulesWanted, logger);
+      joinPredecessorPorts(true);
+    } else if (held !== null) {
+      preferredPorts = await readPortState(config.stateDir, logger);
+      if (preferredPorts.size > 0) logger.info({ ports: preferredPorts.size }, 'reusing the proxy ports of the previous run');
+    }
+  } catch (err) {
+    await held?.lock.release();
+    throw err;
+  }
+  let portState: PortStateWriter | null = null;
   let syncer: Syncer | null = null;
   const tracker = new ChangeTracker({
     nodeName: config.nodeName,
@@ -57,8 +88,12 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     tcpIdleTimeoutMs: config.tcpIdleTimeoutMs,
     udpBufferSize: config.udpBufferSize,
     exposeOnLoopback: config.exposeOnLoopback,
+    preferredPorts,
+    sharedPorts: new Set(predecessor?.ports.values() ?? []),
+    onListenersChanged: () => portState?.changed(),
     logger,
   });
+  if (held !== null) portState = new PortStateWriter(config.stateDir, () => proxier.portMap(), logger);
   logger.info(
     { dataPlaneDescriptors: proxier.budget.limit === Number.MAX_SAFE_INTEGER ? 'unlimited' : proxier.budget.limit },
     'descriptor budget: listeners, two per TCP connection, one per UDP session',
@@ -72,8 +107,12 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     sync: async (c) => void (await proxier.applyEndpointChanges(c.diff)),
   };
   const dataplane: SyncTarget = { name: 'dataplane', sync: (c) => proxier.resync(c.table) };
-  const rules = config.iptables ? await startIptables(config, logger) : null;
-  const iptables = rules?.applier ?? null;
+  const iptables = rulesWanted
+    ? await startIptables(logger, config, predecessor !== null || preferredPorts.size > 0).catch(async (err: unknown) => {
+        await held?.lock.release();
+        throw err;
+      })
+    : null;
   const targets: SyncTarget[] = [endpoints, dataplane];
   // After the data plane: the rules point at the proxy ports it just opened.
   if (iptables !== null) targets.push(iptablesSyncTarget(iptables, () => proxier.proxyPorts()));
@@ -93,6 +132,15 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   });
 
   let stopping: Promise<void> | null = null;
+  let successor = false;
+  // Until the predecessor has let go, its rules are its own: a start that fails must not remove them.
+  let predecessorActive = predecessor !== null;
+  let adminStopped: Promise<void> | null = null;
+  const stopAdmin = (): Promise<void> => (adminStopped ??= admin.stop());
+  let markHandedOver: () => void = () => undefined;
+  const handedOver = new Promise<void>((resolve) => {
+    markHandedOver = resolve;
+  });
   const s = syncer;
   const installedRules = (): string | null => iptables?.installedRules() ?? null;
   // Before the first sync, so that sync is measured too; from the parts, not the runtime.
@@ -109,6 +157,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     installedRules,
     iptablesMetrics,
     admin,
+    handedOver,
     async reload() {
       if (stopping !== null) return 'stopping; nothing re-read';
       const done = await source.reread();
@@ -117,6 +166,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     },
     stop() {
       stopping ??= (async () => {
+        // The map stays as the last sync left it: closing listeners now must not erase it.
+        portState?.stop();
         // Health turns 503 first, so load balancers move away while connections drain.
         admin.beginShutdown();
         await source.stop();
@@ -124,9 +175,9 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
         // Bounded even if closing the data plane hangs on a socket that misbehaves:
         // the rules and admin servers must still be taken down.
         await boundedBy(proxier.close(config.shutdownGracePeriodMs), config.shutdownGracePeriodMs + DATAPLANE_STOP_MARGIN_MS);
-        await iptables?.stop();
-        await rules?.lock.release();
-        await admin.stop();
+        await iptables?.stop({ keepRules: successor || predecessorActive });
+        if (!successor) await held?.lock.release();
+        await stopAdmin();
       })();
       return stopping;
     },
@@ -175,6 +226,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     }
   });
   await s.start();
+  await portState?.flush();
 
   try {
     await admin.start();
@@ -182,6 +234,38 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     await runtime.stop();
     throw err;
   }
+  if (predecessor !== null) {
+    // Ready: listeners on the same ports, rules applied (the same rules). Only now does the predecessor stop accepting.
+    const t = performance.now();
+    try {
+      await predecessor.release();
+      predecessorActive = false;
+      joinPredecessorPorts(false);
+    } catch (err) {
+      // Both serve the same ports with the same rules meanwhile; only the lock is not this kup's.
+      logger.error({ predecessor: predecessor.pid, err: errorMessage(err), code: errorCode(err) }, 'hand-over incomplete');
+      return runtime;
+    }
+    logger.info(
+      { predecessor: predecessor.pid, ms: Math.round(performance.now() - t) },
+      `took over from kup pid ${predecessor.pid}; it stopped accepting and drains its connections`,
+    );
+  }
+  held?.lock.serveHandover({
+    ports: () => proxier.portMap(),
+    release: async () => {
+      successor = true;
+      portState?.stop();
+      admin.beginShutdown();
+      await proxier.stopAccepting();
+      // The successor answers health, metrics and health checks on the same ports from now on.
+      await stopAdmin();
+      // Frees kup.sock for the successor; RELEASED is written after this.
+      await held.lock.release();
+      logger.info('a successor kup took over: stopped accepting; draining, leaving the rules to it');
+      markHandedOver();
+    },
+  });
   return runtime;
 }
 
@@ -190,15 +274,19 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
  * (reach services at their proxy ports), saying so in one line, and never
  * leaves half-applied rules.
  */
-async function startIptables(config: RunConfig, logger: Logger): Promise<{ applier: IptablesApplier; lock: InstanceLock } | null> {
+async function iptablesAvailable(logger: Logger): Promise<boolean> {
   const reason = await iptablesUnavailableReason();
-  if (reason !== null) {
-    logger.warn(reason);
-    return null;
-  }
-  // Before the first rule is touched: a second kup started by mistake exits
-  // here, leaving the running one's chains alone.
-  const lock = await InstanceLock.acquire(config.stateDir);
+  if (reason !== null) logger.warn(reason);
+  return reason === null;
+}
+
+/**
+ * Called once the lock is held: a second kup started by mistake has exited
+ * before this, leaving the running one's chains alone. `keepExisting`: the
+ * rules installed name the ports this kup binds (a predecessor's, or the
+ * persisted ones), so they stay until the first restore replaces them.
+ */
+async function startIptables(logger: Logger, config: RunConfig, keepExisting: boolean): Promise<IptablesApplier> {
   // The syncer owns the full resyncs (every --sync-period) that repair rules removed by others, and the retries.
   const applier = new IptablesApplier({
     logger,
@@ -206,13 +294,8 @@ async function startIptables(config: RunConfig, logger: Logger): Promise<{ appli
     nodePortAddresses: config.nodePortAddresses,
     localhostNodePorts: config.localhostNodePorts,
   });
-  try {
-    await applier.start();
-  } catch (err) {
-    await lock.release();
-    throw err;
-  }
-  return { applier, lock };
+  await applier.start({ keepExisting });
+  return applier;
 }
 
 /** Resolves when `p` settles or after `ms`, whichever comes first. */
