@@ -77,12 +77,6 @@ export function mergeFlags(
     if (config.nodePortAddresses.length > 0) {
       log.info({ nodePortAddresses: config.nodePortAddresses }, 'nodePortAddresses stored: kup does not restrict NodePorts by them yet');
     }
-    if (config.clusterCIDRs.length > 0 || config.detectLocal.mode !== '') {
-      log.info(
-        { clusterCIDR: config.clusterCIDRs, detectLocalMode: config.detectLocal.mode },
-        'clusterCIDR/detectLocalMode stored: a userspace proxy does not tell local traffic apart',
-      );
-    }
   };
   return { flags: merged, labels, report };
 }

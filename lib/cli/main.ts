@@ -1,3 +1,4 @@
+import { localTrafficDetector } from '../core/local-detector.js';
 import { Command, CommanderError, Option } from 'commander';
 import { errorMessage, isKupError, KupError } from '../core/errors.js';
 import { hostsBlock } from '../core/loopback-address.js';
@@ -63,27 +64,19 @@ function addRunFlags(cmd: Command): Command {
     )
     .option('--kube-api-qps <qps>', 'API client rate (accepted; the live source lists once, then watches)', RUN_DEFAULTS.kubeApiQps)
     .option('--kube-api-burst <n>', 'API client burst (accepted, as --kube-api-qps)', RUN_DEFAULTS.kubeApiBurst)
-    .option(
-      '--cluster-cidr <cidrs>',
-      "the pods' CIDRs, comma-separated (stored; for --detect-local-mode ClusterCIDR)",
-      RUN_DEFAULTS.clusterCidr,
-    )
+    .option('--cluster-cidr <cidrs>', "the pods' CIDRs, comma-separated (for --detect-local-mode ClusterCIDR)", RUN_DEFAULTS.clusterCidr)
     .option(
       '--nodeport-addresses <list>',
       'CIDRs and primary/localhost/all, comma-separated (stored; kup does not restrict NodePorts yet)',
       RUN_DEFAULTS.nodeportAddresses,
     )
     .addOption(
-      new Option('--detect-local-mode <mode>', 'how local traffic is told (stored)')
+      new Option('--detect-local-mode <mode>', 'how pod traffic is told apart (short-circuits it to all endpoints of eTP-Local Services)')
         .choices(['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'])
         .default(RUN_DEFAULTS.detectLocalMode),
     )
-    .option('--pod-bridge-interface <name>', 'for --detect-local-mode BridgeInterface (stored)', RUN_DEFAULTS.podBridgeInterface)
-    .option(
-      '--pod-interface-name-prefix <prefix>',
-      'for --detect-local-mode InterfaceNamePrefix (stored)',
-      RUN_DEFAULTS.podInterfaceNamePrefix,
-    )
+    .option('--pod-bridge-interface <name>', 'for --detect-local-mode BridgeInterface', RUN_DEFAULTS.podBridgeInterface)
+    .option('--pod-interface-name-prefix <prefix>', 'for --detect-local-mode InterfaceNamePrefix', RUN_DEFAULTS.podInterfaceNamePrefix)
     .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
     .option('--state-dir <dir>', 'state directory; holds the lock allowing one kup with iptables per directory', RUN_DEFAULTS.stateDir)
     .addOption(
@@ -252,7 +245,20 @@ export function buildProgram(): Command {
       });
       for (const w of warnings) log.warn(w);
       process.stdout.write(
-        rulesScript({ table, bindAddress: config.bindAddress, portRange: config.portRange, hostIPs: await detectHostIPs() }),
+        rulesScript({
+          table,
+          bindAddress: config.bindAddress,
+          portRange: config.portRange,
+          hostIPs: await detectHostIPs(),
+          // NodeCIDR needs the running node's Node object: `kup rules` shows no detector for it.
+          localDetector: localTrafficDetector({
+            mode: config.detectLocal.mode,
+            clusterCIDRs: config.clusterCIDRs,
+            nodePodCIDRs: null,
+            bridgeInterface: config.detectLocal.bridgeInterface,
+            interfaceNamePrefix: config.detectLocal.interfaceNamePrefix,
+          }).detector,
+        }),
       );
     });
 

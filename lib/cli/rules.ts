@@ -1,4 +1,11 @@
-import { needsExternalListener, type ProxyPortNumbers, type ServicePortKey, type ServiceTable } from '../core/types.js';
+import type { LocalTrafficDetector } from '../core/local-detector.js';
+import {
+  needsClusterListener,
+  needsExternalListener,
+  type ProxyPortNumbers,
+  type ServicePortKey,
+  type ServiceTable,
+} from '../core/types.js';
 import type { PortRange } from '../core/port-range.js';
 import { formatJumpRule, jumpRules, renderRules, type HostIPs } from '../iptables/render.js';
 import { sortedPorts } from '../runtime/load-table.js';
@@ -11,6 +18,7 @@ export interface RulesScriptOptions {
   readonly bindAddress: string;
   readonly portRange: PortRange | null;
   readonly hostIPs: HostIPs;
+  readonly localDetector?: LocalTrafficDetector | null;
 }
 
 /**
@@ -24,13 +32,20 @@ export function rulesScript(opts: RulesScriptOptions): string {
   let next = base;
   for (const sp of sortedPorts(opts.table)) {
     const internal = next++;
-    proxyPorts.set(sp.key, needsExternalListener(sp) ? { internal, external: next++ } : { internal });
+    const external = needsExternalListener(sp) ? next++ : undefined;
+    const cluster = needsClusterListener(sp) ? next++ : undefined;
+    proxyPorts.set(sp.key, {
+      internal,
+      ...(external === undefined ? {} : { external }),
+      ...(cluster === undefined ? {} : { cluster }),
+    });
   }
   const rendered = renderRules({
     table: opts.table,
     proxyPorts,
     bindAddress: opts.bindAddress,
     hostIPs: opts.hostIPs,
+    localDetector: opts.localDetector ?? null,
     commentSupported: true,
   });
   const out: string[] = [];

@@ -15,6 +15,7 @@ import { ConntrackCleaner } from './conntrack.js';
 import { staleConntrackFilters, type SteeredTable } from '../core/conntrack-plan.js';
 import { detectHostIPs } from './host-ips.js';
 import { renderKubeProxyCleanup } from './kube-proxy-cleanup.js';
+import type { LocalTrafficDetector } from '../core/local-detector.js';
 import { jumpRules, renderCleanup, renderRules, type HostIPs, type JumpRule } from './render.js';
 
 export interface IptablesApplierOptions {
@@ -23,6 +24,8 @@ export interface IptablesApplierOptions {
   readonly bindAddress: string;
   /** Override the detected node addresses (host-originated traffic is DNATed there). */
   readonly hostIPs?: HostIPs;
+  /** The local-traffic detector in force at each apply (--detect-local-mode); default none. */
+  readonly localDetector?: () => LocalTrafficDetector | null;
   /** Per-binary timeout. Default 10 s. */
   readonly commandTimeoutMs?: number;
 }
@@ -59,6 +62,7 @@ export class IptablesApplier {
   private readonly timeoutMs: number;
   private hostIPs: HostIPs;
   private readonly explicitHostIPs: boolean;
+  private readonly localDetector: () => LocalTrafficDetector | null;
   private backend: Backend | null = null;
   private commentSupported = true;
   private families: FamilyName[] = ['ipv4'];
@@ -90,6 +94,7 @@ export class IptablesApplier {
     this.hostIPs = options.hostIPs ?? {};
     this.timeoutMs = options.commandTimeoutMs ?? 10_000;
     this.explicitHostIPs = options.hostIPs !== undefined;
+    this.localDetector = options.localDetector ?? (() => null);
     this.conntrack = new ConntrackCleaner(this.log, this.timeoutMs);
   }
 
@@ -196,6 +201,7 @@ export class IptablesApplier {
       bindAddress: this.bindAddress,
       hostIPs: this.hostIPs,
       commentSupported: this.commentSupported,
+      localDetector: this.localDetector(),
     });
     const warnings = [...rendered.warnings];
     if (!this.families.includes('ipv6') && rendered.ruleCount.ipv6 > 0) {

@@ -54,11 +54,11 @@ export interface RunConfig {
   readonly logLevel: LogLevel;
   /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
   readonly serviceClusterIPRange: ServiceCIDR;
-  /** --cluster-cidr: the pods' CIDRs (one per family). Stored for --detect-local-mode ClusterCIDR; kup does not tell local traffic apart yet. */
+  /** --cluster-cidr: the pods' CIDRs (one per family), for --detect-local-mode ClusterCIDR (lib/core/local-detector.ts). */
   readonly clusterCIDRs: readonly string[];
   /** --nodeport-addresses: CIDRs and keywords (primary, localhost, all); stored, kup does not restrict NodePorts by them yet. */
   readonly nodePortAddresses: readonly string[];
-  /** --detect-local-mode and its options; stored, as above. */
+  /** --detect-local-mode and its options: how pod traffic is told apart (lib/runtime/local-detection.ts). */
   readonly detectLocal: {
     readonly mode: DetectLocalMode;
     readonly bridgeInterface: string;

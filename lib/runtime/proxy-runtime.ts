@@ -11,6 +11,7 @@ import { IptablesApplier, type IptablesMetrics } from '../iptables/applier.js';
 import { iptablesUnavailableReason } from '../iptables/backend.js';
 import { iptablesSyncTarget } from '../iptables/sync-target.js';
 import { InstanceLock } from './instance-lock.js';
+import { LocalDetection } from './local-detection.js';
 
 /** How long past the grace period closing the data plane may take before stop() moves on. */
 export const DATAPLANE_STOP_MARGIN_MS = 1000;
@@ -67,7 +68,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     name: 'dataplane',
     sync: (c) => (c.full ? proxier.resync(c.table) : proxier.apply(c.diff)),
   };
-  const rules = config.iptables ? await startIptables(config, logger) : null;
+  const localDetection = new LocalDetection(config, logger);
+  const rules = config.iptables ? await startIptables(config, logger, localDetection) : null;
   const iptables = rules?.applier ?? null;
   const targets: SyncTarget[] = [dataplane];
   // After the data plane: the rules point at the proxy ports it just opened.
@@ -133,7 +135,14 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     // probe or load balancer sees a live proxy during a long initial list.
     await admin.startHealth();
     // Serve only once the source delivered its initial state, as kube-proxy waits for its caches.
-    await source.start(withNodeObserver(tracker, (node) => admin.observeNode(node)));
+    await source.start(
+      withNodeObserver(tracker, (node) => {
+        admin.observeNode(node);
+        // NodeCIDR follows the Node's podCIDRs: rewrite the rules when they change.
+        if (localDetection.observeNode(node) && iptables !== null) s.request(true);
+      }),
+    );
+    if (iptables !== null) localDetection.report();
   } catch (err) {
     await runtime.stop();
     throw err;
@@ -185,7 +194,11 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
  * (reach services at their proxy ports), saying so in one line, and never
  * leaves half-applied rules.
  */
-async function startIptables(config: RunConfig, logger: Logger): Promise<{ applier: IptablesApplier; lock: InstanceLock } | null> {
+async function startIptables(
+  config: RunConfig,
+  logger: Logger,
+  localDetection: LocalDetection,
+): Promise<{ applier: IptablesApplier; lock: InstanceLock } | null> {
   const reason = await iptablesUnavailableReason();
   if (reason !== null) {
     logger.warn(reason);
@@ -195,7 +208,7 @@ async function startIptables(config: RunConfig, logger: Logger): Promise<{ appli
   // here, leaving the running one's chains alone.
   const lock = await InstanceLock.acquire(config.stateDir);
   // The syncer owns the full resyncs (every --sync-period) that repair rules removed by others, and the retries.
-  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress });
+  const applier = new IptablesApplier({ logger, bindAddress: config.bindAddress, localDetector: () => localDetection.current() });
   try {
     await applier.start();
   } catch (err) {
