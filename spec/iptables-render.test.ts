@@ -426,3 +426,16 @@ t.test(
     t.notMatch(outside.ipv4, /-s 192\.0\.2\.91\/32/, 'no node address in range: the LB IP is not a source let through');
   },
 );
+
+t.test('kup rules numbers the cluster listener after the others and steers node traffic there', async (t) => {
+  const { rulesScript } = await import('../lib/cli/rules.js');
+  const script = rulesScript({ table: tableOf([bothLocal]), bindAddress: '0.0.0.0', portRange: null, hostIPs: { ipv4: '10.0.0.5' } });
+  t.match(script, /-A KUP-PORTALS-HOST -d 10\.96\.1\.1\/32 .* --to-destination 10\.0\.0\.5:40000\n/, 'ClusterIP: internal listener');
+  t.match(
+    script,
+    /-A KUP-NODEPORT-HOST .* --dport 31001 .* --to-destination 10\.0\.0\.5:40001\n/,
+    'NodePort from the node: cluster listener',
+  );
+  t.match(script, /--dport 40000 -j DROP\n/, 'the Local listener without a local endpoint drops');
+  t.match(script, /--dport 40001 -j ACCEPT\n/);
+});
