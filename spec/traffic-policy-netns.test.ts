@@ -74,6 +74,10 @@ ${slice('local')}  - apiVersion: v1
       loadBalancer:
         ingress: [{ ip: 10.202.0.20 }]
 ${slice('ranged')}  - apiVersion: v1
+    kind: Node
+    metadata: { name: node-a }
+    spec: { podCIDR: 10.201.0.0/24, podCIDRs: [10.201.0.0/24] }
+  - apiVersion: v1
     kind: Service
     metadata: { name: empty, namespace: default }
     spec:
@@ -204,6 +208,16 @@ async function suite(t: Test): Promise<void> {
     assertDropped(t, await tcp(client, '10.202.0.10', 80, DROP_WAIT_MS), 'LB IP from the client interface');
     bridged.kill('SIGTERM');
     t.equal(((await once(bridged, 'exit')) as [number | null])[0], 0, 'exits 0');
+  });
+
+  await t.test("item 2 with --detect-local-mode NodeCIDR: pods are told by the Node's spec.podCIDRs", async (t) => {
+    const byNode = run(['--detect-local-mode', 'NodeCIDR']);
+    const l = await waitForLog(byNode, /"msg":"synced \d+ service ports/);
+    t.match(l.text(), /local-traffic detector: sources 10\.201\.0\.0\/24/);
+    t.match(await tcp(pods, '10.202.0.10', 80), { ok: true, reply: 'pod-b' }, 'LB IP from the node pod CIDR');
+    assertDropped(t, await tcp(client, '10.202.0.10', 80, DROP_WAIT_MS), 'LB IP from outside');
+    byNode.kill('SIGTERM');
+    t.equal(((await once(byNode, 'exit')) as [number | null])[0], 0, 'exits 0');
   });
 }
 

@@ -36,7 +36,11 @@ export function pruneKubeObject(obj: Obj): Obj {
           : obj['endpoints'],
       });
     case 'Node':
-      return pick(obj, ['apiVersion', 'kind'], { metadata: pruneMeta(obj['metadata']) });
+      return pick(obj, ['apiVersion', 'kind'], {
+        metadata: pruneMeta(obj['metadata']),
+        // --detect-local-mode NodeCIDR reads the pod CIDRs.
+        spec: prunePodCIDRs(obj['spec']),
+      });
     default:
       return obj;
   }
@@ -53,6 +57,13 @@ function pruneMeta(meta: unknown, keepAnnotation?: string): unknown {
   return pick(m, ['name', 'namespace', 'labels', 'resourceVersion'], {
     annotations: value === undefined || keepAnnotation === undefined ? undefined : { [keepAnnotation]: value },
   });
+}
+
+function prunePodCIDRs(spec: unknown): unknown {
+  const o = asObject(spec);
+  if (o === undefined) return undefined;
+  const kept = pick(o, ['podCIDR', 'podCIDRs'], {});
+  return Object.keys(kept).length === 0 ? undefined : kept;
 }
 
 function pruneLoadBalancer(status: unknown): unknown {
