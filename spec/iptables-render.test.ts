@@ -357,9 +357,11 @@ t.test("the node's own traffic to external addresses goes to all cluster endpoin
 t.test('Local policy with no local endpoint: DROP at that listener only; no endpoint at all: REJECT', async (t) => {
   const r = renderRules(policyBase);
   t.same(rulesOf(r.ipv4, 'KUP-PROXY-PORTS'), [
-    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42001 -j DROP',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42001 -m conntrack --ctstate NEW -j DROP',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42001 -j ACCEPT',
     '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42002 -j ACCEPT',
-    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42003 -j DROP',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42003 -m conntrack --ctstate NEW -j DROP',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42003 -j ACCEPT',
     '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42004 -j ACCEPT',
   ]);
   const none = servicePort({ ...bothLocalSpec(), endpoints: [] });
@@ -436,6 +438,6 @@ t.test('kup rules numbers the cluster listener after the others and steers node 
     /-A KUP-NODEPORT-HOST .* --dport 31001 .* --to-destination 10\.0\.0\.5:40001\n/,
     'NodePort from the node: cluster listener',
   );
-  t.match(script, /--dport 40000 -j DROP\n/, 'the Local listener without a local endpoint drops');
+  t.match(script, /--dport 40000 -m conntrack --ctstate NEW -j DROP\n/, 'the Local listener without a local endpoint drops');
   t.match(script, /--dport 40001 -j ACCEPT\n/);
 });

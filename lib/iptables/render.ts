@@ -344,18 +344,16 @@ export function renderRules(input: RenderInput): RenderedRules {
         // the proxy port is where an empty service is refused (whatever route
         // the virtual IP had) and where a restrictive INPUT policy is opened.
         for (const [port, verdict] of proxyPortVerdicts(sp, pp, clusterPort)) {
-          fr.filter
-            .get(CHAINS.proxyPorts)!
-            .push([
-              ...comment,
-              '-p',
-              proto,
-              '-m',
-              proto,
-              '--dport',
-              String(port),
-              ...(verdict === 'REJECT' ? rejectArgs(sp.protocol, family) : ['-j', verdict]),
-            ]);
+          const match = [...comment, '-p', proto, '-m', proto, '--dport', String(port)];
+          const chain = fr.filter.get(CHAINS.proxyPorts)!;
+          if (verdict === 'REJECT') chain.push([...match, ...rejectArgs(sp.protocol, family)]);
+          else {
+            // New connections only, as upstream's DROP sits in nat, which sees
+            // only a connection's first packet: one already open (its local pod
+            // now terminating, still finishing it) keeps flowing, and is accepted.
+            if (verdict === 'DROP') chain.push([...match, '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'DROP']);
+            chain.push([...match, '-j', 'ACCEPT']);
+          }
         }
       }
     }
