@@ -24,7 +24,7 @@ const dnsTcp = servicePort({
   port: 53,
   clusterIPs: ['10.96.0.10'],
 });
-const game = servicePort({
+const gameSpec = {
   name: 'game',
   protocol: 'UDP',
   port: 7777,
@@ -32,7 +32,8 @@ const game = servicePort({
   externalIPs: ['203.0.113.7'],
   loadBalancerIPs: ['198.51.100.7'],
   nodePort: 30777,
-});
+} as const satisfies Parameters<typeof servicePort>[0];
+const game = servicePort(gameSpec);
 
 function steered(entries: [ServicePort, ProxyPortNumbers | undefined][]): SteeredTable {
   const proxyPorts = new Map<ServicePortKey, ProxyPortNumbers>();
@@ -134,5 +135,16 @@ t.test('the conntrack arguments', async (t) => {
     conntrackDeleteArgs({ family: 'ipv6', dst: null, port: 30777 }),
     ['-D', '-f', 'ipv6', '-p', 'udp', '--orig-port-dst', '30777', '--dst-nat'],
     'a NodePort: any node address, translated entries only',
+  );
+});
+
+t.test('a new cluster listener (both policies Local) clears the external destinations, not the ClusterIP', async (t) => {
+  const localGame = servicePort({ ...gameSpec, internalTrafficPolicy: 'Local', externalTrafficPolicy: 'Local' });
+  const a = steered([[localGame, { internal: 41002 }]]);
+  const b = steered([[localGame, { internal: 41002, cluster: 41003 }]]);
+  t.same(
+    staleConntrackFilters(a, b, ['ipv4']).map((f) => f.dst),
+    ['203.0.113.7', '198.51.100.7', null],
+    "the node's own sessions to the external addresses now go to the cluster listener",
   );
 });

@@ -99,7 +99,7 @@ t.test('a NodePort matches on any address but says whether it is this machine', 
   t.same(local.notes, [
     '192.0.2.99 is an address of this machine',
     'only where --nodeport-addresses, when set, selects this address',
-    'no usable endpoint: connections are refused at once (UDP datagrams dropped)',
+    'no usable endpoint anywhere: datagrams are refused at once (ICMP port unreachable)',
   ]);
   const remote = explain(doc, parseDestination('203.0.113.1:30053'), here).matches[0]!;
   t.match(remote.notes[0], /matches only where 203\.0\.113\.1 is one of the node's own addresses/);
@@ -154,5 +154,49 @@ t.test('formatExplanation: what the user reads', async (t) => {
   t.equal(
     formatExplanation(doc, explain(doc, parseDestination('203.0.113.9:80/tcp'), here)).split('\n')[0],
     '203.0.113.9:80/TCP: nothing matches',
+  );
+});
+
+t.test('Local policies with no endpoint here: dropped, not refused; the node and its pods reach every endpoint', async (t) => {
+  const remote = endpointStatus('10.244.1.9', 8080, { nodeName: 'node-b', isLocal: false, inUse: false, inUseExternal: false });
+  const itp = serviceStatus('shop', 'itp', 'http', 80, {
+    type: 'LoadBalancer',
+    clusterIPs: ['10.96.0.70'],
+    loadBalancerIPs: ['198.51.100.70'],
+    loadBalancerSourceRanges: ['203.0.113.0/24'],
+    nodePort: 30070,
+    internalTrafficPolicy: 'Local',
+    externalTrafficPolicy: 'Local',
+    proxyPort: 40070,
+    clusterProxyPort: 40071,
+    endpoints: [remote],
+  });
+  const d = statusDocument([itp]);
+  const cip = explain(d, parseDestination('10.96.0.70:80'), here).matches[0]!;
+  t.same(cip.notes, [
+    'internalTrafficPolicy Local: only endpoints on this node',
+    'internalTrafficPolicy Local and no endpoint on this node (1 elsewhere): packets are dropped, the client gets no answer and times out (as kube-proxy)',
+  ]);
+  t.notMatch(cip.notes.join('\n'), /refused/, 'not "refused at once": the DROP gives the client nothing');
+  const lbm = explain(d, parseDestination('198.51.100.70:80'), here).matches[0]!;
+  t.same(lbm.notes, [
+    'externalTrafficPolicy Local: only endpoints on this node',
+    'externalTrafficPolicy Local and no endpoint on this node (1 elsewhere): packets are dropped, the client gets no answer and times out (as kube-proxy)',
+    'from this node (KUP-*-HOST): all 1 usable endpoint(s) of the cluster, neither traffic policy applies (listener :40071)',
+    "from this node's pods, when --detect-local-mode tells them apart: all usable endpoints of the cluster too",
+    'loadBalancerSourceRanges 203.0.113.0/24: other sources are dropped (KUP-FIREWALL), they get no answer',
+  ]);
+  const cl = explain(d, parseDestination('127.0.0.1:40071'), here).matches[0]!;
+  t.equal(cl.kind, 'proxy port');
+  t.same(
+    cl.endpoints.map((e) => e.ip),
+    ['10.244.1.9'],
+    'the cluster-wide listener has the remote endpoint',
+  );
+  const empty = serviceStatus('shop', 'none', 'http', 80, { clusterIPs: ['10.96.0.71'], internalTrafficPolicy: 'Local', endpoints: [] });
+  t.match(
+    explain(statusDocument([empty]), parseDestination('10.96.0.71:80'), here).matches[0]!.notes.join('\n'),
+    /no usable endpoint anywhere: connections are refused at once \(TCP reset\)/,
+    'no endpoint anywhere: REJECT, even under a Local policy',
   );
 });

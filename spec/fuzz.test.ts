@@ -126,7 +126,7 @@ function gen(r: () => number) {
 }
 
 const TOKEN =
-  /^(-A|-d|-s|-p|-m|-j|!|--dport|--to-ports|--to-destination|--comment|--reject-with|--dst-type|tcp|udp|comment|addrtype|LOCAL|REDIRECT|DNAT|REJECT|ACCEPT|RETURN|DROP|tcp-reset|icmp-port-unreachable|icmp6-port-unreachable|KUP-[A-Z-]+)$/;
+  /^(-A|-d|-s|-p|-m|-j|!|--dport|--to-ports|--to-destination|--comment|--reject-with|--dst-type|--ctstate|tcp|udp|comment|addrtype|conntrack|NEW|LOCAL|REDIRECT|DNAT|REJECT|ACCEPT|RETURN|DROP|tcp-reset|icmp-port-unreachable|icmp6-port-unreachable|KUP-[A-Z-]+)$/;
 
 function checkRule(line: string): string | null {
   if (/^(\*nat|\*filter|COMMIT)$/.test(line) || /^:KUP-[A-Z-]+ - \[0:0\]$/.test(line)) return null;

@@ -113,7 +113,7 @@ COMMIT
 -A KUP-PROXY-PORTS -m comment --comment default/web:http -p tcp -m tcp --dport 40001 -j ACCEPT
 -A KUP-PROXY-PORTS -m comment --comment kube-system/dns:dns-tcp -p tcp -m tcp --dport 40003 -j ACCEPT
 -A KUP-PROXY-PORTS -m comment --comment kube-system/dns:dns -p udp -m udp --dport 40002 -j ACCEPT
--A KUP-FIREWALL -d 192.0.2.50/32 -m comment --comment default/lb:443 -p tcp -m tcp --dport 443 -j REJECT --reject-with tcp-reset
+-A KUP-FIREWALL -d 192.0.2.50/32 -m comment --comment default/lb:443 -p tcp -m tcp --dport 443 -j DROP
 COMMIT
 `;
 
@@ -147,7 +147,7 @@ COMMIT
 -A KUP-PROXY-PORTS -m comment --comment default/local:8080 -p tcp -m tcp --dport 40006 -j ACCEPT
 -A KUP-PROXY-PORTS -m comment --comment default/local:8080 -p tcp -m tcp --dport 40007 -j ACCEPT
 -A KUP-PROXY-PORTS -m comment --comment default/web:http -p tcp -m tcp --dport 40001 -j ACCEPT
--A KUP-FIREWALL -d 2001:db8::50/128 -m comment --comment default/lb:443 -p tcp -m tcp --dport 443 -j REJECT --reject-with tcp-reset
+-A KUP-FIREWALL -d 2001:db8::50/128 -m comment --comment default/lb:443 -p tcp -m tcp --dport 443 -j DROP
 COMMIT
 `;
 
@@ -217,7 +217,7 @@ t.test('source ranges only in the other family block the load balancer IP entire
   });
   const r = renderRules({ ...base, table: tableOf([v6only]), proxyPorts: new Map([[v6only.key, { internal: 41000 }]]) });
   t.notMatch(r.ipv4, /192\.0\.2\.60\/32 .*REDIRECT/, 'nobody redirected');
-  t.match(r.ipv4, /-A KUP-FIREWALL -d 192\.0\.2\.60\/32 .* -j REJECT --reject-with tcp-reset/, 'everyone rejected');
+  t.match(r.ipv4, /-A KUP-FIREWALL -d 192\.0\.2\.60\/32 .* -j DROP\n/, 'everyone dropped');
   t.match(r.ipv4, /-d 10\.96\.0\.60\/32 .*REDIRECT --to-ports 41000/, 'the ClusterIP is unaffected');
 });
 
@@ -241,7 +241,9 @@ t.test('hostile names and malformed addresses cannot inject rules', async (t) =>
   );
   for (const l of lines.filter((l) => l.startsWith('-A '))) {
     t.match(l, /^-A KUP-[A-Z-]+ (! )?(-[sd] \S+ )*-m comment --comment [A-Za-z0-9_.:/-]+ -p tcp -m tcp --dport \d+ /, `well-formed: ${l}`);
-    t.notMatch(l, /["'$()\s]-j DROP|\$\(|"/, 'nothing of the names survives unsanitised');
+    // The one DROP of our own: blocked sources of the LB IP.
+    const ours = /^-A KUP-FIREWALL -d 192\.0\.2\.70\/32 -m comment --comment \S+ -p tcp -m tcp --dport 80 -j DROP$/.test(l);
+    t.notMatch(ours ? '' : l, /["'$()\s]-j DROP|\$\(|"/, 'nothing of the names survives unsanitised');
   }
   t.match(r.ipv4, /-d 10\.96\.0\.70\/32 /, 'the valid ClusterIP is kept');
   t.notMatch(r.ipv4, /10\.96\.0\.7[12]/, 'malformed ClusterIPs are dropped');
@@ -305,4 +307,141 @@ COMMIT
     "kube-proxy's KUBE-* chains and other rules are untouched",
   );
   t.equal(renderCleanup('*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n'), '', 'nothing to do');
+});
+
+// Issue 13 items 1-3: which listener each source reaches, and DROP vs REJECT.
+const remoteOnly = [endpoint('10.244.1.9', 80, false)];
+const bothLocal = servicePort({
+  name: 'both-local',
+  port: 80,
+  clusterIPs: ['10.96.1.1'],
+  nodePort: 31001,
+  externalIPs: ['203.0.113.91'],
+  loadBalancerIPs: ['192.0.2.91'],
+  internalTrafficPolicy: 'Local',
+  externalTrafficPolicy: 'Local',
+  endpoints: remoteOnly,
+});
+const itpLocal = servicePort({
+  name: 'itp-local',
+  port: 80,
+  clusterIPs: ['10.96.1.2'],
+  nodePort: 31002,
+  internalTrafficPolicy: 'Local',
+  endpoints: remoteOnly,
+});
+const policyTable = tableOf([bothLocal, itpLocal]);
+const policyPorts = new Map<ServicePortKey, ProxyPortNumbers>([
+  [bothLocal.key, { internal: 42001, cluster: 42002 }],
+  [itpLocal.key, { internal: 42003, external: 42004 }],
+]);
+const policyBase: RenderInput = { ...base, table: policyTable, proxyPorts: policyPorts, commentSupported: false };
+const rulesOf = (text: string, chain: string): string[] => text.split('\n').filter((l) => l.startsWith(`-A ${chain} `));
+
+t.test("the node's own traffic to external addresses goes to all cluster endpoints; its ClusterIP traffic keeps iTP", async (t) => {
+  const r = renderRules(policyBase);
+  t.same(rulesOf(r.ipv4, 'KUP-PORTALS-HOST'), [
+    '-A KUP-PORTALS-HOST -d 10.96.1.1/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5:42001',
+    '-A KUP-PORTALS-HOST -d 203.0.113.91/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5:42002',
+    '-A KUP-PORTALS-HOST -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5:42002',
+    '-A KUP-PORTALS-HOST -d 10.96.1.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5:42003',
+  ]);
+  t.same(rulesOf(r.ipv4, 'KUP-NODEPORT-HOST'), [
+    '-A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -p tcp -m tcp --dport 31001 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:42002',
+    // iTP Local, eTP Cluster: the external listener already balances over every endpoint.
+    '-A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -p tcp -m tcp --dport 31002 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:42004',
+  ]);
+  t.same(
+    rulesOf(r.ipv4, 'KUP-PORTALS-CONTAINER').map((l) => l.replace(/.* -j /, '')),
+    ['REDIRECT --to-ports 42001', 'REDIRECT --to-ports 42001', 'REDIRECT --to-ports 42001', 'REDIRECT --to-ports 42003'],
+    'traffic arriving on the node keeps its policies (no detector)',
+  );
+});
+
+t.test('Local policy with no local endpoint: DROP at that listener only; no endpoint at all: REJECT', async (t) => {
+  const r = renderRules(policyBase);
+  t.same(rulesOf(r.ipv4, 'KUP-PROXY-PORTS'), [
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42001 -m conntrack --ctstate NEW -j DROP',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42001 -j ACCEPT',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42002 -j ACCEPT',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42003 -m conntrack --ctstate NEW -j DROP',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42003 -j ACCEPT',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42004 -j ACCEPT',
+  ]);
+  const none = servicePort({ ...bothLocalSpec(), endpoints: [] });
+  const r2 = renderRules({ ...policyBase, table: tableOf([none]) });
+  t.same(rulesOf(r2.ipv4, 'KUP-PROXY-PORTS'), [
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42001 -j REJECT --reject-with tcp-reset',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 42002 -j REJECT --reject-with tcp-reset',
+  ]);
+  const withLocal = servicePort({ ...bothLocalSpec(), endpoints: [...remoteOnly, endpoint('10.244.0.9', 80, true)] });
+  t.notMatch(renderRules({ ...policyBase, table: tableOf([withLocal]) }).ipv4, /DROP|REJECT/, 'a local endpoint: all ACCEPT');
+});
+
+function bothLocalSpec(): Parameters<typeof servicePort>[0] {
+  return {
+    name: 'both-local',
+    port: 80,
+    clusterIPs: ['10.96.1.1'],
+    nodePort: 31001,
+    externalIPs: ['203.0.113.91'],
+    loadBalancerIPs: ['192.0.2.91'],
+    internalTrafficPolicy: 'Local',
+    externalTrafficPolicy: 'Local',
+  };
+}
+
+t.test('local-traffic detector: pod sources to eTP-Local external addresses go to all endpoints, before the external rule', async (t) => {
+  const cidr = renderRules({ ...policyBase, localDetector: { kind: 'cidr', cidrs: ['10.244.0.0/16', 'fd00:244::/48'] } });
+  const container = rulesOf(cidr.ipv4, 'KUP-PORTALS-CONTAINER');
+  t.same(container.slice(1, 5), [
+    '-A KUP-PORTALS-CONTAINER -s 10.244.0.0/16 -d 203.0.113.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42002',
+    '-A KUP-PORTALS-CONTAINER -d 203.0.113.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42001',
+    '-A KUP-PORTALS-CONTAINER -s 10.244.0.0/16 -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42002',
+    '-A KUP-PORTALS-CONTAINER -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42001',
+  ]);
+  t.same(rulesOf(cidr.ipv4, 'KUP-NODEPORT-CONTAINER'), [
+    '-A KUP-NODEPORT-CONTAINER -s 10.244.0.0/16 -p tcp -m tcp --dport 31001 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42002',
+    '-A KUP-NODEPORT-CONTAINER -p tcp -m tcp --dport 31001 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42001',
+    // eTP Cluster: its external listener already has every endpoint, no short-circuit needed.
+    '-A KUP-NODEPORT-CONTAINER -p tcp -m tcp --dport 31002 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42004',
+  ]);
+  t.notMatch(cidr.ipv4, /fd00:244/, 'each family gets its own CIDRs');
+  const bridge = renderRules({ ...policyBase, localDetector: { kind: 'interface', name: 'cbr0' } });
+  t.match(bridge.ipv4, /-A KUP-NODEPORT-CONTAINER -i cbr0 -p tcp -m tcp --dport 31001 .* --to-ports 42002\n/);
+  const prefix = renderRules({ ...policyBase, localDetector: { kind: 'interface', name: 'veth+' } });
+  t.match(prefix.ipv4, /-A KUP-PORTALS-CONTAINER -i veth\+ -d 192\.0\.2\.91\/32 .* --to-ports 42002\n/);
+});
+
+t.test(
+  'source ranges: pod short-circuit only inside a range; blocked sources DROPped; the LB IP allowed when a node IP is in range',
+  async (t) => {
+    const ranged = servicePort({ ...bothLocalSpec(), endpoints: remoteOnly, loadBalancerSourceRanges: ['10.244.3.0/24', '10.0.0.0/8'] });
+    const r = renderRules({ ...policyBase, table: tableOf([ranged]), localDetector: { kind: 'cidr', cidrs: ['10.244.0.0/16'] } });
+    const lb = rulesOf(r.ipv4, 'KUP-PORTALS-CONTAINER').filter((l) => l.includes('192.0.2.91'));
+    t.same(lb, [
+      '-A KUP-PORTALS-CONTAINER -s 10.244.3.0/24 -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42002',
+      '-A KUP-PORTALS-CONTAINER -s 10.244.3.0/24 -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42001',
+      '-A KUP-PORTALS-CONTAINER -s 10.244.0.0/16 -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42002',
+      '-A KUP-PORTALS-CONTAINER -s 10.0.0.0/8 -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42001',
+      // The node's address 10.0.0.5 is in 10.0.0.0/8: upstream's allowFromNode.
+      '-A KUP-PORTALS-CONTAINER -s 192.0.2.91/32 -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42001',
+    ]);
+    t.same(rulesOf(r.ipv4, 'KUP-FIREWALL'), ['-A KUP-FIREWALL -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j DROP']);
+    const outside = renderRules({ ...policyBase, table: tableOf([ranged]), hostIPs: { ipv4: '172.16.0.5' } });
+    t.notMatch(outside.ipv4, /-s 192\.0\.2\.91\/32/, 'no node address in range: the LB IP is not a source let through');
+  },
+);
+
+t.test('kup rules numbers the cluster listener after the others and steers node traffic there', async (t) => {
+  const { rulesScript } = await import('../lib/cli/rules.js');
+  const script = rulesScript({ table: tableOf([bothLocal]), bindAddress: '0.0.0.0', portRange: null, hostIPs: { ipv4: '10.0.0.5' } });
+  t.match(script, /-A KUP-PORTALS-HOST -d 10\.96\.1\.1\/32 .* --to-destination 10\.0\.0\.5:40000\n/, 'ClusterIP: internal listener');
+  t.match(
+    script,
+    /-A KUP-NODEPORT-HOST .* --dport 31001 .* --to-destination 10\.0\.0\.5:40001\n/,
+    'NodePort from the node: cluster listener',
+  );
+  t.match(script, /--dport 40000 -m conntrack --ctstate NEW -j DROP\n/, 'the Local listener without a local endpoint drops');
+  t.match(script, /--dport 40001 -j ACCEPT\n/);
 });

@@ -102,7 +102,7 @@ export const DASHBOARD_HTML = String.raw`<!doctype html>
     if (p && now > p.t) { rate = (s.stats.accepted - p.accepted) * 1000 / (now - p.t); brate = (bytes - p.bytes) * 1000 / (now - p.t); }
     prev[s.key] = { t: now, accepted: s.stats.accepted, bytes: bytes };
     var listener = s.proxyPort === null ? '<span class="bad">not listening' + (s.listenerError ? ': ' + esc(s.listenerError) : '') + '</span>'
-      : '<b class="mono">' + esc(s.exposedAt || hp(d.bindAddress, s.proxyPort)) + '</b>' + (s.externalProxyPort ? ' (external traffic: <b class="mono">:' + s.externalProxyPort + '</b>)' : '');
+      : '<b class="mono">' + esc(s.exposedAt || hp(d.bindAddress, s.proxyPort)) + '</b>' + (s.externalProxyPort ? ' (external traffic: <b class="mono">:' + s.externalProxyPort + '</b>)' : '') + (s.clusterProxyPort ? ' (node and short-circuited pod traffic: <b class="mono">:' + s.clusterProxyPort + '</b>)' : '');
     var maxActive = 1; s.endpoints.forEach(function (e) { if (e.activeConnections > maxActive) maxActive = e.activeConnections; });
     var totalPicks = 0; s.endpoints.forEach(function (e) { totalPicks += e.picks; });
     var rows = s.endpoints.map(function (e) {

@@ -53,6 +53,26 @@ function dst(ip: string): string {
   return `-d ${ip}/${HOST_PREFIX[familyName(ip) ?? 'ipv4']}`;
 }
 
+/** Usable somewhere in the cluster (what clusterEndpoints is made of): ready, else serving while terminating. */
+function usable(e: EndpointStatus): boolean {
+  return e.ready || (e.serving && e.terminating);
+}
+
+/**
+ * What happens to traffic whose listener has `inPlay` endpoints, as the
+ * filter rules (KUP-PROXY-PORTS) decide it; see render.ts proxyPortVerdicts.
+ */
+function verdictNote(s: ServiceStatus, inPlay: number, policy: string | null): string | null {
+  if (inPlay > 0) return null;
+  const elsewhere = s.endpoints.filter(usable).length;
+  if (elsewhere === 0) {
+    return s.protocol === 'TCP'
+      ? 'no usable endpoint anywhere: connections are refused at once (TCP reset)'
+      : 'no usable endpoint anywhere: datagrams are refused at once (ICMP port unreachable)';
+  }
+  return `${policy ?? 'the traffic policy'} Local and no endpoint on this node (${elsewhere} elsewhere): packets are dropped, the client gets no answer and times out (as kube-proxy)`;
+}
+
 function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[] = []): PathMatch {
   const external = kind !== 'ClusterIP' && kind !== 'proxy port' ? true : false;
   const useExternalListener = external && s.externalProxyPort !== null;
@@ -70,11 +90,29 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
     rule = `${dst(d.ip)} -p ${proto} -m ${proto} --dport ${s.portNumber}`;
   }
   const endpoints = s.endpoints.filter((e) => (external ? e.inUseExternal : e.inUse));
-  if (external && s.externalTrafficPolicy === 'Local')
-    notes.push('externalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
-  if (!external && s.internalTrafficPolicy === 'Local')
-    notes.push('internalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
-  if (endpoints.length === 0) notes.push('no usable endpoint: connections are refused at once (UDP datagrams dropped)');
+  const policy = external ? 'externalTrafficPolicy' : 'internalTrafficPolicy';
+  const local = external ? s.externalTrafficPolicy === 'Local' : s.internalTrafficPolicy === 'Local';
+  if (local) notes.push(`${policy} Local: only endpoints on this node`);
+  const verdict = verdictNote(s, endpoints.length, local ? policy : null);
+  if (verdict !== null) notes.push(verdict);
+  if (external) {
+    const all = s.endpoints.filter(usable).length;
+    // The node's own traffic to an external address: neither policy applies (upstream); see render.ts.
+    const nodePort = s.clusterProxyPort ?? (s.internalTrafficPolicy === 'Cluster' ? s.proxyPort : (s.externalProxyPort ?? s.proxyPort));
+    if (s.internalTrafficPolicy === 'Local' || s.externalTrafficPolicy === 'Local') {
+      notes.push(
+        `from this node (KUP-*-HOST): all ${all} usable endpoint(s) of the cluster, neither traffic policy applies${nodePort === null ? '' : ` (listener :${nodePort})`}`,
+      );
+    }
+    if (s.externalTrafficPolicy === 'Local') {
+      notes.push("from this node's pods, when --detect-local-mode tells them apart: all usable endpoints of the cluster too");
+    }
+    if (kind === 'LoadBalancer IP' && s.loadBalancerSourceRanges.length > 0) {
+      notes.push(
+        `loadBalancerSourceRanges ${s.loadBalancerSourceRanges.join(', ')}: other sources are dropped (KUP-FIREWALL), they get no answer`,
+      );
+    }
+  }
   return {
     kind,
     service: s,
@@ -150,7 +188,18 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
       for (const s of doc.services) {
         if (!protoOk(d, s)) continue;
         if (s.proxyPort === d.port) matches.push(match('proxy port', s, d));
-        else if (s.externalProxyPort === d.port) {
+        else if (s.clusterProxyPort === d.port) {
+          const m = match('ClusterIP', s, d);
+          matches.push({
+            ...m,
+            kind: 'proxy port',
+            chains: [],
+            rule: 'none: addressed straight to the listener',
+            listenerPort: s.clusterProxyPort,
+            endpoints: s.endpoints.filter(usable),
+            notes: ["the listener over all of the cluster's endpoints (this node's traffic to external addresses)"],
+          });
+        } else if (s.externalProxyPort === d.port) {
           const m = match('NodePort', s, d);
           matches.push({
             ...m,

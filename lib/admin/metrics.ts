@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { isExternallyReachable, type ServicePort, type ServiceTable } from '../core/types.js';
+import { isExternallyReachable, type ListenerScope, type ServicePort, type ServiceTable } from '../core/types.js';
 import type { ListenerStats } from '../dataplane/stats.js';
 import type { IptablesMetrics } from '../iptables/applier.js';
 import type { ChangeTracker } from '../core/change-tracker.js';
@@ -40,7 +40,7 @@ const PORT_LABELS = ['namespace', 'service', 'port', 'protocol', 'listener'] as 
 type PortLabels = Record<(typeof PORT_LABELS)[number], string>;
 const ENDPOINT_LABELS = ['namespace', 'service', 'port', 'protocol', 'endpoint'] as const;
 
-function portLabels(sp: ServicePort, listener: 'internal' | 'external'): PortLabels {
+function portLabels(sp: ServicePort, listener: ListenerScope): PortLabels {
   return {
     namespace: sp.namespace,
     service: sp.name,
@@ -50,10 +50,11 @@ function portLabels(sp: ServicePort, listener: 'internal' | 'external'): PortLab
   };
 }
 
-function* listeners(src: MetricsSource): Generator<[ServicePort, 'internal' | 'external', ListenerView]> {
+function* listeners(src: MetricsSource): Generator<[ServicePort, ListenerScope, ListenerView]> {
   for (const p of src.proxier.entries()) {
     yield [p.sp, 'internal', p.internal];
     if (p.external !== null) yield [p.sp, 'external', p.external];
+    if (p.cluster !== null) yield [p.sp, 'cluster', p.cluster];
   }
 }
 
@@ -325,7 +326,8 @@ export class ProxyMetrics {
         for (const p of src.proxier.entries()) {
           // One series per endpoint of the port, both listeners summed.
           const sums = new Map<string, [number, number, number]>();
-          for (const l of p.external === null ? [p.internal] : [p.internal, p.external]) {
+          for (const l of [p.internal, p.external, p.cluster]) {
+            if (l === null) continue;
             for (const e of l.balancer.endpoints) {
               const s = sums.get(e.id) ?? [0, 0, 0];
               sums.set(e.id, [s[0] + e.active, s[1] + e.picks, s[2] + e.failures]);

@@ -30,7 +30,9 @@ export function formatStatusTable(doc: StatusDocument): string {
           ? s.listenerError === null
             ? '-'
             : 'FAILED'
-          : String(s.proxyPort) + (s.externalProxyPort === null ? '' : `,${s.externalProxyPort}`);
+          : String(s.proxyPort) +
+            (s.externalProxyPort === null ? '' : `,${s.externalProxyPort}`) +
+            (s.clusterProxyPort === null ? '' : `,${s.clusterProxyPort}`);
     rows.push([`${s.name}:${s.port}/${s.protocol}`, s.type, vipList(s), port, `${ready}/${s.endpoints.length}`, String(s.stats.active)]);
   }
   // One line per Service (its ports share the address), as `kup run` prints it.

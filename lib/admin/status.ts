@@ -126,6 +126,8 @@ export interface ServiceStatus {
   readonly nodePort: number;
   readonly externalIPs: readonly string[];
   readonly loadBalancerIPs: readonly string[];
+  /** Sources allowed to the LoadBalancer IPs (others are dropped); empty: everyone. */
+  readonly loadBalancerSourceRanges: readonly string[];
   /** 0 when none. */
   readonly healthCheckNodePort: number;
   /** 0 when sessionAffinity is None. */
@@ -136,6 +138,12 @@ export interface ServiceStatus {
   readonly proxyPort: number | null;
   /** A second listener for external traffic when the traffic policies differ; null otherwise. */
   readonly externalProxyPort: number | null;
+  /**
+   * A third listener over all cluster endpoints when both traffic policies are
+   * Local: the node's own traffic to the external addresses (and pod traffic
+   * the local-traffic detector short-circuits) goes there. null otherwise.
+   */
+  readonly clusterProxyPort: number | null;
   /** --expose-on-loopback: "127.x.y.z:port", the Service's own address at its real port (proxyPort is that port); null otherwise. */
   readonly exposedAt: string | null;
   readonly listenerError: string | null;
@@ -159,6 +167,8 @@ export interface ListenerView {
 export interface ListenersView {
   readonly internal: ListenerView;
   readonly external: ListenerView | null;
+  /** The all-cluster-endpoints listener (see needsClusterListener); absent or null when none. */
+  readonly cluster?: ListenerView | null;
   /** --expose-on-loopback: the loopback address `internal` listens on. */
   readonly exposedAddress?: string | null;
 }
@@ -213,11 +223,14 @@ function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: 
   const external = new Map<string, EndpointState>();
   for (const e of view?.internal.balancer.endpoints ?? []) internal.set(e.id, e);
   for (const e of view?.external?.balancer.endpoints ?? []) external.set(e.id, e);
+  const cluster = new Map<string, EndpointState>();
+  for (const e of view?.cluster?.balancer.endpoints ?? []) cluster.set(e.id, e);
   const shared = view !== undefined && view.external === null;
   const endpoints: EndpointStatus[] = sp.endpoints.map((ep) => {
     const id = endpointId(ep);
     const i = internal.get(id);
     const x = external.get(id);
+    const c = cluster.get(id);
     return {
       ip: ep.ip,
       port: ep.port,
@@ -229,13 +242,13 @@ function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: 
       isLocal: ep.isLocal,
       inUse: i !== undefined,
       inUseExternal: shared ? i !== undefined : x !== undefined,
-      activeConnections: (i?.active ?? 0) + (x?.active ?? 0),
-      picks: (i?.picks ?? 0) + (x?.picks ?? 0),
-      failures: (i?.failures ?? 0) + (x?.failures ?? 0),
+      activeConnections: (i?.active ?? 0) + (x?.active ?? 0) + (c?.active ?? 0),
+      picks: (i?.picks ?? 0) + (x?.picks ?? 0) + (c?.picks ?? 0),
+      failures: (i?.failures ?? 0) + (x?.failures ?? 0) + (c?.failures ?? 0),
     };
   });
   const stats = sumStats(
-    view === undefined ? [] : view.external === null ? [view.internal.stats] : [view.internal.stats, view.external.stats],
+    view === undefined ? [] : [view.internal, view.external, view.cluster ?? null].flatMap((l) => (l === null ? [] : [l.stats])),
   );
   const next = view?.internal.balancer.peek(input.clientIP)?.id ?? null;
   const nextExternal =
@@ -253,12 +266,14 @@ function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: 
     nodePort: sp.nodePort,
     externalIPs: sp.externalIPs,
     loadBalancerIPs: sp.loadBalancerIPs,
+    loadBalancerSourceRanges: sp.loadBalancerSourceRanges,
     healthCheckNodePort: sp.healthCheckNodePort,
     sessionAffinityTimeoutSeconds: sp.affinityTimeoutSeconds,
     internalTrafficPolicy: sp.internalTrafficPolicy,
     externalTrafficPolicy: sp.externalTrafficPolicy,
     proxyPort: view === undefined || view.internal.port === 0 ? null : view.internal.port,
     externalProxyPort: view?.external == null || view.external.port === 0 ? null : view.external.port,
+    clusterProxyPort: view?.cluster == null || view.cluster.port === 0 ? null : view.cluster.port,
     exposedAt: view?.exposedAddress == null || view.internal.port === 0 ? null : joinHostPort(view.exposedAddress, view.internal.port),
     listenerError: input.listenerError(sp),
     strategy: view?.internal.balancer.strategyName ?? input.defaultStrategy,

@@ -74,12 +74,6 @@ export function mergeFlags(
         'kube-api qps/burst accepted: the live source lists once and then watches, with no client-side rate limiter to apply them to',
       );
     }
-    if (config.clusterCIDRs.length > 0 || config.detectLocal.mode !== '') {
-      log.info(
-        { clusterCIDR: config.clusterCIDRs, detectLocalMode: config.detectLocal.mode },
-        'clusterCIDR/detectLocalMode stored: a userspace proxy does not tell local traffic apart',
-      );
-    }
   };
   return { flags: merged, labels, report };
 }

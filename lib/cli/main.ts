@@ -1,3 +1,4 @@
+import { localTrafficDetector } from '../core/local-detector.js';
 import { Command, CommanderError, Option } from 'commander';
 import { errorMessage, isKupError, KupError } from '../core/errors.js';
 import { hostsBlock } from '../core/loopback-address.js';
@@ -64,11 +65,7 @@ function addRunFlags(cmd: Command): Command {
     )
     .option('--kube-api-qps <qps>', 'API client rate (accepted; the live source lists once, then watches)', RUN_DEFAULTS.kubeApiQps)
     .option('--kube-api-burst <n>', 'API client burst (accepted, as --kube-api-qps)', RUN_DEFAULTS.kubeApiBurst)
-    .option(
-      '--cluster-cidr <cidrs>',
-      "the pods' CIDRs, comma-separated (stored; for --detect-local-mode ClusterCIDR)",
-      RUN_DEFAULTS.clusterCidr,
-    )
+    .option('--cluster-cidr <cidrs>', "the pods' CIDRs, comma-separated (for --detect-local-mode ClusterCIDR)", RUN_DEFAULTS.clusterCidr)
     .option(
       '--nodeport-addresses <list>',
       'NodePorts only on the node addresses in these CIDRs (or primary/localhost/all), comma-separated; empty: every local address',
@@ -79,16 +76,12 @@ function addRunFlags(cmd: Command): Command {
       "accept NodePorts at 127.0.0.1 from the node's own processes (IPv4; as kube-proxy's iptables mode); false turns it off",
     )
     .addOption(
-      new Option('--detect-local-mode <mode>', 'how local traffic is told (stored)')
+      new Option('--detect-local-mode <mode>', 'how pod traffic is told apart (short-circuits it to all endpoints of eTP-Local Services)')
         .choices(['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'])
         .default(RUN_DEFAULTS.detectLocalMode),
     )
-    .option('--pod-bridge-interface <name>', 'for --detect-local-mode BridgeInterface (stored)', RUN_DEFAULTS.podBridgeInterface)
-    .option(
-      '--pod-interface-name-prefix <prefix>',
-      'for --detect-local-mode InterfaceNamePrefix (stored)',
-      RUN_DEFAULTS.podInterfaceNamePrefix,
-    )
+    .option('--pod-bridge-interface <name>', 'for --detect-local-mode BridgeInterface', RUN_DEFAULTS.podBridgeInterface)
+    .option('--pod-interface-name-prefix <prefix>', 'for --detect-local-mode InterfaceNamePrefix', RUN_DEFAULTS.podInterfaceNamePrefix)
     .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
     .option('--state-dir <dir>', 'state directory; holds the lock allowing one kup with iptables per directory', RUN_DEFAULTS.stateDir)
     .addOption(
@@ -266,6 +259,14 @@ export function buildProgram(): Command {
           hostIPs,
           nodePortIPs: resolveNodePortIPs(config.nodePortAddresses, localAddresses(), hostIPs),
           localhostNodePorts: config.localhostNodePorts,
+          // NodeCIDR needs the running node's Node object: `kup rules` shows no detector for it.
+          localDetector: localTrafficDetector({
+            mode: config.detectLocal.mode,
+            clusterCIDRs: config.clusterCIDRs,
+            nodePodCIDRs: null,
+            bridgeInterface: config.detectLocal.bridgeInterface,
+            interfaceNamePrefix: config.detectLocal.interfaceNamePrefix,
+          }).detector,
         }),
       );
     });

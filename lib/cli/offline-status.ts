@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { Balancer, createStrategy } from '../core/balancer/balancer.js';
 import { SessionAffinity } from '../core/balancer/session-affinity.js';
 import type { LbStrategyName } from '../core/balancer/strategy.js';
-import { needsExternalListener, type ServicePort, type ServicePortKey } from '../core/types.js';
+import { needsClusterListener, needsExternalListener, type ListenerScope, type ServicePort, type ServicePortKey } from '../core/types.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import { buildStatus, type ListenerView, type ListenersView, type StatusDocument } from '../admin/status.js';
 import { loadTable } from '../runtime/load-table.js';
@@ -16,9 +16,9 @@ export interface OfflineStatusOptions {
   readonly logger: Logger;
 }
 
-function listener(sp: ServicePort, external: boolean, strategy: LbStrategyName): ListenerView {
+function listener(sp: ServicePort, scope: ListenerScope, strategy: LbStrategyName): ListenerView {
   const b = new Balancer(createStrategy(strategy));
-  b.follow(sp, external ? 'external' : 'internal', new SessionAffinity(sp.affinityTimeoutSeconds));
+  b.follow(sp, scope, new SessionAffinity(sp.affinityTimeoutSeconds));
   return { port: 0, stats: new ListenerStats(), balancer: b };
 }
 
@@ -39,8 +39,9 @@ export async function offlineStatus(opts: OfflineStatusOptions): Promise<StatusD
   const views = new Map<ServicePortKey, ListenersView>();
   for (const sp of table.values()) {
     views.set(sp.key, {
-      internal: listener(sp, false, opts.lbStrategy),
-      external: needsExternalListener(sp) ? listener(sp, true, opts.lbStrategy) : null,
+      internal: listener(sp, 'internal', opts.lbStrategy),
+      external: needsExternalListener(sp) ? listener(sp, 'external', opts.lbStrategy) : null,
+      cluster: needsClusterListener(sp) ? listener(sp, 'cluster', opts.lbStrategy) : null,
     });
   }
   return buildStatus({

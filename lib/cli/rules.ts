@@ -1,5 +1,12 @@
-import { needsExternalListener, type ProxyPortNumbers, type ServicePortKey, type ServiceTable } from '../core/types.js';
 import type { NodePortIPs } from '../core/nodeport-addresses.js';
+import type { LocalTrafficDetector } from '../core/local-detector.js';
+import {
+  needsClusterListener,
+  needsExternalListener,
+  type ProxyPortNumbers,
+  type ServicePortKey,
+  type ServiceTable,
+} from '../core/types.js';
 import type { PortRange } from '../core/port-range.js';
 import { formatJumpRule, jumpRules, renderRules, type HostIPs } from '../iptables/render.js';
 import { sortedPorts } from '../runtime/load-table.js';
@@ -15,6 +22,7 @@ export interface RulesScriptOptions {
   /** --nodeport-addresses resolved against this machine's addresses; null or absent: every local address. */
   readonly nodePortIPs?: NodePortIPs;
   readonly localhostNodePorts?: boolean;
+  readonly localDetector?: LocalTrafficDetector | null;
 }
 
 /**
@@ -28,7 +36,13 @@ export function rulesScript(opts: RulesScriptOptions): string {
   let next = base;
   for (const sp of sortedPorts(opts.table)) {
     const internal = next++;
-    proxyPorts.set(sp.key, needsExternalListener(sp) ? { internal, external: next++ } : { internal });
+    const external = needsExternalListener(sp) ? next++ : undefined;
+    const cluster = needsClusterListener(sp) ? next++ : undefined;
+    proxyPorts.set(sp.key, {
+      internal,
+      ...(external === undefined ? {} : { external }),
+      ...(cluster === undefined ? {} : { cluster }),
+    });
   }
   const rendered = renderRules({
     table: opts.table,
@@ -37,6 +51,7 @@ export function rulesScript(opts: RulesScriptOptions): string {
     hostIPs: opts.hostIPs,
     nodePortIPs: opts.nodePortIPs ?? null,
     localhostNodePorts: opts.localhostNodePorts ?? true,
+    localDetector: opts.localDetector ?? null,
     commentSupported: true,
   });
   const out: string[] = [];

@@ -11,7 +11,7 @@
  * is steered to changed. Pure: the shell runs the filters.
  */
 import { familyName, type FamilyName } from './address.js';
-import type { ProxyPortNumbers, ServicePortKey, ServiceTable } from './types.js';
+import { clusterTrafficPort, type ProxyPortNumbers, type ServicePortKey, type ServiceTable } from './types.js';
 
 /** What one applied table steers where: the input of a plan. */
 export interface SteeredTable {
@@ -32,8 +32,9 @@ export interface ConntrackFilter {
 
 /**
  * Every UDP destination the table redirects, keyed "family|dst|port" (dst ""
- * for a NodePort), with the proxy ports it is sent to. Host traffic to an
- * external address goes to the internal listener, so both ports count.
+ * for a NodePort), with the proxy ports it is sent to. Host (and
+ * short-circuited pod) traffic to an external address goes to the
+ * all-cluster-endpoints listener, so its port counts too.
  */
 function steering(s: SteeredTable, families: readonly FamilyName[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -43,7 +44,7 @@ function steering(s: SteeredTable, families: readonly FamilyName[]): Map<string,
     // No listener, no rule: nothing is steered, nothing can go stale through it.
     if (pp === undefined) continue;
     const internal = String(pp.internal);
-    const both = `${pp.internal}/${pp.external ?? pp.internal}`;
+    const both = `${clusterTrafficPort(sp, pp)}/${pp.external ?? pp.internal}`;
     for (const ip of sp.clusterIPs) out.set(`${familyName(ip) ?? ''}|${ip}|${sp.port}`, internal);
     for (const ip of [...sp.externalIPs, ...sp.loadBalancerIPs]) out.set(`${familyName(ip) ?? ''}|${ip}|${sp.port}`, both);
     if (sp.nodePort !== 0) for (const f of families) out.set(`${f}||${sp.nodePort}`, both);

@@ -38,13 +38,13 @@ export function pruneKubeObject(obj: Obj): Obj {
     case 'Node': {
       // Node eligibility (the health check) reads deletionTimestamp and the taints too.
       const meta = asObject(obj['metadata']);
-      const taints = asObject(obj['spec'])?.['taints'];
       return pick(obj, ['apiVersion', 'kind'], {
         metadata:
           meta?.['deletionTimestamp'] === undefined
             ? pruneMeta(meta ?? obj['metadata'])
             : { ...asObject(pruneMeta(meta)), deletionTimestamp: meta['deletionTimestamp'] },
-        spec: taints === undefined ? undefined : { taints },
+        // Taints for the health check; --detect-local-mode NodeCIDR reads the pod CIDRs.
+        spec: pruneNodeSpec(obj['spec']),
       });
     }
     default:
@@ -63,6 +63,13 @@ function pruneMeta(meta: unknown, keepAnnotation?: string): unknown {
   return pick(m, ['name', 'namespace', 'labels', 'resourceVersion'], {
     annotations: value === undefined || keepAnnotation === undefined ? undefined : { [keepAnnotation]: value },
   });
+}
+
+function pruneNodeSpec(spec: unknown): unknown {
+  const o = asObject(spec);
+  if (o === undefined) return undefined;
+  const kept = pick(o, ['podCIDR', 'podCIDRs', 'taints'], {});
+  return Object.keys(kept).length === 0 ? undefined : kept;
 }
 
 function pruneLoadBalancer(status: unknown): unknown {

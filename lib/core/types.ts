@@ -131,12 +131,53 @@ export function endpointId(ep: Pick<Endpoint, 'ip' | 'port'>): string {
   return joinHostPort(ep.ip, ep.port);
 }
 
-/** Which traffic a listener serves: ClusterIP traffic, or (see needsExternalListener) external traffic. */
-export type ListenerScope = 'internal' | 'external';
+/**
+ * Which endpoint set a listener balances over: ClusterIP traffic (iTP), external
+ * traffic (eTP; see needsExternalListener), or every cluster endpoint (the
+ * node's own traffic to external addresses, and pod traffic short-circuited
+ * by the local-traffic detector; see needsClusterListener).
+ */
+export type ListenerScope = 'internal' | 'external' | 'cluster';
+
+/** The endpoints a listener of `scope` balances over. */
+export function scopeEndpoints(sp: ServicePort, scope: ListenerScope): readonly Endpoint[] {
+  if (scope === 'internal') return internalEndpoints(sp);
+  if (scope === 'external') return externalEndpoints(sp);
+  return sp.clusterEndpoints;
+}
+
+/**
+ * Upstream sends the node's own traffic to a NodePort, externalIP or LB IP
+ * (and short-circuited pod traffic) to all cluster endpoints, whatever iTP
+ * and eTP say. A listener is its endpoint set, so that traffic reuses the
+ * internal or external listener when one of them already balances over all
+ * cluster endpoints; only when both policies are Local is a third listener
+ * needed.
+ */
+export function needsClusterListener(sp: ServicePort): boolean {
+  return isExternallyReachable(sp) && sp.internalTrafficPolicy === 'Local' && sp.externalTrafficPolicy === 'Local';
+}
+
+/** The scope of the listener that serves all-cluster-endpoints traffic for `sp` (see needsClusterListener). */
+export function clusterTrafficScope(sp: ServicePort): ListenerScope {
+  if (sp.internalTrafficPolicy === 'Cluster') return 'internal';
+  if (needsExternalListener(sp) && sp.externalTrafficPolicy === 'Cluster') return 'external';
+  return 'cluster';
+}
 
 /** The proxy ports the data plane opened for one service port; rules steer virtual IPs to them. */
 export interface ProxyPortNumbers {
   readonly internal: number;
   /** Present only when needsExternalListener(sp); otherwise external traffic goes to `internal`. */
   readonly external?: number;
+  /** Present only when needsClusterListener(sp); otherwise clusterTrafficScope(sp) names the listener that serves it. */
+  readonly cluster?: number;
+}
+
+/** The proxy port that serves all-cluster-endpoints traffic; falls back to `internal` if the listener it names is missing. */
+export function clusterTrafficPort(sp: ServicePort, pp: ProxyPortNumbers): number {
+  const scope = clusterTrafficScope(sp);
+  if (scope === 'external') return pp.external ?? pp.internal;
+  if (scope === 'cluster') return pp.cluster ?? pp.internal;
+  return pp.internal;
 }

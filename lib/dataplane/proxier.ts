@@ -8,6 +8,7 @@ import { joinHostPort } from '../core/address.js';
 import type { PortRange } from '../core/port-range.js';
 import type { TableDiff } from '../core/table-diff.js';
 import {
+  needsClusterListener,
   needsExternalListener,
   type ListenerScope,
   type ProxyPortNumbers,
@@ -70,13 +71,15 @@ export interface ServicePortListeners {
   readonly affinity: SessionAffinity;
   internal: ProxyListener;
   external: ProxyListener | null;
+  /** All cluster endpoints, when neither of the others balances over them (see needsClusterListener). */
+  cluster: ProxyListener | null;
   /** The loopback address `internal` listens on under --expose-on-loopback; null otherwise. */
   exposedAddress: string | null;
 }
 
 /**
- * The userspace data plane: one listener per service port (two when the
- * traffic policies differ), opened and closed as the table's diff says. An
+ * The userspace data plane: one listener per service port (more when the
+ * traffic policies pick different endpoint sets; see ListenerScope), opened and closed as the table's diff says. An
  * update only swaps endpoints and settings; it never restarts a listener nor
  * touches established connections.
  */
@@ -122,7 +125,7 @@ export class Proxier {
       try {
         const udp: UdpProxy[] = [];
         for (const p of this.ports.values()) {
-          for (const l of [p.internal, p.external]) if (l instanceof UdpProxy) udp.push(l);
+          for (const l of [p.internal, p.external, p.cluster]) if (l instanceof UdpProxy) udp.push(l);
         }
         for (const l of this.draining) if (l instanceof UdpProxy) udp.push(l);
         if (udp.length === 0) return;
@@ -164,7 +167,11 @@ export class Proxier {
   proxyPorts(): Map<ServicePortKey, ProxyPortNumbers> {
     const out = new Map<ServicePortKey, ProxyPortNumbers>();
     for (const [key, p] of this.ports) {
-      out.set(key, p.external === null ? { internal: p.internal.port } : { internal: p.internal.port, external: p.external.port });
+      out.set(key, {
+        internal: p.internal.port,
+        ...(p.external === null ? {} : { external: p.external.port }),
+        ...(p.cluster === null ? {} : { cluster: p.cluster.port }),
+      });
     }
     return out;
   }
@@ -263,6 +270,7 @@ export class Proxier {
     for (const p of this.ports.values()) {
       listeners.push(p.internal);
       if (p.external !== null) listeners.push(p.external);
+      if (p.cluster !== null) listeners.push(p.cluster);
     }
     this.ports.clear();
     this.failed.clear();
@@ -282,11 +290,13 @@ export class Proxier {
   private async add(sp: ServicePort): Promise<void> {
     const affinity = new SessionAffinity(sp.affinityTimeoutSeconds);
     let internal: ProxyListener | null = null;
+    let external: ProxyListener | null = null;
     const exposedAddress = this.opts.exposeOnLoopback === true ? this.exposedAddressOf(sp) : null;
     try {
       internal = await this.open(sp, 'internal', affinity, exposedAddress);
-      const external = this.wantsExternal(sp) ? await this.open(sp, 'external', affinity) : null;
-      const p: ServicePortListeners = { sp, affinity, internal, external, exposedAddress };
+      external = this.wantsExternal(sp) ? await this.open(sp, 'external', affinity) : null;
+      const cluster = this.wantsCluster(sp) ? await this.open(sp, 'cluster', affinity) : null;
+      const p: ServicePortListeners = { sp, affinity, internal, external, cluster, exposedAddress };
       this.ports.set(sp.key, p);
       this.failed.delete(sp.key);
       this.opts.onListenersChanged?.();
@@ -307,6 +317,7 @@ export class Proxier {
           servicePort: sp.key,
           proxyPort: internal.port,
           ...(external !== null ? { externalProxyPort: external.port } : {}),
+          ...(cluster !== null ? { clusterProxyPort: cluster.port } : {}),
           clusterIPs: sp.clusterIPs,
           endpoints: internal.balancer.size,
         },
@@ -314,6 +325,7 @@ export class Proxier {
       );
     } catch (err) {
       if (internal !== null) await this.closeListener(internal, exposedAddress === null ? portOwner(sp.key, 'internal') : null);
+      if (external !== null) await this.closeListener(external, portOwner(sp.key, 'external'));
       const error = errorMessage(err);
       if (this.failed.get(sp.key)?.error !== error) {
         this.log.error(
@@ -334,7 +346,7 @@ export class Proxier {
     }
     p.sp = sp;
     // The annotation applies to connections dialled from now on; open ones keep what they were sent.
-    for (const l of [p.internal, p.external]) if (l instanceof TcpProxy) l.proxyProtocol = sp.proxyProtocol;
+    for (const l of [p.internal, p.external, p.cluster]) if (l instanceof TcpProxy) l.proxyProtocol = sp.proxyProtocol;
     const affinityOn = sp.affinityTimeoutSeconds > 0;
     p.affinity.setTimeout(sp.affinityTimeoutSeconds);
     if (p.internal.balancer.follow(sp, 'internal', p.affinity) > 0) this.followEndpoints(sp, p.internal);
@@ -355,10 +367,26 @@ export class Proxier {
       await this.closeListener(ext, portOwner(sp.key, 'external'));
       this.opts.onListenersChanged?.();
     }
+    if (this.wantsCluster(sp)) {
+      if (p.cluster === null) {
+        try {
+          p.cluster = await this.open(sp, 'cluster', p.affinity);
+        } catch (err) {
+          this.log.error({ servicePort: sp.key, err: errorMessage(err), code: errorCode(err) }, 'cannot open cluster-wide proxy port');
+        }
+      } else if (p.cluster.balancer.follow(sp, 'cluster', p.affinity) > 0) {
+        this.followEndpoints(sp, p.cluster);
+      }
+    } else if (p.cluster !== null) {
+      const cl = p.cluster;
+      p.cluster = null;
+      await this.closeListener(cl, portOwner(sp.key, 'cluster'));
+    }
     if (!affinityOn) return;
     const live = new Set<string>();
     for (const e of p.internal.balancer.endpoints) live.add(e.id);
     if (p.external !== null) for (const e of p.external.balancer.endpoints) live.add(e.id);
+    if (p.cluster !== null) for (const e of p.cluster.balancer.endpoints) live.add(e.id);
     p.affinity.purge(live);
   }
 
@@ -384,6 +412,7 @@ export class Proxier {
     this.opts.onListenersChanged?.();
     await this.closeListener(p.internal, p.exposedAddress === null ? portOwner(key, 'internal') : null);
     if (p.external !== null) await this.closeListener(p.external, portOwner(key, 'external'));
+    if (p.cluster !== null) await this.closeListener(p.cluster, portOwner(key, 'cluster'));
     if (p.exposedAddress !== null)
       this.log.info({ servicePort: key, address: joinHostPort(p.exposedAddress, p.internal.port) }, 'closed exposed port');
     else this.log.info({ servicePort: key, proxyPort: p.internal.port }, 'closed proxy port');
@@ -397,7 +426,7 @@ export class Proxier {
   ): Promise<ProxyListener> {
     const balancer = new Balancer(createStrategy(this.opts.lbStrategy));
     balancer.follow(sp, scope, affinity);
-    const name = scope === 'internal' ? sp.key : `${sp.key} (external)`;
+    const name = scope === 'internal' ? sp.key : `${sp.key} (${scope})`;
     const budget = this.budget;
     const listener: ProxyListener =
       sp.protocol === 'TCP'
@@ -487,6 +516,10 @@ export class Proxier {
 
   private wantsExternal(sp: ServicePort): boolean {
     return this.opts.exposeOnLoopback !== true && needsExternalListener(sp);
+  }
+
+  private wantsCluster(sp: ServicePort): boolean {
+    return this.opts.exposeOnLoopback !== true && needsClusterListener(sp);
   }
 
   /** The Service's loopback address: the one it has, else a new one distinct from the others'. */

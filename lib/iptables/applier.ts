@@ -16,6 +16,7 @@ import { staleConntrackFilters, type SteeredTable } from '../core/conntrack-plan
 import { resolveNodePortIPs, type NodePortIPs } from '../core/nodeport-addresses.js';
 import { detectHostIPs, localAddresses } from './host-ips.js';
 import { renderKubeProxyCleanup } from './kube-proxy-cleanup.js';
+import type { LocalTrafficDetector } from '../core/local-detector.js';
 import { jumpRules, renderCleanup, renderRules, type HostIPs, type JumpRule } from './render.js';
 
 export interface IptablesApplierOptions {
@@ -28,6 +29,8 @@ export interface IptablesApplierOptions {
   readonly nodePortAddresses?: readonly string[];
   /** --iptables-localhost-nodeports. Default true. */
   readonly localhostNodePorts?: boolean;
+  /** The local-traffic detector in force at each apply (--detect-local-mode); default none. */
+  readonly localDetector?: () => LocalTrafficDetector | null;
   /** Per-binary timeout. Default 10 s. */
   readonly commandTimeoutMs?: number;
 }
@@ -68,6 +71,7 @@ export class IptablesApplier {
   private readonly localhostNodePorts: boolean;
   /** The addresses NodePorts were last rendered for, as logged (a change is logged once). */
   private nodePortIPsText = '';
+  private readonly localDetector: () => LocalTrafficDetector | null;
   private backend: Backend | null = null;
   private commentSupported = true;
   private families: FamilyName[] = ['ipv4'];
@@ -101,6 +105,7 @@ export class IptablesApplier {
     this.explicitHostIPs = options.hostIPs !== undefined;
     this.nodePortAddresses = options.nodePortAddresses ?? [];
     this.localhostNodePorts = options.localhostNodePorts ?? true;
+    this.localDetector = options.localDetector ?? (() => null);
     this.conntrack = new ConntrackCleaner(this.log, this.timeoutMs);
   }
 
@@ -220,6 +225,7 @@ export class IptablesApplier {
       nodePortIPs,
       localhostNodePorts: this.localhostNodePorts,
       commentSupported: this.commentSupported,
+      localDetector: this.localDetector(),
     });
     const warnings = [...rendered.warnings];
     if (!this.families.includes('ipv6') && rendered.ruleCount.ipv6 > 0) {

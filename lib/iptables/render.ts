@@ -10,8 +10,16 @@
  *   nat PREROUTING  -> KUP-NODEPORT-CONTAINER (appended; NodePorts, after every other portal)
  *   nat OUTPUT      -> KUP-PORTALS-HOST       (prepended; the node's own processes)
  *   nat OUTPUT      -> KUP-NODEPORT-HOST      (appended)
- *   filter INPUT    -> KUP-PROXY-PORTS        (prepended; REJECT for ports without endpoints, else ACCEPT)
- *   filter INPUT, FORWARD, OUTPUT -> KUP-FIREWALL (prepended; loadBalancerSourceRanges)
+ *   filter INPUT    -> KUP-PROXY-PORTS        (prepended; per proxy port: REJECT when the service port has no
+ *                                              endpoints at all, DROP when its listener's Local policy finds none
+ *                                              on this node, else ACCEPT)
+ *   filter INPUT, FORWARD, OUTPUT -> KUP-FIREWALL (prepended; loadBalancerSourceRanges: DROP, as upstream)
+ *
+ * Listeners (see ListenerScope): ClusterIP traffic goes to the internal one
+ * (iTP), external traffic arriving on the node to the external one (eTP), and
+ * the node's own traffic to external addresses, like pod traffic the local
+ * detector catches for an eTP-Local service, to the one over all cluster
+ * endpoints (clusterTrafficPort).
  *
  * Every value that reaches the text is validated here (addresses with
  * node:net, ports as integers in range); anything else is left out and
@@ -19,7 +27,18 @@
  */
 import { familyName, HOST_PREFIX, isValidPort, joinHostPort, parseCidr, type FamilyName } from '../core/address.js';
 import { isLoopbackIP, type NodePortIPs } from '../core/nodeport-addresses.js';
-import { portLabel, type ProxyPortNumbers, type ServicePort, type ServicePortKey, type ServiceTable } from '../core/types.js';
+import { cidrContainsAddress, intersectCidrs, type LocalTrafficDetector } from '../core/local-detector.js';
+import {
+  clusterTrafficPort,
+  externalEndpoints,
+  internalEndpoints,
+  isExternallyReachable,
+  portLabel,
+  type ProxyPortNumbers,
+  type ServicePort,
+  type ServicePortKey,
+  type ServiceTable,
+} from '../core/types.js';
 
 export type RuleTable = 'nat' | 'filter';
 
@@ -62,6 +81,8 @@ export interface RenderInput {
   readonly localhostNodePorts?: boolean;
   /** False where the kernel/iptables lacks the comment match: rules are then rendered without it. */
   readonly commentSupported: boolean;
+  /** --detect-local-mode's detector; absent or null: pod traffic is not told apart. */
+  readonly localDetector?: LocalTrafficDetector | null;
 }
 
 export interface RenderedRules {
@@ -108,7 +129,7 @@ function commentArgs(commentSupported: boolean, text: string): string[] {
 
 /** Quotes an argv element for restore-script text; only the comment can need it, and it is already sanitised. */
 function quoteArg(arg: string): string {
-  return /^[A-Za-z0-9_.:/!\-[\]]+$/.test(arg) ? arg : `"${arg}"`;
+  return /^[A-Za-z0-9_.:/!+\-[\]]+$/.test(arg) ? arg : `"${arg}"`;
 }
 
 export function formatArgs(args: readonly string[]): string {
@@ -187,7 +208,12 @@ export function renderRules(input: RenderInput): RenderedRules {
       warnings.push(`${key}: no listener, no rules`);
       continue;
     }
-    if (!isValidPort(pp.internal) || (pp.external !== undefined && !isValidPort(pp.external)) || !isValidPort(sp.port)) {
+    if (
+      !isValidPort(pp.internal) ||
+      (pp.external !== undefined && !isValidPort(pp.external)) ||
+      (pp.cluster !== undefined && !isValidPort(pp.cluster)) ||
+      !isValidPort(sp.port)
+    ) {
       warnings.push(`${key}: invalid port number, no rules`);
       continue;
     }
@@ -196,6 +222,10 @@ export function renderRules(input: RenderInput): RenderedRules {
     }
     const internalPort = pp.internal;
     const externalPort = pp.external ?? pp.internal;
+    const clusterPort = clusterTrafficPort(sp, pp);
+    // Pod traffic to an external address short-circuits to all endpoints only
+    // where eTP Local would otherwise narrow it (with Cluster it gets them anyway).
+    const detector = sp.externalTrafficPolicy === 'Local' ? (input.localDetector ?? null) : null;
     const proto = sp.protocol === 'UDP' ? 'udp' : 'tcp';
     const comment = commentArgs(input.commentSupported, `${sp.namespace}/${sp.name}:${portLabel(sp)}`);
     const portMatch = ['-p', proto, '-m', proto, '--dport', String(sp.port)];
@@ -249,44 +279,65 @@ export function renderRules(input: RenderInput): RenderedRules {
       // listener answers from its bound address, so DNAT there.
       const hostTargetArgs = (port: number): string[] => ['-j', 'DNAT', '--to-destination', joinHostPort(hostTarget(family), port)];
 
-      // The node's own traffic to an external address is not external
-      // traffic: as in kube-proxy, it ignores externalTrafficPolicy and goes to
-      // the internal listener.
-      const portal = (dst: string, port: number, extra: string[] = []): void => {
+      // The source matches that catch this node's pods (none without a
+      // detector). `range` narrows them to a loadBalancerSourceRange: a rule
+      // carries one -s, so CIDRs are intersected.
+      const podSources = (range: string | null): string[][] => {
+        if (detector === null) return [];
+        if (detector.kind === 'interface') return [['-i', detector.name, ...(range === null ? [] : ['-s', range])]];
+        const cidrs = detector.cidrs.filter((c) => parseCidr(c)?.family === family);
+        return (range === null ? cidrs : intersectCidrs(cidrs, range, family)).map((c) => ['-s', c]);
+      };
+
+      // `hostPort` serves the node's own traffic: to a ClusterIP it keeps iTP;
+      // to an external address it is not external traffic and, as in
+      // kube-proxy, goes to all cluster endpoints whatever iTP and eTP say.
+      const portal = (dst: string, port: number, hostPort: number, extra: string[] = []): void => {
         const match = [...extra, '-d', `${dst}/${hostPrefix}`, ...comment, ...portMatch];
         nat(CHAINS.portalsContainer, [...match, ...containerTarget(port)]);
-        nat(CHAINS.portalsHost, [...match, ...hostTargetArgs(internalPort)]);
+        nat(CHAINS.portalsHost, [...match, ...hostTargetArgs(hostPort)]);
+      };
+      /** An external address: pod traffic first (short-circuited), then everyone else to the external listener. */
+      const externalPortal = (dst: string, range: string | null): void => {
+        const rangeMatch = range === null ? [] : ['-s', range];
+        for (const src of podSources(range)) {
+          nat(CHAINS.portalsContainer, [...src, '-d', `${dst}/${hostPrefix}`, ...comment, ...portMatch, ...containerTarget(clusterPort)]);
+        }
+        portal(dst, externalPort, clusterPort, rangeMatch);
       };
 
       let hasRules = false;
       for (const ip of clusterIPs[family]) {
-        portal(ip, internalPort);
+        portal(ip, internalPort, internalPort);
         hasRules = true;
       }
       for (const ip of externalIPs[family]) {
-        portal(ip, externalPort);
+        externalPortal(ip, null);
         hasRules = true;
       }
       for (const ip of lbIPs[family]) {
         hasRules = true;
         if (!restricted) {
-          portal(ip, externalPort);
+          externalPortal(ip, null);
           continue;
         }
         // Only sources in range are redirected; whatever is left still has the
         // load balancer IP as destination when it reaches the filter table,
-        // and KUP-FIREWALL rejects it there. Ranges given only in the other
-        // family leave none for this one: nothing is let through (safer than
-        // upstream, which then lets everyone in).
-        for (const range of sourceRanges[family]) portal(ip, externalPort, ['-s', range]);
-        fr.filter.get(CHAINS.firewall)!.push([
-          '-d',
-          `${ip}/${hostPrefix}`,
-          ...comment,
-          ...portMatch,
-          // REJECT rather than upstream's DROP: blocked clients learn at once.
-          ...rejectArgs(sp.protocol, family),
-        ]);
+        // and KUP-FIREWALL drops it there (as upstream: a blocked client sees
+        // nothing). Ranges given only in the other family leave none for this
+        // one: nothing is let through (safer than upstream, which then lets
+        // everyone in).
+        for (const range of sourceRanges[family]) externalPortal(ip, range);
+        // Upstream's allowFromNode: when a node address is in range, traffic
+        // whose source is the LB IP itself (a load balancer that hairpins
+        // the node's own connection back) is let through too.
+        const nodeIP = input.hostIPs?.[family] ?? null;
+        const nodeInRange =
+          nodeIP !== null && familyName(nodeIP) === family && sourceRanges[family].some((r) => cidrContainsAddress(r, nodeIP, family));
+        if (nodeInRange) {
+          portal(ip, externalPort, clusterPort, ['-s', `${ip}/${hostPrefix}`]);
+        }
+        fr.filter.get(CHAINS.firewall)!.push(['-d', `${ip}/${hostPrefix}`, ...comment, ...portMatch, '-j', 'DROP']);
       }
       if (isValidPort(sp.nodePort)) {
         hasRules = true;
@@ -304,14 +355,19 @@ export function renderRules(input: RenderInput): RenderedRules {
           '-j',
           'DNAT',
           '--to-destination',
-          joinHostPort(wildcard ? LOOPBACK.ipv4 : bind, internalPort),
+          joinHostPort(wildcard ? LOOPBACK.ipv4 : bind, clusterPort),
         ];
         const allowed = input.nodePortIPs?.[family] ?? null;
         if (allowed === null) {
           const local = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
-          nat(CHAINS.nodePortContainer, ['!', '-d', LOOPBACK_NET[family], ...npMatch, ...local, ...containerTarget(externalPort)]);
+          const notLoopback = ['!', '-d', LOOPBACK_NET[family]];
+          for (const src of podSources(null)) {
+            nat(CHAINS.nodePortContainer, [...src, ...notLoopback, ...npMatch, ...local, ...containerTarget(clusterPort)]);
+          }
+          nat(CHAINS.nodePortContainer, [...notLoopback, ...npMatch, ...local, ...containerTarget(externalPort)]);
           if (localhost) nat(CHAINS.nodePortHost, ['-d', LOOPBACK_NET.ipv4, ...npMatch, ...loopbackArgs()]);
-          nat(CHAINS.nodePortHost, ['!', '-d', LOOPBACK_NET[family], ...npMatch, ...local, ...hostTargetArgs(internalPort)]);
+          // The node's own traffic uses all cluster endpoints (neither policy applies to it), as upstream.
+          nat(CHAINS.nodePortHost, [...notLoopback, ...npMatch, ...local, ...hostTargetArgs(clusterPort)]);
         } else {
           // --nodeport-addresses: exactly the node's addresses it selects.
           for (const ip of allowed) {
@@ -320,8 +376,9 @@ export function renderRules(input: RenderInput): RenderedRules {
               if (localhost) nat(CHAINS.nodePortHost, [...dst, ...npMatch, ...loopbackArgs()]);
               continue;
             }
+            for (const src of podSources(null)) nat(CHAINS.nodePortContainer, [...src, ...dst, ...npMatch, ...containerTarget(clusterPort)]);
             nat(CHAINS.nodePortContainer, [...dst, ...npMatch, ...containerTarget(externalPort)]);
-            nat(CHAINS.nodePortHost, [...dst, ...npMatch, ...hostTargetArgs(internalPort)]);
+            nat(CHAINS.nodePortHost, [...dst, ...npMatch, ...hostTargetArgs(clusterPort)]);
           }
         }
       }
@@ -330,25 +387,46 @@ export function renderRules(input: RenderInput): RenderedRules {
         // Redirected packets reach INPUT addressed to the proxy port itself, so
         // the proxy port is where an empty service is refused (whatever route
         // the virtual IP had) and where a restrictive INPUT policy is opened.
-        const ports = internalPort === externalPort ? [internalPort] : [internalPort, externalPort];
-        for (const port of ports) {
-          fr.filter
-            .get(CHAINS.proxyPorts)!
-            .push([
-              ...comment,
-              '-p',
-              proto,
-              '-m',
-              proto,
-              '--dport',
-              String(port),
-              ...(hasNoEndpoints(sp) ? rejectArgs(sp.protocol, family) : ['-j', 'ACCEPT']),
-            ]);
+        for (const [port, verdict] of proxyPortVerdicts(sp, pp, clusterPort)) {
+          const match = [...comment, '-p', proto, '-m', proto, '--dport', String(port)];
+          const chain = fr.filter.get(CHAINS.proxyPorts)!;
+          if (verdict === 'REJECT') chain.push([...match, ...rejectArgs(sp.protocol, family)]);
+          else {
+            // New connections only, as upstream's DROP sits in nat, which sees
+            // only a connection's first packet: one already open (its local pod
+            // now terminating, still finishing it) keeps flowing, and is accepted.
+            if (verdict === 'DROP') chain.push([...match, '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'DROP']);
+            chain.push([...match, '-j', 'ACCEPT']);
+          }
         }
       }
     }
   }
   return serialize(rules, warnings);
+}
+
+export type ProxyPortVerdict = 'ACCEPT' | 'DROP' | 'REJECT';
+
+/**
+ * What KUP-PROXY-PORTS does at each of a service port's proxy ports, as
+ * upstream treats the traffic that reaches it: no endpoint anywhere is
+ * REJECTed (the client learns at once, TestNoEndpointsReject); a listener
+ * whose Local policy finds no endpoint on this node while there are some
+ * elsewhere is DROPped (upstream's "has no local endpoints" DROP: the client
+ * sees nothing); every other listener is ACCEPTed.
+ */
+export function proxyPortVerdicts(
+  sp: ServicePort,
+  pp: ProxyPortNumbers,
+  clusterPort: number = clusterTrafficPort(sp, pp),
+): Map<number, ProxyPortVerdict> {
+  const out = new Map<number, ProxyPortVerdict>();
+  const verdict = (endpoints: readonly unknown[]): ProxyPortVerdict =>
+    hasNoEndpoints(sp) ? 'REJECT' : endpoints.length === 0 ? 'DROP' : 'ACCEPT';
+  out.set(pp.internal, verdict(internalEndpoints(sp)));
+  if (pp.external !== undefined) out.set(pp.external, verdict(externalEndpoints(sp)));
+  if (isExternallyReachable(sp) && !out.has(clusterPort)) out.set(clusterPort, verdict(sp.clusterEndpoints));
+  return out;
 }
 
 function rejectArgs(protocol: ServicePort['protocol'], family: FamilyName): string[] {

@@ -58,7 +58,7 @@ export interface RunConfig {
   readonly logLevel: LogLevel;
   /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
   readonly serviceClusterIPRange: ServiceCIDR;
-  /** --cluster-cidr: the pods' CIDRs (one per family). Stored for --detect-local-mode ClusterCIDR; kup does not tell local traffic apart yet. */
+  /** --cluster-cidr: the pods' CIDRs (one per family), for --detect-local-mode ClusterCIDR (lib/core/local-detector.ts). */
   readonly clusterCIDRs: readonly string[];
   /**
    * --nodeport-addresses: CIDRs and keywords (primary, localhost, all). Empty:
@@ -72,7 +72,7 @@ export interface RunConfig {
    * only), when nodePortAddresses is empty or selects a loopback address.
    */
   readonly localhostNodePorts: boolean;
-  /** --detect-local-mode and its options; stored, as above. */
+  /** --detect-local-mode and its options: how pod traffic is told apart (lib/runtime/local-detection.ts). */
   readonly detectLocal: {
     readonly mode: DetectLocalMode;
     readonly bridgeInterface: string;

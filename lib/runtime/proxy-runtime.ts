@@ -16,6 +16,7 @@ import { DEFAULT_STATE_DIR } from './config.js';
 import { PortStateWriter, readPortState } from './port-state.js';
 import { enableListenerMigration } from './tcp-migrate.js';
 import { joinPredecessorPorts } from '../admin/http-listen.js';
+import { LocalDetection } from './local-detection.js';
 
 /** How long past the grace period closing the data plane may take before stop() moves on. */
 export const DATAPLANE_STOP_MARGIN_MS = 1000;
@@ -107,8 +108,9 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     sync: async (c) => void (await proxier.applyEndpointChanges(c.diff)),
   };
   const dataplane: SyncTarget = { name: 'dataplane', sync: (c) => proxier.resync(c.table) };
+  const localDetection = new LocalDetection(config, logger);
   const iptables = rulesWanted
-    ? await startIptables(logger, config, predecessor !== null || preferredPorts.size > 0).catch(async (err: unknown) => {
+    ? await startIptables(logger, config, localDetection, predecessor !== null || preferredPorts.size > 0).catch(async (err: unknown) => {
         await held?.lock.release();
         throw err;
       })
@@ -189,7 +191,14 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     // probe or load balancer sees a live proxy during a long initial list.
     await admin.startHealth();
     // Serve only once the source delivered its initial state, as kube-proxy waits for its caches.
-    await source.start(withNodeObserver(tracker, (node) => admin.observeNode(node)));
+    await source.start(
+      withNodeObserver(tracker, (node) => {
+        admin.observeNode(node);
+        // NodeCIDR follows the Node's podCIDRs: rewrite the rules when they change.
+        if (localDetection.observeNode(node) && iptables !== null) s.request(true);
+      }),
+    );
+    if (iptables !== null) localDetection.report();
   } catch (err) {
     await runtime.stop();
     throw err;
@@ -286,13 +295,19 @@ async function iptablesAvailable(logger: Logger): Promise<boolean> {
  * rules installed name the ports this kup binds (a predecessor's, or the
  * persisted ones), so they stay until the first restore replaces them.
  */
-async function startIptables(logger: Logger, config: RunConfig, keepExisting: boolean): Promise<IptablesApplier> {
+async function startIptables(
+  logger: Logger,
+  config: RunConfig,
+  localDetection: LocalDetection,
+  keepExisting: boolean,
+): Promise<IptablesApplier> {
   // The syncer owns the full resyncs (every --sync-period) that repair rules removed by others, and the retries.
   const applier = new IptablesApplier({
     logger,
     bindAddress: config.bindAddress,
     nodePortAddresses: config.nodePortAddresses,
     localhostNodePorts: config.localhostNodePorts,
+    localDetector: () => localDetection.current(),
   });
   await applier.start({ keepExisting });
   return applier;

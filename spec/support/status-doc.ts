@@ -61,6 +61,8 @@ export function serviceStatus(
     externalTrafficPolicy: 'Cluster',
     proxyPort: 40001,
     externalProxyPort: null,
+    clusterProxyPort: null,
+    loadBalancerSourceRanges: [],
     exposedAt: null,
     listenerError: null,
     strategy: 'round-robin',

@@ -1,4 +1,4 @@
-import { endpointId, externalEndpoints, internalEndpoints, type Endpoint, type ListenerScope, type ServicePort } from '../types.js';
+import { endpointId, scopeEndpoints, type Endpoint, type ListenerScope, type ServicePort } from '../types.js';
 import { EndpointState } from './endpoint-state.js';
 import { LeastConnections } from './least-connections.js';
 import { RoundRobin } from './round-robin.js';
@@ -57,7 +57,7 @@ export class Balancer {
    */
   follow(sp: ServicePort, scope: ListenerScope, affinity: SessionAffinity): number {
     this.setAffinity(sp.affinityTimeoutSeconds > 0 ? affinity : null);
-    return this.update(scope === 'internal' ? internalEndpoints(sp) : externalEndpoints(sp));
+    return this.update(scopeEndpoints(sp, scope));
   }
 
   /**
