@@ -196,23 +196,26 @@ t.test('endpoints arriving remove the REJECT', async (t) => {
   t.match(r.ipv4, /--dport 40008 -j ACCEPT/);
 });
 
-t.test('a single-stack IPv4 Service has no IPv6 rules at all, NodePort and IPv6 external addresses included (issue 13 item 4)', async (t) => {
-  // kube-proxy's IPv6 proxier skips a Service without an IPv6 clusterIP whole.
-  const v4only = servicePort({
-    name: 'v4only',
-    port: 443,
-    clusterIPs: ['10.96.0.70'],
-    nodePort: 30070,
-    externalIPs: ['203.0.113.70', '2001:db8::70'],
-    loadBalancerIPs: ['192.0.2.70', '2001:db8::71'],
-    endpoints: [endpoint('10.244.0.7', 8443), endpoint('fd00:244::7', 8443)],
-  });
-  const r = renderRules({ ...base, table: tableOf([v4only]), proxyPorts: new Map([[v4only.key, { internal: 41070 }]]) });
-  t.equal(r.ruleCount.ipv6, 0, 'no IPv6 rules');
-  t.notMatch(r.ipv6, /30070|2001:db8::7/, 'no IPv6 NodePort, externalIP or load balancer IP');
-  t.match(r.ipv4, /--dport 30070 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 41070/, 'the IPv4 NodePort is there');
-  t.same(r.warnings, []);
-});
+t.test(
+  'a single-stack IPv4 Service has no IPv6 rules at all, NodePort and IPv6 external addresses included (issue 13 item 4)',
+  async (t) => {
+    // kube-proxy's IPv6 proxier skips a Service without an IPv6 clusterIP whole.
+    const v4only = servicePort({
+      name: 'v4only',
+      port: 443,
+      clusterIPs: ['10.96.0.70'],
+      nodePort: 30070,
+      externalIPs: ['203.0.113.70', '2001:db8::70'],
+      loadBalancerIPs: ['192.0.2.70', '2001:db8::71'],
+      endpoints: [endpoint('10.244.0.7', 8443), endpoint('fd00:244::7', 8443)],
+    });
+    const r = renderRules({ ...base, table: tableOf([v4only]), proxyPorts: new Map([[v4only.key, { internal: 41070 }]]) });
+    t.equal(r.ruleCount.ipv6, 0, 'no IPv6 rules');
+    t.notMatch(r.ipv6, /30070|2001:db8::7/, 'no IPv6 NodePort, externalIP or load balancer IP');
+    t.match(r.ipv4, /--dport 30070 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 41070/, 'the IPv4 NodePort is there');
+    t.same(r.warnings, []);
+  },
+);
 
 t.test('a dual-stack Service whose endpoints are all IPv4: IPv6 traffic is rejected, IPv4 accepted (issue 13 item 4)', async (t) => {
   const dual = servicePort({
@@ -224,7 +227,11 @@ t.test('a dual-stack Service whose endpoints are all IPv4: IPv6 traffic is rejec
   });
   const r = renderRules({ ...base, table: tableOf([dual]), proxyPorts: new Map([[dual.key, { internal: 41080 }]]) });
   t.match(r.ipv4, /-A KUP-PROXY-PORTS .* --dport 41080 -j ACCEPT\n/);
-  t.match(r.ipv6, /-A KUP-PROXY-PORTS .* --dport 41080 -j REJECT --reject-with tcp-reset\n/, 'no IPv6 endpoint: refused as an empty service');
+  t.match(
+    r.ipv6,
+    /-A KUP-PROXY-PORTS .* --dport 41080 -j REJECT --reject-with tcp-reset\n/,
+    'no IPv6 endpoint: refused as an empty service',
+  );
   t.match(r.ipv6, /-d fd00:96::80\/128 .* -j REDIRECT --to-ports 41080/, 'the IPv6 VIP is still caught, so it is refused, not routed on');
 });
 
