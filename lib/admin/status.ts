@@ -10,7 +10,7 @@ import {
   type TrafficPolicy,
   type UnsupportedPort,
 } from '../core/types.js';
-import { joinHostPort } from '../core/address.js';
+import { ipFamily, joinHostPort } from '../core/address.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import type { SourceKind, SourceState } from '../sources/source.js';
 import type { SyncState } from '../sync/syncer.js';
@@ -237,9 +237,11 @@ function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: 
   const stats = sumStats(
     view === undefined ? [] : view.external === null ? [view.internal.stats] : [view.internal.stats, view.external.stats],
   );
-  const next = view?.internal.balancer.peek(input.clientIP)?.id ?? null;
+  // A client reaches the virtual IP of its own family, whose endpoints alone answer it.
+  const family = ipFamily(input.clientIP);
+  const next = view?.internal.balancer.peek(input.clientIP, family)?.id ?? null;
   const nextExternal =
-    view === undefined ? null : view.external === null ? next : (view.external.balancer.peek(input.clientIP)?.id ?? null);
+    view === undefined ? null : view.external === null ? next : (view.external.balancer.peek(input.clientIP, family)?.id ?? null);
   return {
     key: sp.key,
     name: sp.serviceName,
