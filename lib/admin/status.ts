@@ -237,8 +237,11 @@ function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: 
   const stats = sumStats(
     view === undefined ? [] : view.external === null ? [view.internal.stats] : [view.internal.stats, view.external.stats],
   );
-  // A client reaches the virtual IP of its own family, whose endpoints alone answer it.
-  const family = ipFamily(input.clientIP);
+  // A client reaches the virtual IP of its own family, whose endpoints alone
+  // answer it; without a client, the next connection to the primary
+  // clusterIP. An exposed (--expose-on-loopback) listener serves no virtual
+  // IP and picks among all.
+  const family = view?.exposedAddress != null ? 0 : ipFamily(input.clientIP) || ipFamily(sp.clusterIPs[0]);
   const next = view?.internal.balancer.peek(input.clientIP, family)?.id ?? null;
   const nextExternal =
     view === undefined ? null : view.external === null ? next : (view.external.balancer.peek(input.clientIP, family)?.id ?? null);

@@ -56,11 +56,24 @@ export class Balancer {
 
   /** The endpoints of one family, or all of them for 0. */
   endpointsOf(family: PickFamily): readonly EndpointState[] {
-    return family === 4 ? this.v4 : family === 6 ? this.v6 : this.states;
+    const f = this.resolve(family);
+    return f === 4 ? this.v4 : f === 6 ? this.v6 : this.states;
   }
 
   private strategyOf(family: PickFamily): Strategy {
-    return family === 4 ? this.strategy4 : family === 6 ? this.strategy6 : this.strategy;
+    const f = this.resolve(family);
+    return f === 4 ? this.strategy4 : f === 6 ? this.strategy6 : this.strategy;
+  }
+
+  /**
+   * "Any family" over endpoints of one family is that family, so picks and
+   * peeks of either kind share one rotation (`kup explain` without a client
+   * then tells the pick a listener of that family makes next).
+   */
+  private resolve(family: PickFamily): PickFamily {
+    if (family !== 0) return family;
+    if (this.v6.length === 0) return 4;
+    return this.v4.length === 0 ? 6 : 0;
   }
 
   get strategyName(): LbStrategyName {
