@@ -144,3 +144,51 @@ t.test('formatExplanation: what the user reads', async (t) => {
     '203.0.113.9:80/TCP: nothing matches',
   );
 });
+
+t.test('dual-stack: each family reaches its own endpoints; a single-stack Service has no rules in the other family', async (t) => {
+  const dual = serviceStatus('shop', 'dual', 'http', 80, {
+    type: 'NodePort',
+    clusterIPs: ['10.96.0.70', 'fd00:96::70'],
+    nodePort: 30070,
+    proxyPort: 40007,
+    endpoints: [endpointStatus('10.244.0.7', 8080), endpointStatus('fd00:244::7', 8080)],
+    nextEndpoint: '10.244.0.7:8080',
+  });
+  const v4only = serviceStatus('shop', 'v4only', 'http', 443, {
+    type: 'NodePort',
+    clusterIPs: ['10.96.0.71'],
+    externalIPs: ['2001:db8::71'],
+    nodePort: 30071,
+    proxyPort: 40008,
+    endpoints: [endpointStatus('10.244.0.8', 8443)],
+    nextEndpoint: '10.244.0.8:8443',
+  });
+  const d = statusDocument([dual, v4only]);
+  const v4 = explain(d, parseDestination('10.96.0.70:80'), here);
+  t.same(
+    v4.matches[0]!.endpoints.map((e) => e.ip),
+    ['10.244.0.7'],
+    'IPv4 ClusterIP: the IPv4 endpoint only',
+  );
+  t.equal(v4.matches[0]!.next, '10.244.0.7:8080');
+  const v6 = explain(d, parseDestination('[fd00:96::70]:80'), here);
+  t.same(
+    v6.matches[0]!.endpoints.map((e) => e.ip),
+    ['fd00:244::7'],
+    'IPv6 ClusterIP: the IPv6 endpoint only',
+  );
+  t.equal(v6.matches[0]!.next, null, 'the IPv4 next pick is not shown for IPv6');
+  t.match(formatExplanation(d, v6), /next {6}one of the endpoints above/);
+
+  const np6 = explain(d, parseDestination('[2001:db8::99]:30071'), here);
+  t.equal(np6.matches.length, 0, 'no IPv6 NodePort for a single-stack IPv4 Service');
+  t.match(np6.misses, [/30071 is the NodePort of shop\/v4only, a single-stack IPv4 Service: it has no IPv6 rules/]);
+  const ext6 = explain(d, parseDestination('[2001:db8::71]:443'), here);
+  t.equal(ext6.matches.length, 0, 'nor for its IPv6 externalIP');
+  t.match(ext6.misses, [/2001:db8::71 is an externalIP of shop\/v4only/]);
+  t.equal(
+    explain(d, parseDestination('[2001:db8::99]:30070'), here).matches[0]?.endpoints[0]?.ip,
+    'fd00:244::7',
+    'the dual-stack IPv6 NodePort: IPv6',
+  );
+});

@@ -1,4 +1,4 @@
-import { familyName, HOST_PREFIX, isValidPort, joinHostPort, sameIP, splitHostPort } from '../core/address.js';
+import { familyName, HOST_PREFIX, type FamilyName, isValidPort, joinHostPort, sameIP, splitHostPort } from '../core/address.js';
 import { KupError } from '../core/errors.js';
 import type { Protocol } from '../core/types.js';
 import type { EndpointStatus, ServiceStatus, StatusDocument } from './status.js';
@@ -53,6 +53,21 @@ function dst(ip: string): string {
   return `-d ${ip}/${HOST_PREFIX[familyName(ip) ?? 'ipv4']}`;
 }
 
+function familyLabel(f: FamilyName): string {
+  return f === 'ipv4' ? 'IPv4' : 'IPv6';
+}
+
+/**
+ * Null when the Service has rules in the family of `ip`; else why not: rules
+ * exist only in the families of its clusterIPs (kube-proxy's proxier of the
+ * other family skips the Service whole).
+ */
+function otherFamily(s: ServiceStatus, ip: string, what: string): string | null {
+  const f = familyName(ip);
+  if (f === null || s.clusterIPs.some((c) => familyName(c) === f)) return null;
+  return `${what} of ${s.name}, a single-stack ${familyLabel(f === 'ipv4' ? 'ipv6' : 'ipv4')} Service: it has no ${familyLabel(f)} rules, so kup does not touch this traffic`;
+}
+
 function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[] = []): PathMatch {
   const external = kind !== 'ClusterIP' && kind !== 'proxy port' ? true : false;
   const useExternalListener = external && s.externalProxyPort !== null;
@@ -69,12 +84,22 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
     chains = ['KUP-PORTALS-CONTAINER', 'KUP-PORTALS-HOST'];
     rule = `${dst(d.ip)} -p ${proto} -m ${proto} --dport ${s.portNumber}`;
   }
-  const endpoints = s.endpoints.filter((e) => (external ? e.inUseExternal : e.inUse));
+  // One family per virtual IP: a connection to an address of one family
+  // reaches only endpoints of that family (an exposed listener serves no
+  // virtual IP and picks among all).
+  const family = kind === 'proxy port' && s.exposedAt !== null ? null : familyName(d.ip);
+  const inPlay = s.endpoints.filter((e) => (external ? e.inUseExternal : e.inUse));
+  const endpoints = family === null ? inPlay : inPlay.filter((e) => familyName(e.ip) === family);
+  let next = external ? s.externalNextEndpoint : s.nextEndpoint;
+  // /status tells the next pick of one family (the client's, else the primary clusterIP's).
+  if (next !== null && !endpoints.some((e) => joinHostPort(e.ip, e.port) === next)) next = null;
   if (external && s.externalTrafficPolicy === 'Local')
     notes.push('externalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
   if (!external && s.internalTrafficPolicy === 'Local')
     notes.push('internalTrafficPolicy Local: only endpoints on this node; none here means the traffic is dropped');
   if (endpoints.length === 0) notes.push('no usable endpoint: connections are refused at once (UDP datagrams dropped)');
+  if (endpoints.length === 0 && inPlay.length > 0 && family !== null)
+    notes.push(`no ${familyLabel(family)} endpoint: each family reaches only its own endpoints (one family per virtual IP, as kube-proxy)`);
   return {
     kind,
     service: s,
@@ -83,7 +108,7 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
     scope: useExternalListener ? 'external' : 'internal',
     listenerPort: useExternalListener ? s.externalProxyPort : s.proxyPort,
     endpoints,
-    next: external ? s.externalNextEndpoint : s.nextEndpoint,
+    next,
     notes,
   };
 }
@@ -108,10 +133,14 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
     for (const [kind, ips] of kinds) {
       if (!ips.some((ip) => sameIP(ip, d.ip))) continue;
       isVip = true;
-      if (s.portNumber === d.port && protoOk(d, s)) matches.push(match(kind, s, d));
+      if (s.portNumber !== d.port || !protoOk(d, s)) continue;
+      const skipped = otherFamily(s, d.ip, `${d.ip} is ${kind === 'externalIP' ? 'an' : 'a'} ${kind}`);
+      if (skipped !== null) misses.push(skipped);
+      else matches.push(match(kind, s, d));
     }
   }
-  if (isVip && matches.length === 0) {
+  // (Unless a family already said why: its Service has the port, not the family.)
+  if (isVip && matches.length === 0 && misses.length === 0) {
     const owners = new Map<string, string[]>();
     for (const s of doc.services) {
       if (![...s.clusterIPs, ...s.externalIPs, ...s.loadBalancerIPs].some((ip) => sameIP(ip, d.ip))) continue;
@@ -129,6 +158,11 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
     const local = localAddresses.has(d.ip);
     for (const s of doc.services) {
       if (s.nodePort !== 0 && s.nodePort === d.port && protoOk(d, s)) {
+        const skipped = otherFamily(s, d.ip, `${d.port} is the NodePort`);
+        if (skipped !== null) {
+          misses.push(skipped);
+          continue;
+        }
         const notes = [
           local
             ? `${d.ip} is an address of this machine`
@@ -213,7 +247,13 @@ export function formatExplanation(doc: StatusDocument, x: Explanation): string {
     if (unused.length > 0) lines.push(`            (not in play: ${unused.map((e) => joinHostPort(e.ip, e.port)).join(', ')})`);
     const forWhom = doc.client === '' ? 'a new client' : `client ${doc.client}`;
     lines.push(
-      `  next      ${m.next === null ? 'none: no endpoint to send it to' : `${m.next} (the next connection from ${forWhom} goes here)`}`,
+      `  next      ${
+        m.next !== null
+          ? `${m.next} (the next connection from ${forWhom} goes here)`
+          : m.endpoints.length === 0
+            ? 'none: no endpoint to send it to'
+            : `one of the endpoints above (give --client an address of this family to see which)`
+      }`,
     );
     for (const n of m.notes) lines.push(`  note      ${n}`);
   }

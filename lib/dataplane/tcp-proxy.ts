@@ -124,8 +124,13 @@ export class TcpProxy {
   private accept(client: Socket): void {
     this.stats.accepted++;
     const family = this.connectionFamily(client);
+    if (family === undefined) {
+      // Reset before it was even looked at: nothing to refuse, nobody to tell.
+      client.destroy();
+      return;
+    }
     const clientIP = this.clientIPOf(client);
-    const first = family === undefined ? undefined : this.balancer.pick(clientIP, null, family);
+    const first = this.balancer.pick(clientIP, null, family);
     if (first === undefined) {
       // Refused at once, never left hanging: a reset reads as "connection refused/reset" to the client.
       this.stats.noEndpoints++;
