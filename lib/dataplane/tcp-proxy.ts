@@ -245,7 +245,9 @@ export class TcpProxy {
   /**
    * The client's address only where a pick depends on it: remoteAddress costs
    * a getpeername() system call per connection, which round-robin and
-   * least-connections without affinity never need.
+   * least-connections without affinity never need. (A dual-stack listener
+   * makes that call anyway to learn the connection's family; Node caches the
+   * answer, so affinity then costs nothing more.)
    */
   private clientIPOf(client: Socket): string {
     return this.balancer.usesClientIP ? normalizeClientIP(client.remoteAddress) : '';
