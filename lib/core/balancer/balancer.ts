@@ -39,6 +39,7 @@ export class Balancer {
   /** `states` split by family, in the same order; rebuilt by update(). */
   private v4: EndpointState[] = [];
   private v6: EndpointState[] = [];
+  /** For picks among both families at once (family 0 over a mixed set). */
   private readonly strategy: Strategy;
   private readonly strategy4: Strategy;
   private readonly strategy6: Strategy;
@@ -47,9 +48,11 @@ export class Balancer {
   private readonly now: () => number;
 
   constructor(strategy: Strategy, affinity: SessionAffinity | null = null, now: () => number = Date.now) {
-    this.strategy = strategy;
-    this.strategy4 = createStrategy(strategy.name);
+    // The strategy given serves IPv4 endpoints; IPv6 ones and mixed picks get
+    // fresh strategies of the same kind.
+    this.strategy4 = strategy;
     this.strategy6 = createStrategy(strategy.name);
+    this.strategy = createStrategy(strategy.name);
     this.affinity = affinity;
     this.now = now;
   }
