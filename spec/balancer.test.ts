@@ -78,3 +78,42 @@ t.test('session affinity: sticky within the timeout, released after, timeout cha
   b.update([ep('10.0.0.3')]);
   t.equal(b.pick('192.0.2.1')!.endpoint.ip, '10.0.0.3', 'a vanished endpoint releases its clients');
 });
+
+t.test('one family per virtual IP: picks stay in the family asked for, each family with its own rotation', async (t) => {
+  const b = new Balancer(createStrategy('round-robin'));
+  b.update([ep('10.0.0.1'), ep('10.0.0.2'), ep('fd00::1'), ep('fd00::2')]);
+  const picks: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    picks.push(b.pick('', null, 4)!.endpoint.ip);
+    picks.push(b.pick('', null, 6)!.endpoint.ip);
+  }
+  t.same(picks, ['10.0.0.1', 'fd00::1', '10.0.0.2', 'fd00::2', '10.0.0.1', 'fd00::1'], 'IPv4 to IPv4, IPv6 to IPv6, each in turn');
+  t.equal(b.peek('', 4)!.endpoint.ip, '10.0.0.2', 'peek tells the family’s next pick');
+  t.equal(b.peek('', 6)!.endpoint.ip, 'fd00::2');
+  t.equal(b.size, 4, 'every endpoint is still listed');
+  b.update([ep('10.0.0.1'), ep('10.0.0.2')]);
+  t.equal(b.pick('', null, 6), undefined, 'no IPv6 endpoint: an IPv6 client gets none');
+  t.equal(b.pick('', null, 4)!.endpoint.ip, '10.0.0.2', 'while IPv4 goes on where it was');
+  const retry = b.pick('', new Set([b.endpoints[0]!, b.endpoints[1]!]), 4);
+  t.ok(retry !== undefined && retry.endpoint.ip.startsWith('10.'), 'a retry with every IPv4 endpoint tried stays IPv4');
+});
+
+t.test('least-connections per family: an idle endpoint of the other family is never chosen', async (t) => {
+  const b = new Balancer(createStrategy('least-connections'));
+  b.update([ep('10.0.0.1'), ep('10.0.0.2'), ep('fd00::1')]);
+  b.endpoints[0]!.active = 3;
+  b.endpoints[1]!.active = 2;
+  t.equal(b.pick('', null, 4)!.endpoint.ip, '10.0.0.2', 'the least loaded IPv4 endpoint, not the idle IPv6 one');
+  t.equal(b.pick('', null, 6)!.endpoint.ip, 'fd00::1');
+});
+
+t.test('ClientIP affinity never crosses families', async (t) => {
+  const aff = new SessionAffinity(60);
+  const b = new Balancer(createStrategy('round-robin'), aff);
+  b.update([ep('10.0.0.1'), ep('fd00::1')]);
+  // One key stuck to an IPv4 endpoint (an affinity entry is per client address, so this is the worst case).
+  t.equal(b.pick('client', null, 4)!.endpoint.ip, '10.0.0.1');
+  t.equal(b.pick('client', null, 6)!.endpoint.ip, 'fd00::1', 'the IPv4 stickiness does not drag an IPv6 connection across');
+  t.equal(b.pick('client', null, 6)!.endpoint.ip, 'fd00::1', 'and the IPv6 pick is now the sticky one');
+  t.equal(b.peek('client', 4)!.endpoint.ip, '10.0.0.1', 'peek for IPv4 ignores the IPv6 entry');
+});

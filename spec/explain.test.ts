@@ -112,8 +112,10 @@ t.test('a NodePort at 127.0.0.1 is for the node itself (localhost NodePorts); at
     lo.notes.join('\n'),
     /loopback: accepted from the node's own processes only \(not from the network\), unless --iptables-localhost-nodeports=false/,
   );
-  const lo6 = explain(doc, parseDestination('[::1]:30053/udp'), here).matches[0]!;
-  t.match(lo6.notes.join('\n'), /::1 is never a NodePort address/);
+  // shop/dns is single-stack IPv4: no IPv6 rules at all, so ::1 is not its NodePort either way.
+  const lo6 = explain(doc, parseDestination('[::1]:30053/udp'), here);
+  t.equal(lo6.matches.length, 0);
+  t.match(lo6.misses.join('\n'), /single-stack IPv4 Service: it has no IPv6 rules/);
 });
 
 t.test('the proxy port itself, addressed on the bind address', async (t) => {
@@ -198,5 +200,53 @@ t.test('Local policies with no endpoint here: dropped, not refused; the node and
     explain(statusDocument([empty]), parseDestination('10.96.0.71:80'), here).matches[0]!.notes.join('\n'),
     /no usable endpoint anywhere: connections are refused at once \(TCP reset\)/,
     'no endpoint anywhere: REJECT, even under a Local policy',
+  );
+});
+
+t.test('dual-stack: each family reaches its own endpoints; a single-stack Service has no rules in the other family', async (t) => {
+  const dual = serviceStatus('shop', 'dual', 'http', 80, {
+    type: 'NodePort',
+    clusterIPs: ['10.96.0.70', 'fd00:96::70'],
+    nodePort: 30070,
+    proxyPort: 40007,
+    endpoints: [endpointStatus('10.244.0.7', 8080), endpointStatus('fd00:244::7', 8080)],
+    nextEndpoint: '10.244.0.7:8080',
+  });
+  const v4only = serviceStatus('shop', 'v4only', 'http', 443, {
+    type: 'NodePort',
+    clusterIPs: ['10.96.0.71'],
+    externalIPs: ['2001:db8::71'],
+    nodePort: 30071,
+    proxyPort: 40008,
+    endpoints: [endpointStatus('10.244.0.8', 8443)],
+    nextEndpoint: '10.244.0.8:8443',
+  });
+  const d = statusDocument([dual, v4only]);
+  const v4 = explain(d, parseDestination('10.96.0.70:80'), here);
+  t.same(
+    v4.matches[0]!.endpoints.map((e) => e.ip),
+    ['10.244.0.7'],
+    'IPv4 ClusterIP: the IPv4 endpoint only',
+  );
+  t.equal(v4.matches[0]!.next, '10.244.0.7:8080');
+  const v6 = explain(d, parseDestination('[fd00:96::70]:80'), here);
+  t.same(
+    v6.matches[0]!.endpoints.map((e) => e.ip),
+    ['fd00:244::7'],
+    'IPv6 ClusterIP: the IPv6 endpoint only',
+  );
+  t.equal(v6.matches[0]!.next, null, 'the IPv4 next pick is not shown for IPv6');
+  t.match(formatExplanation(d, v6), /next {6}one of the endpoints above/);
+
+  const np6 = explain(d, parseDestination('[2001:db8::99]:30071'), here);
+  t.equal(np6.matches.length, 0, 'no IPv6 NodePort for a single-stack IPv4 Service');
+  t.match(np6.misses, [/30071 is the NodePort of shop\/v4only, a single-stack IPv4 Service: it has no IPv6 rules/]);
+  const ext6 = explain(d, parseDestination('[2001:db8::71]:443'), here);
+  t.equal(ext6.matches.length, 0, 'nor for its IPv6 externalIP');
+  t.match(ext6.misses, [/2001:db8::71 is an externalIP of shop\/v4only/]);
+  t.equal(
+    explain(d, parseDestination('[2001:db8::99]:30070'), here).matches[0]?.endpoints[0]?.ip,
+    'fd00:244::7',
+    'the dual-stack IPv6 NodePort: IPv6',
   );
 });

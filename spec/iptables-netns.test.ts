@@ -98,6 +98,8 @@ async function netnsSuite(t: Test): Promise<void> {
     clusterIPs: ['10.96.0.10', '2001:db8:96::10'],
     nodePort: 30080,
     externalIPs: ['203.0.113.250'],
+    // Pods of both families: a family without endpoints is rejected in its own rules.
+    endpoints: [endpoint('10.244.0.5', 8080), endpoint('fd00:244::5', 8080)],
   });
   const dns = servicePort({
     namespace: 'kube-system',

@@ -8,7 +8,14 @@ import type { ProxyPortNumbers, ServicePortKey } from '../lib/core/types.js';
 import { formatJumpRule, jumpRules, renderCleanup, renderRules, sanitizeComment, type RenderInput } from '../lib/iptables/render.js';
 import { endpoint, servicePort, tableOf } from './support/service-fixtures.js';
 
-const web = servicePort({ name: 'web', portName: 'http', port: 80, clusterIPs: ['10.96.0.10', 'fd00:96::10'], nodePort: 30080 });
+const web = servicePort({
+  name: 'web',
+  portName: 'http',
+  port: 80,
+  clusterIPs: ['10.96.0.10', 'fd00:96::10'],
+  nodePort: 30080,
+  endpoints: [endpoint('10.244.0.5', 8080), endpoint('fd00:244::5', 8080)],
+});
 const dnsUdp = servicePort({
   namespace: 'kube-system',
   name: 'dns',
@@ -123,31 +130,17 @@ const GOLDEN_V6 = `*nat
 :KUP-NODEPORT-CONTAINER - [0:0]
 :KUP-NODEPORT-HOST - [0:0]
 -A KUP-PORTALS-CONTAINER -d fd00:96::51/128 -m comment --comment default/empty-udp:5353 -p udp -m udp --dport 5353 -j REDIRECT --to-ports 40009
--A KUP-PORTALS-CONTAINER -d 2001:db8::250/128 -m comment --comment default/ext:8443 -p tcp -m tcp --dport 8443 -j REDIRECT --to-ports 40004
 -A KUP-PORTALS-CONTAINER -d fd00:96::10/128 -m comment --comment default/web:http -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 40001
 -A KUP-PORTALS-HOST -d fd00:96::51/128 -m comment --comment default/empty-udp:5353 -p udp -m udp --dport 5353 -j DNAT --to-destination [2001:db8:1::5]:40009
--A KUP-PORTALS-HOST -d 2001:db8::250/128 -m comment --comment default/ext:8443 -p tcp -m tcp --dport 8443 -j DNAT --to-destination [2001:db8:1::5]:40004
 -A KUP-PORTALS-HOST -d fd00:96::10/128 -m comment --comment default/web:http -p tcp -m tcp --dport 80 -j DNAT --to-destination [2001:db8:1::5]:40001
--A KUP-NODEPORT-CONTAINER ! -d ::1/128 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40008
--A KUP-NODEPORT-CONTAINER ! -d ::1/128 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40005
--A KUP-NODEPORT-CONTAINER ! -d ::1/128 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40007
 -A KUP-NODEPORT-CONTAINER ! -d ::1/128 -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 40001
--A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/empty:80 -p tcp -m tcp --dport 30050 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40008
--A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/lb:443 -p tcp -m tcp --dport 30443 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40005
--A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/local:8080 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40006
 -A KUP-NODEPORT-HOST ! -d ::1/128 -m comment --comment default/web:http -p tcp -m tcp --dport 30080 -m addrtype --dst-type LOCAL -j DNAT --to-destination [2001:db8:1::5]:40001
 COMMIT
 *filter
 :KUP-PROXY-PORTS - [0:0]
 :KUP-FIREWALL - [0:0]
 -A KUP-PROXY-PORTS -m comment --comment default/empty-udp:5353 -p udp -m udp --dport 40009 -j REJECT --reject-with icmp6-port-unreachable
--A KUP-PROXY-PORTS -m comment --comment default/empty:80 -p tcp -m tcp --dport 40008 -j REJECT --reject-with tcp-reset
--A KUP-PROXY-PORTS -m comment --comment default/ext:8443 -p tcp -m tcp --dport 40004 -j ACCEPT
--A KUP-PROXY-PORTS -m comment --comment default/lb:443 -p tcp -m tcp --dport 40005 -j ACCEPT
--A KUP-PROXY-PORTS -m comment --comment default/local:8080 -p tcp -m tcp --dport 40006 -j ACCEPT
--A KUP-PROXY-PORTS -m comment --comment default/local:8080 -p tcp -m tcp --dport 40007 -j ACCEPT
 -A KUP-PROXY-PORTS -m comment --comment default/web:http -p tcp -m tcp --dport 40001 -j ACCEPT
--A KUP-FIREWALL -d 2001:db8::50/128 -m comment --comment default/lb:443 -p tcp -m tcp --dport 443 -j DROP
 COMMIT
 `;
 
@@ -156,7 +149,7 @@ t.test('golden: the fixture table, both families', async (t) => {
   t.equal(r.ipv4, GOLDEN_V4, 'IPv4 restore script');
   t.equal(r.ipv6, GOLDEN_V6, 'IPv6 restore script');
   t.same(r.warnings, []);
-  t.same(r.ruleCount, { ipv4: 41, ipv6: 22 });
+  t.same(r.ruleCount, { ipv4: 41, ipv6: 8 });
 });
 
 t.test('rendering is deterministic whatever the table order', async (t) => {
@@ -205,6 +198,45 @@ t.test('endpoints arriving remove the REJECT', async (t) => {
   const r = renderRules({ ...base, table: tableOf([...table.values()].map((sp) => (sp.key === empty.key ? filled : sp))) });
   t.notMatch(r.ipv4, /--dport 40008 -j REJECT/);
   t.match(r.ipv4, /--dport 40008 -j ACCEPT/);
+});
+
+t.test(
+  'a single-stack IPv4 Service has no IPv6 rules at all, NodePort and IPv6 external addresses included (issue 13 item 4)',
+  async (t) => {
+    // kube-proxy's IPv6 proxier skips a Service without an IPv6 clusterIP whole.
+    const v4only = servicePort({
+      name: 'v4only',
+      port: 443,
+      clusterIPs: ['10.96.0.70'],
+      nodePort: 30070,
+      externalIPs: ['203.0.113.70', '2001:db8::70'],
+      loadBalancerIPs: ['192.0.2.70', '2001:db8::71'],
+      endpoints: [endpoint('10.244.0.7', 8443), endpoint('fd00:244::7', 8443)],
+    });
+    const r = renderRules({ ...base, table: tableOf([v4only]), proxyPorts: new Map([[v4only.key, { internal: 41070 }]]) });
+    t.equal(r.ruleCount.ipv6, 0, 'no IPv6 rules');
+    t.notMatch(r.ipv6, /30070|2001:db8::7/, 'no IPv6 NodePort, externalIP or load balancer IP');
+    t.match(r.ipv4, /--dport 30070 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 41070/, 'the IPv4 NodePort is there');
+    t.same(r.warnings, []);
+  },
+);
+
+t.test('a dual-stack Service whose endpoints are all IPv4: IPv6 traffic is rejected, IPv4 accepted (issue 13 item 4)', async (t) => {
+  const dual = servicePort({
+    name: 'dual',
+    port: 80,
+    clusterIPs: ['10.96.0.80', 'fd00:96::80'],
+    nodePort: 30088,
+    endpoints: [endpoint('10.244.0.8', 8080)],
+  });
+  const r = renderRules({ ...base, table: tableOf([dual]), proxyPorts: new Map([[dual.key, { internal: 41080 }]]) });
+  t.match(r.ipv4, /-A KUP-PROXY-PORTS .* --dport 41080 -j ACCEPT\n/);
+  t.match(
+    r.ipv6,
+    /-A KUP-PROXY-PORTS .* --dport 41080 -j REJECT --reject-with tcp-reset\n/,
+    'no IPv6 endpoint: refused as an empty service',
+  );
+  t.match(r.ipv6, /-d fd00:96::80\/128 .* -j REDIRECT --to-ports 41080/, 'the IPv6 VIP is still caught, so it is refused, not routed on');
 });
 
 t.test('source ranges only in the other family block the load balancer IP entirely', async (t) => {
@@ -347,8 +379,11 @@ t.test("the node's own traffic to external addresses goes to all cluster endpoin
     '-A KUP-PORTALS-HOST -d 10.96.1.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5:42003',
   ]);
   t.same(rulesOf(r.ipv4, 'KUP-NODEPORT-HOST'), [
+    // Localhost NodePorts reach the same all-endpoints listener, through loopback.
+    '-A KUP-NODEPORT-HOST -d 127.0.0.0/8 -p tcp -m tcp --dport 31001 -j DNAT --to-destination 127.0.0.1:42002',
     '-A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -p tcp -m tcp --dport 31001 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:42002',
     // iTP Local, eTP Cluster: the external listener already balances over every endpoint.
+    '-A KUP-NODEPORT-HOST -d 127.0.0.0/8 -p tcp -m tcp --dport 31002 -j DNAT --to-destination 127.0.0.1:42004',
     '-A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -p tcp -m tcp --dport 31002 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:42004',
   ]);
   t.same(
@@ -401,14 +436,14 @@ t.test('local-traffic detector: pod sources to eTP-Local external addresses go t
     '-A KUP-PORTALS-CONTAINER -d 192.0.2.91/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 42001',
   ]);
   t.same(rulesOf(cidr.ipv4, 'KUP-NODEPORT-CONTAINER'), [
-    '-A KUP-NODEPORT-CONTAINER -s 10.244.0.0/16 -p tcp -m tcp --dport 31001 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42002',
-    '-A KUP-NODEPORT-CONTAINER -p tcp -m tcp --dport 31001 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42001',
+    '-A KUP-NODEPORT-CONTAINER -s 10.244.0.0/16 ! -d 127.0.0.0/8 -p tcp -m tcp --dport 31001 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42002',
+    '-A KUP-NODEPORT-CONTAINER ! -d 127.0.0.0/8 -p tcp -m tcp --dport 31001 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42001',
     // eTP Cluster: its external listener already has every endpoint, no short-circuit needed.
-    '-A KUP-NODEPORT-CONTAINER -p tcp -m tcp --dport 31002 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42004',
+    '-A KUP-NODEPORT-CONTAINER ! -d 127.0.0.0/8 -p tcp -m tcp --dport 31002 -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 42004',
   ]);
   t.notMatch(cidr.ipv4, /fd00:244/, 'each family gets its own CIDRs');
   const bridge = renderRules({ ...policyBase, localDetector: { kind: 'interface', name: 'cbr0' } });
-  t.match(bridge.ipv4, /-A KUP-NODEPORT-CONTAINER -i cbr0 -p tcp -m tcp --dport 31001 .* --to-ports 42002\n/);
+  t.match(bridge.ipv4, /-A KUP-NODEPORT-CONTAINER -i cbr0 ! -d 127\.0\.0\.0\/8 -p tcp -m tcp --dport 31001 .* --to-ports 42002\n/);
   const prefix = renderRules({ ...policyBase, localDetector: { kind: 'interface', name: 'veth+' } });
   t.match(prefix.ipv4, /-A KUP-PORTALS-CONTAINER -i veth\+ -d 192\.0\.2\.91\/32 .* --to-ports 42002\n/);
 });

@@ -1,4 +1,4 @@
-import { familyName, HOST_PREFIX, isValidPort, joinHostPort, sameIP, splitHostPort } from '../core/address.js';
+import { familyName, HOST_PREFIX, type FamilyName, isValidPort, joinHostPort, sameIP, splitHostPort } from '../core/address.js';
 import { KupError } from '../core/errors.js';
 import type { Protocol } from '../core/types.js';
 import type { EndpointStatus, ServiceStatus, StatusDocument } from './status.js';
@@ -62,15 +62,30 @@ function usable(e: EndpointStatus): boolean {
  * What happens to traffic whose listener has `inPlay` endpoints, as the
  * filter rules (KUP-PROXY-PORTS) decide it; see render.ts proxyPortVerdicts.
  */
-function verdictNote(s: ServiceStatus, inPlay: number, policy: string | null): string | null {
+function verdictNote(s: ServiceStatus, inPlay: number, policy: string | null, family: FamilyName | null): string | null {
   if (inPlay > 0) return null;
-  const elsewhere = s.endpoints.filter(usable).length;
+  const elsewhere = s.endpoints.filter((e) => usable(e) && (family === null || familyName(e.ip) === family)).length;
   if (elsewhere === 0) {
     return s.protocol === 'TCP'
       ? 'no usable endpoint anywhere: connections are refused at once (TCP reset)'
       : 'no usable endpoint anywhere: datagrams are refused at once (ICMP port unreachable)';
   }
   return `${policy ?? 'the traffic policy'} Local and no endpoint on this node (${elsewhere} elsewhere): packets are dropped, the client gets no answer and times out (as kube-proxy)`;
+}
+
+function familyLabel(f: FamilyName): string {
+  return f === 'ipv4' ? 'IPv4' : 'IPv6';
+}
+
+/**
+ * Null when the Service has rules in the family of `ip`; else why not: rules
+ * exist only in the families of its clusterIPs (kube-proxy's proxier of the
+ * other family skips the Service whole).
+ */
+function otherFamily(s: ServiceStatus, ip: string, what: string): string | null {
+  const f = familyName(ip);
+  if (f === null || s.clusterIPs.some((c) => familyName(c) === f)) return null;
+  return `${what} of ${s.name}, a single-stack ${familyLabel(f === 'ipv4' ? 'ipv6' : 'ipv4')} Service: it has no ${familyLabel(f)} rules, so kup does not touch this traffic`;
 }
 
 function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[] = []): PathMatch {
@@ -89,14 +104,26 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
     chains = ['KUP-PORTALS-CONTAINER', 'KUP-PORTALS-HOST'];
     rule = `${dst(d.ip)} -p ${proto} -m ${proto} --dport ${s.portNumber}`;
   }
-  const endpoints = s.endpoints.filter((e) => (external ? e.inUseExternal : e.inUse));
+  // One family per virtual IP: a connection to an address of one family
+  // reaches only endpoints of that family (an exposed listener serves no
+  // virtual IP and picks among all).
+  const family = kind === 'proxy port' && s.exposedAt !== null ? null : familyName(d.ip);
+  const ofFamily = <E extends EndpointStatus>(eps: readonly E[]): E[] =>
+    family === null ? [...eps] : eps.filter((e) => familyName(e.ip) === family);
+  const inPlay = s.endpoints.filter((e) => (external ? e.inUseExternal : e.inUse));
+  const endpoints = ofFamily(inPlay);
+  let next = external ? s.externalNextEndpoint : s.nextEndpoint;
+  // /status tells the next pick of one family (the client's, else the primary clusterIP's).
+  if (next !== null && !endpoints.some((e) => joinHostPort(e.ip, e.port) === next)) next = null;
   const policy = external ? 'externalTrafficPolicy' : 'internalTrafficPolicy';
   const local = external ? s.externalTrafficPolicy === 'Local' : s.internalTrafficPolicy === 'Local';
   if (local) notes.push(`${policy} Local: only endpoints on this node`);
-  const verdict = verdictNote(s, endpoints.length, local ? policy : null);
+  const verdict = verdictNote(s, endpoints.length, local ? policy : null, family);
   if (verdict !== null) notes.push(verdict);
+  if (endpoints.length === 0 && inPlay.length > 0 && family !== null)
+    notes.push(`no ${familyLabel(family)} endpoint: each family reaches only its own endpoints (one family per virtual IP, as kube-proxy)`);
   if (external) {
-    const all = s.endpoints.filter(usable).length;
+    const all = ofFamily(s.endpoints.filter(usable)).length;
     // The node's own traffic to an external address: neither policy applies (upstream); see render.ts.
     const nodePort = s.clusterProxyPort ?? (s.internalTrafficPolicy === 'Cluster' ? s.proxyPort : (s.externalProxyPort ?? s.proxyPort));
     if (s.internalTrafficPolicy === 'Local' || s.externalTrafficPolicy === 'Local') {
@@ -121,7 +148,7 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
     scope: useExternalListener ? 'external' : 'internal',
     listenerPort: useExternalListener ? s.externalProxyPort : s.proxyPort,
     endpoints,
-    next: external ? s.externalNextEndpoint : s.nextEndpoint,
+    next,
     notes,
   };
 }
@@ -146,10 +173,14 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
     for (const [kind, ips] of kinds) {
       if (!ips.some((ip) => sameIP(ip, d.ip))) continue;
       isVip = true;
-      if (s.portNumber === d.port && protoOk(d, s)) matches.push(match(kind, s, d));
+      if (s.portNumber !== d.port || !protoOk(d, s)) continue;
+      const skipped = otherFamily(s, d.ip, `${d.ip} is ${kind === 'externalIP' ? 'an' : 'a'} ${kind}`);
+      if (skipped !== null) misses.push(skipped);
+      else matches.push(match(kind, s, d));
     }
   }
-  if (isVip && matches.length === 0) {
+  // (Unless a family already said why: its Service has the port, not the family.)
+  if (isVip && matches.length === 0 && misses.length === 0) {
     const owners = new Map<string, string[]>();
     for (const s of doc.services) {
       if (![...s.clusterIPs, ...s.externalIPs, ...s.loadBalancerIPs].some((ip) => sameIP(ip, d.ip))) continue;
@@ -167,6 +198,11 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
     const local = localAddresses.has(d.ip);
     for (const s of doc.services) {
       if (s.nodePort !== 0 && s.nodePort === d.port && protoOk(d, s)) {
+        const skipped = otherFamily(s, d.ip, `${d.port} is the NodePort`);
+        if (skipped !== null) {
+          misses.push(skipped);
+          continue;
+        }
         const notes = [
           local
             ? `${d.ip} is an address of this machine`
@@ -267,7 +303,13 @@ export function formatExplanation(doc: StatusDocument, x: Explanation): string {
     if (unused.length > 0) lines.push(`            (not in play: ${unused.map((e) => joinHostPort(e.ip, e.port)).join(', ')})`);
     const forWhom = doc.client === '' ? 'a new client' : `client ${doc.client}`;
     lines.push(
-      `  next      ${m.next === null ? 'none: no endpoint to send it to' : `${m.next} (the next connection from ${forWhom} goes here)`}`,
+      `  next      ${
+        m.next !== null
+          ? `${m.next} (the next connection from ${forWhom} goes here)`
+          : m.endpoints.length === 0
+            ? 'none: no endpoint to send it to'
+            : `one of the endpoints above (give --client an address of this family to see which)`
+      }`,
     );
     for (const n of m.notes) lines.push(`  note      ${n}`);
   }

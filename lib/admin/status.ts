@@ -10,7 +10,7 @@ import {
   type TrafficPolicy,
   type UnsupportedPort,
 } from '../core/types.js';
-import { joinHostPort } from '../core/address.js';
+import { ipFamily, joinHostPort } from '../core/address.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import type { SourceKind, SourceState } from '../sources/source.js';
 import type { SyncState } from '../sync/syncer.js';
@@ -250,9 +250,14 @@ function serviceStatus(sp: ServicePort, view: ListenersView | undefined, input: 
   const stats = sumStats(
     view === undefined ? [] : [view.internal, view.external, view.cluster ?? null].flatMap((l) => (l === null ? [] : [l.stats])),
   );
-  const next = view?.internal.balancer.peek(input.clientIP)?.id ?? null;
+  // A client reaches the virtual IP of its own family, whose endpoints alone
+  // answer it; without a client, the next connection to the primary
+  // clusterIP. An exposed (--expose-on-loopback) listener serves no virtual
+  // IP and picks among all.
+  const family = view?.exposedAddress != null ? 0 : ipFamily(input.clientIP) || ipFamily(sp.clusterIPs[0]);
+  const next = view?.internal.balancer.peek(input.clientIP, family)?.id ?? null;
   const nextExternal =
-    view === undefined ? null : view.external === null ? next : (view.external.balancer.peek(input.clientIP)?.id ?? null);
+    view === undefined ? null : view.external === null ? next : (view.external.balancer.peek(input.clientIP, family)?.id ?? null);
   return {
     key: sp.key,
     name: sp.serviceName,

@@ -76,6 +76,18 @@ export function normalizeClientIP(address: string | undefined): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
+/**
+ * The family of a connection as a socket reports its address: a dual-stack
+ * socket shows an IPv4 peer (and local address) as ::ffff:a.b.c.d, which is
+ * IPv4 traffic. No parse: a socket's address is well-formed, and IPv6 text
+ * holds a dot only in that embedded-IPv4 form. 0 when there is no address
+ * (the socket is already gone).
+ */
+export function socketAddressFamily(address: string | undefined): IPFamily | 0 {
+  if (address === undefined || address === '') return 0;
+  return address.includes('.') ? 4 : 6;
+}
+
 /** A port a packet can name: 1..65535 (0 means "kernel-chosen" and is allowed only where a caller says so). */
 // As isValidIP: a number is only checked, an unknown field value is narrowed.
 export function isValidPort(value: number): boolean;

@@ -437,6 +437,7 @@ export class Proxier {
             idleTimeoutMs: this.opts.tcpIdleTimeoutMs,
             budget,
             proxyProtocol: sp.proxyProtocol,
+            anyFamily: exposedAddress !== null,
           })
         : new UdpProxy({
             name,
@@ -447,6 +448,7 @@ export class Proxier {
             budget,
             bufferSize: this.opts.udpBufferSize ?? DEFAULT_UDP_BUFFER_SIZE,
             onBuffers: (b) => this.noteUdpBuffers(b),
+            anyFamily: exposedAddress !== null,
           });
     if (!budget.take(1)) {
       throw new KupError(

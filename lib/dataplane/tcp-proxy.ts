@@ -1,7 +1,8 @@
 import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { normalizeClientIP } from '../core/address.js';
-import type { Balancer } from '../core/balancer/balancer.js';
+import { normalizeClientIP, socketAddressFamily } from '../core/address.js';
+import type { Balancer, PickFamily } from '../core/balancer/balancer.js';
+import { listenerFamily, PER_CONNECTION, type ListenerFamily } from './listener-family.js';
 import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
 import { proxyProtocolHeader, type ProxyProtocolVersion } from '../core/proxy-protocol.js';
@@ -27,6 +28,8 @@ export interface TcpProxyOptions {
   readonly budget: FdBudget;
   /** The Service's kup.dev/proxy-protocol; null (default) sends nothing of kup's own. */
   readonly proxyProtocol?: ProxyProtocolVersion | null;
+  /** True when the listener serves no virtual IP (--expose-on-loopback): any endpoint of either family may answer. */
+  readonly anyFamily?: boolean;
 }
 
 /**
@@ -45,6 +48,8 @@ export class TcpProxy {
   private readonly clients = new Map<Socket, Socket | null>();
   private boundPort = 0;
   private listenPending = false;
+  /** Whose endpoints a connection may reach: set by listen() from the bound address. */
+  private family: ListenerFamily = 0;
   /**
    * PROXY protocol header version sent to each endpoint before the client's
    * bytes; changed by a Service update for connections dialled after it.
@@ -88,6 +93,7 @@ export class TcpProxy {
       this.server.once('error', onError);
       this.server.listen({ host, port, ipv6Only, exclusive: true, reusePort }, () => {
         this.listenPending = false;
+        this.family = this.opts.anyFamily === true ? 0 : listenerFamily(host, ipv6Only);
         this.server.off('error', onError);
         this.boundPort = (this.server.address() as net.AddressInfo).port;
         resolve(this.boundPort);
@@ -118,8 +124,14 @@ export class TcpProxy {
 
   private accept(client: Socket): void {
     this.stats.accepted++;
+    const family = this.connectionFamily(client);
+    if (family === undefined) {
+      // Reset before it was even looked at: nothing to refuse, nobody to tell.
+      client.destroy();
+      return;
+    }
     const clientIP = this.clientIPOf(client);
-    const first = this.balancer.pick(clientIP);
+    const first = this.balancer.pick(clientIP, null, family);
     if (first === undefined) {
       // Refused at once, never left hanging: a reset reads as "connection refused/reset" to the client.
       this.stats.noEndpoints++;
@@ -138,6 +150,19 @@ export class TcpProxy {
     this.clients.set(client, null);
     client.on('error', noop); // until spliced; a reset during the dial only aborts it
     this.dial(client, clientIP, first, 0, null);
+  }
+
+  /**
+   * The family of the address the client connected to, whose endpoints alone
+   * may answer (one family per virtual IP, as kube-proxy). Only a dual-stack
+   * listener asks the socket: the peer address (one getpeername(), which Node
+   * caches for the affinity key and the PROXY header) has the family of the
+   * local one. Undefined when the client is already gone.
+   */
+  private connectionFamily(client: Socket): PickFamily | undefined {
+    if (this.family !== PER_CONNECTION) return this.family;
+    const f = socketAddressFamily(client.remoteAddress);
+    return f === 0 ? undefined : f;
   }
 
   private dial(client: Socket, clientIP: string, ep: EndpointState, attempt: number, tried: Set<EndpointState> | null): void {
@@ -221,7 +246,9 @@ export class TcpProxy {
   /**
    * The client's address only where a pick depends on it: remoteAddress costs
    * a getpeername() system call per connection, which round-robin and
-   * least-connections without affinity never need.
+   * least-connections without affinity never need. (A dual-stack listener
+   * makes that call anyway to learn the connection's family; Node caches the
+   * answer, so affinity then costs nothing more.)
    */
   private clientIPOf(client: Socket): string {
     return this.balancer.usesClientIP ? normalizeClientIP(client.remoteAddress) : '';
@@ -251,7 +278,11 @@ export class TcpProxy {
     }
     const triedSet = tried ?? new Set<EndpointState>();
     triedSet.add(ep);
-    const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP || this.clientIPOf(client), triedSet) : undefined;
+    const family = this.connectionFamily(client);
+    const nextEp =
+      next < this.dialTimeouts.length && family !== undefined
+        ? this.balancer.pick(clientIP || this.clientIPOf(client), triedSet, family)
+        : undefined;
     if (nextEp === undefined) {
       this.stats.exhausted++;
       client.resetAndDestroy();

@@ -1,11 +1,12 @@
 import dgram, { type RemoteInfo, type Socket as DgramSocket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
-import { normalizeClientIP } from '../core/address.js';
+import { normalizeClientIP, socketAddressFamily } from '../core/address.js';
 import type { Balancer } from '../core/balancer/balancer.js';
 import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
 import { isLocalResourceError, type FdBudget } from './fd-budget.js';
+import { listenerFamily, PER_CONNECTION, type ListenerFamily } from './listener-family.js';
 import { ListenerStats } from './stats.js';
 import { udpSocketKey, type UdpDropTable } from './udp-drops.js';
 
@@ -33,6 +34,8 @@ export interface UdpProxyOptions {
   readonly bufferSize: number;
   /** Told the sizes the kernel gave the listener, once it is bound. */
   readonly onBuffers?: (sizes: UdpBufferSizes) => void;
+  /** True when the listener serves no virtual IP (--expose-on-loopback): any endpoint of either family may answer. */
+  readonly anyFamily?: boolean;
 }
 
 /** Datagrams queued while a session's backend socket is still connecting. */
@@ -74,6 +77,8 @@ export class UdpProxy {
   private last: Session | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   private boundPort = 0;
+  /** Whose endpoints a session may reach: set by listen() from the bound address. */
+  private family: ListenerFamily = 0;
   /** How /proc/net/udp* names the listener, for its drop count. */
   private procKey = '';
   /** Coarse clock: refreshed by the sweeper so the per-datagram path does not call Date.now(). */
@@ -107,6 +112,7 @@ export class UdpProxy {
         this.socket = sock;
         const local = sock.address();
         this.boundPort = local.port;
+        this.family = this.opts.anyFamily === true ? 0 : listenerFamily(host, ipv6Only);
         this.procKey = udpSocketKey(local.address, local.port);
         this.sizeBuffers(sock);
         const every = Math.max(50, Math.min(1000, Math.floor(this.opts.sessionTimeoutMs / 4)));
@@ -190,7 +196,11 @@ export class UdpProxy {
   }
 
   private openSession(key: string, rinfo: RemoteInfo): Session | undefined {
-    const ep = this.balancer.pick(normalizeClientIP(rinfo.address));
+    // One family per virtual IP: a session reaches endpoints of its datagrams'
+    // family only, read from the client's address (which Node already made),
+    // once per session, never per datagram.
+    const family = this.family === PER_CONNECTION ? socketAddressFamily(rinfo.address) : this.family;
+    const ep = this.balancer.pick(normalizeClientIP(rinfo.address), null, family);
     if (ep === undefined) {
       this.stats.noEndpoints++;
       return undefined;

@@ -164,9 +164,17 @@ export function formatJumpRule(j: JumpRule): string {
   return `-t ${j.table} ${j.position === 'prepend' ? '-I' : '-A'} ${j.chain} ${formatArgs(j.args)}`;
 }
 
-/** True when the service port has no usable endpoint anywhere: its traffic is rejected so clients fail at once. */
-export function hasNoEndpoints(sp: ServicePort): boolean {
-  return sp.clusterEndpoints.length === 0 && sp.localEndpoints.length === 0;
+/**
+ * True when the service port has no usable endpoint anywhere (of `family`,
+ * when given): its traffic is rejected so clients fail at once. Per family
+ * because each family's virtual IPs reach only that family's endpoints (as
+ * kube-proxy's per-family proxiers), so a dual-stack Service whose pods have
+ * only IPv4 addresses refuses IPv6 clients while serving IPv4 ones.
+ */
+export function hasNoEndpoints(sp: ServicePort, family?: FamilyName): boolean {
+  const of = (eps: ServicePort['clusterEndpoints']): boolean =>
+    family === undefined ? eps.length > 0 : eps.some((e) => familyName(e.ip) === family);
+  return !of(sp.clusterEndpoints) && !of(sp.localEndpoints);
 }
 
 interface FamilyRules {
@@ -251,6 +259,11 @@ export function renderRules(input: RenderInput): RenderedRules {
     const restricted = sp.loadBalancerSourceRanges.length > 0;
 
     for (const family of ['ipv4', 'ipv6'] as const) {
+      // A Service exists in the families of its clusterIPs (spec.ipFamilies):
+      // kube-proxy's proxier of another family skips it whole, its NodePort,
+      // externalIPs and load balancer IPs included (a single-stack IPv4
+      // Service has no IPv6 NodePort).
+      if (clusterIPs[family].length === 0) continue;
       if (bindFamily !== null && bindFamily !== family) {
         // A DNAT cannot change the family, and the listener exists only in the other one.
         if (clusterIPs[family].length + externalIPs[family].length + lbIPs[family].length > 0) {
@@ -387,7 +400,7 @@ export function renderRules(input: RenderInput): RenderedRules {
         // Redirected packets reach INPUT addressed to the proxy port itself, so
         // the proxy port is where an empty service is refused (whatever route
         // the virtual IP had) and where a restrictive INPUT policy is opened.
-        for (const [port, verdict] of proxyPortVerdicts(sp, pp, clusterPort)) {
+        for (const [port, verdict] of proxyPortVerdicts(sp, pp, clusterPort, family)) {
           const match = [...comment, '-p', proto, '-m', proto, '--dport', String(port)];
           const chain = fr.filter.get(CHAINS.proxyPorts)!;
           if (verdict === 'REJECT') chain.push([...match, ...rejectArgs(sp.protocol, family)]);
@@ -419,10 +432,14 @@ export function proxyPortVerdicts(
   sp: ServicePort,
   pp: ProxyPortNumbers,
   clusterPort: number = clusterTrafficPort(sp, pp),
+  family?: FamilyName,
 ): Map<number, ProxyPortVerdict> {
   const out = new Map<number, ProxyPortVerdict>();
-  const verdict = (endpoints: readonly unknown[]): ProxyPortVerdict =>
-    hasNoEndpoints(sp) ? 'REJECT' : endpoints.length === 0 ? 'DROP' : 'ACCEPT';
+  // Per family when given: each family's virtual IPs reach only that family's endpoints.
+  const usable = (endpoints: ServicePort['clusterEndpoints']): boolean =>
+    family === undefined ? endpoints.length > 0 : endpoints.some((e) => familyName(e.ip) === family);
+  const verdict = (endpoints: ServicePort['clusterEndpoints']): ProxyPortVerdict =>
+    hasNoEndpoints(sp, family) ? 'REJECT' : usable(endpoints) ? 'ACCEPT' : 'DROP';
   out.set(pp.internal, verdict(internalEndpoints(sp)));
   if (pp.external !== undefined) out.set(pp.external, verdict(externalEndpoints(sp)));
   if (isExternallyReachable(sp) && !out.has(clusterPort)) out.set(clusterPort, verdict(sp.clusterEndpoints));

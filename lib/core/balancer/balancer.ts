@@ -1,3 +1,4 @@
+import { ipFamily, type IPFamily } from '../address.js';
 import { endpointId, scopeEndpoints, type Endpoint, type ListenerScope, type ServicePort } from '../types.js';
 import { EndpointState } from './endpoint-state.js';
 import { LeastConnections } from './least-connections.js';
@@ -13,20 +14,69 @@ export function createStrategy(name: LbStrategyName): Strategy {
 }
 
 /**
+ * Which endpoints a pick may choose from: those of one IP family (the family
+ * of the virtual IP the connection was addressed to), or 0 for any (a listener
+ * that serves no virtual IP, such as --expose-on-loopback's).
+ */
+export type PickFamily = IPFamily | 0;
+
+/**
  * The endpoints of one listener and how the next one is chosen: a strategy,
  * optionally under ClientIP session affinity.
+ *
+ * Dual-stack: kube-proxy runs one proxier per family, so an IPv4 virtual IP
+ * reaches only IPv4 endpoints and an IPv6 one only IPv6 endpoints. One
+ * listener here serves both families, so the endpoints are also kept split by
+ * family, each family with a strategy of its own: its round-robin position
+ * moves only with its own picks. Least-connection counts live on each
+ * EndpointState, which belongs to one family, and a ClientIP affinity entry
+ * is keyed by the client's address, which has the connection's family, so
+ * both stay right without more state. The split is made when the endpoint set
+ * changes, never per pick.
  */
 export class Balancer {
   private states: EndpointState[] = [];
+  /** `states` split by family, in the same order; rebuilt by update(). */
+  private v4: EndpointState[] = [];
+  private v6: EndpointState[] = [];
+  /** For picks among both families at once (family 0 over a mixed set). */
   private readonly strategy: Strategy;
+  private readonly strategy4: Strategy;
+  private readonly strategy6: Strategy;
   private affinity: SessionAffinity | null;
 
   private readonly now: () => number;
 
   constructor(strategy: Strategy, affinity: SessionAffinity | null = null, now: () => number = Date.now) {
-    this.strategy = strategy;
+    // The strategy given serves IPv4 endpoints; IPv6 ones and mixed picks get
+    // fresh strategies of the same kind.
+    this.strategy4 = strategy;
+    this.strategy6 = createStrategy(strategy.name);
+    this.strategy = createStrategy(strategy.name);
     this.affinity = affinity;
     this.now = now;
+  }
+
+  /** The endpoints of one family, or all of them for 0. */
+  endpointsOf(family: PickFamily): readonly EndpointState[] {
+    const f = this.resolve(family);
+    return f === 4 ? this.v4 : f === 6 ? this.v6 : this.states;
+  }
+
+  private strategyOf(family: PickFamily): Strategy {
+    const f = this.resolve(family);
+    return f === 4 ? this.strategy4 : f === 6 ? this.strategy6 : this.strategy;
+  }
+
+  /**
+   * "Any family" over endpoints of one family is that family, so picks and
+   * peeks of either kind share one rotation (`kup explain` without a client
+   * then tells the pick a listener of that family makes next).
+   */
+  private resolve(family: PickFamily): PickFamily {
+    if (family !== 0) return family;
+    if (this.v6.length === 0) return 4;
+    return this.v4.length === 0 ? 6 : 0;
   }
 
   get strategyName(): LbStrategyName {
@@ -79,25 +129,35 @@ export class Balancer {
     }
     for (const gone of old.values()) gone.current = false;
     this.states = next;
+    const v4: EndpointState[] = [];
+    const v6: EndpointState[] = [];
+    for (const s of next) (ipFamily(s.endpoint.ip) === 6 ? v6 : v4).push(s);
+    this.v4 = v4;
+    this.v6 = v6;
     this.strategy.reset(next);
+    this.strategy4.reset(v4);
+    this.strategy6.reset(v6);
     return old.size;
   }
 
   /**
    * The endpoint for a new connection from `clientIP`, or undefined when there
    * is none. `exclude` lists endpoints that already failed for this connection.
+   * `family` is the family of the address the connection was sent to: only
+   * endpoints of that family may answer it (0: any).
    */
-  pick(clientIP: string, exclude: ReadonlySet<EndpointState> | null = null): EndpointState | undefined {
-    if (this.states.length === 0) return undefined;
+  pick(clientIP: string, exclude: ReadonlySet<EndpointState> | null = null, family: PickFamily = 0): EndpointState | undefined {
+    const states = this.endpointsOf(family);
+    if (states.length === 0) return undefined;
     const aff = this.affinity;
     if (aff !== null && exclude === null) {
-      const sticky = aff.lookup(clientIP, this.states);
+      const sticky = aff.lookup(clientIP, states);
       if (sticky !== undefined) {
         sticky.picks++;
         return sticky;
       }
     }
-    const ep = this.strategy.pick(this.states, exclude, this.now());
+    const ep = this.strategyOf(family).pick(states, exclude, this.now());
     if (ep !== undefined) {
       ep.picks++;
       if (aff !== null) aff.record(clientIP, ep);
@@ -105,9 +165,10 @@ export class Balancer {
     return ep;
   }
 
-  /** The endpoint the next connection from `clientIP` would get, changing nothing. */
-  peek(clientIP: string): EndpointState | undefined {
-    return this.affinity?.peek(clientIP, this.states) ?? this.strategy.peek(this.states);
+  /** The endpoint the next connection from `clientIP` to an address of `family` would get, changing nothing. */
+  peek(clientIP: string, family: PickFamily = 0): EndpointState | undefined {
+    const states = this.endpointsOf(family);
+    return this.affinity?.peek(clientIP, states) ?? this.strategyOf(family).peek(states);
   }
 
   /**
