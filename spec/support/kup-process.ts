@@ -1,3 +1,4 @@
+import { relayArgs } from './relay.js';
 import { readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -46,6 +47,8 @@ export function loopbackRunArgs(file: string, admin: { healthz?: string; metrics
     admin.healthz ?? '',
     '--metrics-bind-address',
     admin.metrics ?? '127.0.0.1:0',
+    // KUP_TEST_RELAY picks the relay (a later --relay in `extra` wins).
+    ...relayArgs(),
     ...extra,
   ];
 }
