@@ -360,7 +360,9 @@ static void update(struct conn *c) {
   if (c->dead) return;
   for (int s = 0; s < 2; s++) {
     if (c->fd[s] < 0) continue;
-    uint32_t m = EPOLLRDHUP;
+    /* No EPOLLRDHUP: level-triggered, it would wake the thread for ever once a
+     * side sent its FIN; EPOLLIN reports the FIN when it is wanted. */
+    uint32_t m = 0;
     struct dir *from = &c->d[s], *into = &c->d[1 - s];
     if (!from->eof && !pending(from)) m |= EPOLLIN;
     if (pending(into) && !into->dropped) m |= EPOLLOUT;
@@ -460,9 +462,9 @@ static void take_cmds(void) {
         if (!R.min_idle || c->idle_ms < R.min_idle) R.min_idle = c->idle_ms;
       }
       for (int s = 0; s < 2; s++) {
-        struct epoll_event ev = {.events = EPOLLRDHUP, .data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)s};
+        struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)s};
         epoll_ctl(R.ep, EPOLL_CTL_ADD, c->fd[s], &ev);
-        c->mask[s] = EPOLLRDHUP;
+        c->mask[s] = 0;
       }
       /* The PROXY header (and bytes JS already read) go before anything else. */
       if (flush_dir(c, 0) == 0) pump(c, 0);
@@ -518,13 +520,23 @@ static void *run(void *arg) {
       int s = (int)(u & 1);
       uint32_t e = evs[i].events;
       if (c->dead || c->fd[s] < 0) continue;
-      if (e & (EPOLLOUT | EPOLLERR)) {
+      /* Reads first: what a side sent before it failed is still delivered
+       * (a failed send to it would close it with its answer unread). */
+      if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) pump(c, s);
+      if ((e & (EPOLLOUT | EPOLLERR)) && !c->dead && c->fd[s] >= 0) {
         if (flush_dir(c, 1 - s) == 0) {
           carry_fin(c, 1 - s);
-          pump(c, 1 - s);
+          if (!c->dead) pump(c, 1 - s);
         }
       }
-      if (e & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) pump(c, s);
+      if ((e & EPOLLERR) && !c->dead && c->fd[s] >= 0) {
+        /* An error neither a read nor a send met (nothing to do on that side):
+         * level-triggered, it must be taken now or it wakes the thread for ever. */
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd[s], SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) side_gone(c, s, err);
+      }
       if (!c->dead) check_done(c);
       if (!c->dead) update(c);
     }
