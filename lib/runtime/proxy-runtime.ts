@@ -51,7 +51,10 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   });
   // Before any listener: --relay native without its addon stops here, with one line.
   const relay = selectRelay(config.relay);
-  logger.info({ relay: relay.kind, why: relay.why }, `relay: ${relay.kind === 'native' ? 'native (epoll thread, splice for bulk)' : 'TypeScript (splice.ts)'}`);
+  logger.info(
+    { relay: relay.kind, why: relay.why },
+    `relay: ${relay.kind === 'native' ? 'native (epoll thread, splice for bulk)' : 'TypeScript (splice.ts)'}`,
+  );
   const proxier = new Proxier({
     nativeRelay: relay.relay,
     bindAddress: config.bindAddress,
