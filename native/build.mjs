@@ -1,3 +1,4 @@
+/* global process, console */
 // Builds the native relay addon (build/Release/kup_relay.node) with the
 // node-gyp npm ships, against the Node headers already on disk: the pinned
 // `node` devDependency's, else those of the running Node (the container
