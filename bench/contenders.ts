@@ -78,7 +78,7 @@ export function proxyPortsFromLog(log: string): Map<string, number> {
   return out;
 }
 
-export const kupRunArgs = (source: string, entry = 'dist/bin/kup.js'): string[] => [
+export const kupRunArgs = (source: string, entry = 'dist/bin/kup.js', extra: readonly string[] = []): string[] => [
   // As the shebang and the image start it: no inspector on SIGUSR1, a small young generation.
   '--disable-sigusr1',
   '--max-semi-space-size=8',
@@ -93,6 +93,7 @@ export const kupRunArgs = (source: string, entry = 'dist/bin/kup.js'): string[] 
   '',
   '--metrics-bind-address',
   '',
+  ...extra,
 ];
 
 export async function waitForLog(p: Started, pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
@@ -107,7 +108,7 @@ export async function waitForLog(p: Started, pattern: RegExp, timeoutMs: number)
 }
 
 /** kup run from `entry` (dist/bin/kup.js, or an older build to compare against). */
-export function kupContender(name: string, entry: string, settings: string): Contender {
+export function kupContender(name: string, entry: string, settings: string, extra: readonly string[] = []): Contender {
   return {
     name,
     settings,
@@ -117,7 +118,7 @@ export function kupContender(name: string, entry: string, settings: string): Con
       await writeFile(file, kupObjects(b));
       // KUP_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" profiles kup under the same load.
       const nodeArgs = (process.env.KUP_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-      const p = startProcess(process.execPath, [...nodeArgs, ...kupRunArgs(`file:${file}`, entry)]);
+      const p = startProcess(process.execPath, [...nodeArgs, ...kupRunArgs(`file:${file}`, entry, extra)]);
       try {
         await waitForLog(p, /synced \d+ service ports/, 20_000);
         const m = proxyPortsFromLog(p.output());
@@ -141,7 +142,13 @@ export function kupContender(name: string, entry: string, settings: string): Con
   };
 }
 
-export const kup = kupContender('kup', 'dist/bin/kup.js', 'one Node process (kup run --source file: --no-iptables), default flags');
+export const kup = kupContender(
+  'kup',
+  'dist/bin/kup.js',
+  'one Node process (kup run --source file: --no-iptables), default flags (--relay auto: native when built)',
+);
+/** The TypeScript relay (splice.ts), side by side with the native one. */
+export const kupJs = kupContender('kup-js', 'dist/bin/kup.js', 'kup run as above with --relay js', ['--relay', 'js']);
 
 export const haproxy: Contender = {
   name: 'haproxy',
@@ -239,4 +246,4 @@ export const socat: Contender = {
   },
 };
 
-export const CONTENDERS: readonly Contender[] = [direct, kup, haproxy, nginxStream, socat];
+export const CONTENDERS: readonly Contender[] = [direct, kup, kupJs, haproxy, nginxStream, socat];

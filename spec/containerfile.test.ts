@@ -17,6 +17,12 @@ t.test('the Containerfile builds unprivileged and ships only the compiled packag
   const npmAt = build.lines.findIndex((l) => /^RUN\s+npm ci\b/.test(l));
   t.ok(userAt >= 0 && userAt < npmAt, 'npm ci runs as the unprivileged node user');
   t.match(build.lines.join('\n'), /npm prune --omit=dev/, 'dev dependencies are pruned before copying');
+  t.match(
+    build.lines.join('\n'),
+    /apt-get install[^\n]*\bpython3 make g\+\+/,
+    'the build stage has what node-gyp needs for the native relay',
+  );
+  t.match(build.lines.join('\n'), /npm run build:native/, 'the image fails to build rather than ship without its native relay');
 
   t.match(final.from, /node:24[-.\w]*slim/, 'final stage on Node 24 slim');
   t.match(final.lines.join('\n'), /apt-get install[^\n]*\biptables\b/, 'iptables installed');
@@ -24,8 +30,8 @@ t.test('the Containerfile builds unprivileged and ships only the compiled packag
   const fromBuild = copies.filter((c) => c[0] === `--from=${build.name}`).map((c) => c[1]);
   t.same(
     fromBuild.sort(),
-    ['/src/dist/bin', '/src/dist/lib', '/src/node_modules', '/src/package.json'],
-    'only the compiled package and runtime deps',
+    ['/src/build/Release/kup_relay.node', '/src/dist/bin', '/src/dist/lib', '/src/node_modules', '/src/package.json'],
+    'only the compiled package, its native relay and runtime deps',
   );
   t.notOk(
     fromBuild.some((p) => /spec|\.ts$|tsconfig/.test(p!)),

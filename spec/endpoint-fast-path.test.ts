@@ -136,5 +136,9 @@ t.test('a slice change right after a sync is picked within tens of ms, not after
     answer = await request(port!);
     if (!IPS.includes(answer)) break;
   }
-  t.match(answer, /^(ECONNRESET|ECONNREFUSED|closed)$/, 'the last endpoint gone: new connections are reset at once (rules say REJECT later)');
+  t.match(
+    answer,
+    /^(ECONNRESET|ECONNREFUSED|closed)$/,
+    'the last endpoint gone: new connections are reset at once (rules say REJECT later)',
+  );
 });

@@ -106,7 +106,11 @@ t.test('objects are cut to what kup reads on arrival, listed or watched (memory 
   const { store } = await started(t, h);
   const check = (what: string): void => {
     const svc = store.services.get('default/web')!;
-    t.same(Object.keys(svc.metadata ?? {}).sort(), ['annotations', 'name', 'namespace', 'resourceVersion'], `${what}: Service metadata kept`);
+    t.same(
+      Object.keys(svc.metadata ?? {}).sort(),
+      ['annotations', 'name', 'namespace', 'resourceVersion'],
+      `${what}: Service metadata kept`,
+    );
     t.same(svc.metadata?.annotations, { 'kup.dev/proxy-protocol': 'v1' }, `${what}: only the annotation kup reads`);
     const slice = store.slices.values().next().value!;
     t.equal(slice.metadata?.managedFields, undefined, `${what}: no managedFields on the slice`);

@@ -146,7 +146,14 @@ t.test('an endpoint change inside the rate-limit window reaches the immediate ta
   const balancers = { name: 'endpoints', immediate: true, sync: record('endpoints') };
   const rules = { name: 'iptables', sync: record('iptables') };
   // Real min-sync-period of 60 s: p-queue's window runs on real timers, which this test never waits out.
-  const syncer = new Syncer({ tracker, targets: [balancers, rules], minSyncPeriodMs: 60_000, syncPeriodMs: 600_000, logger: log.logger, clock });
+  const syncer = new Syncer({
+    tracker,
+    targets: [balancers, rules],
+    minSyncPeriodMs: 60_000,
+    syncPeriodMs: 600_000,
+    logger: log.logger,
+    clock,
+  });
   const records: SyncRecord[] = [];
   syncer.onSync((r) => records.push(r));
   const sp0 = servicePort({ name: 'web', port: 80, endpoints: [endpoint('10.0.0.1', 8080)] });

@@ -29,7 +29,7 @@ export interface AdminTarget {
   readonly logger: Logger;
   readonly source: Pick<Source, 'kind' | 'state' | 'recorder'>;
   readonly tracker: Pick<ChangeTracker, 'counters' | 'current' | 'unsupported'>;
-  readonly proxier: Pick<Proxier, 'get' | 'entries' | 'failures' | 'refreshUdpDrops'>;
+  readonly proxier: Pick<Proxier, 'get' | 'entries' | 'failures' | 'refreshUdpDrops' | 'relay'>;
   readonly syncer: Pick<Syncer, 'state' | 'onSync'>;
   installedRules(): string | null;
   iptablesMetrics(): IptablesMetrics | null;
@@ -135,6 +135,7 @@ export class Admin {
       node: rt.config.nodeName,
       bindAddress: rt.config.bindAddress,
       clientIP,
+      relay: rt.proxier.relay,
       table: rt.tracker.current(),
       unsupported: rt.tracker.unsupported(),
       listeners: (sp) => rt.proxier.get(sp.key),

@@ -8,6 +8,7 @@ import type { SourceState } from '../sources/source.js';
 import type { SyncRecord, SyncState } from '../sync/syncer.js';
 import { kupVersion } from '../runtime/version.js';
 import type { ListenerView } from './status.js';
+import type { RelayKind } from '../dataplane/native-relay.js';
 
 /** What the metrics read; a ProxyRuntime provides all of it. */
 export interface MetricsSource {
@@ -16,6 +17,8 @@ export interface MetricsSource {
     entries(): Iterable<ServicePortListeners>;
     failures(): ReadonlyMap<string, unknown>;
     refreshUdpDrops(): Promise<void>;
+    /** Which relay moves TCP bytes; absent in tests without a proxier. */
+    readonly relay?: RelayKind;
   };
   readonly syncer: { readonly state: Readonly<SyncState> };
   readonly source: { state(): SourceState };
@@ -152,6 +155,16 @@ export class ProxyMetrics {
     });
 
     const sync = (): Readonly<SyncState> => src.syncer.state;
+    new Gauge({
+      name: 'kup_relay_info',
+      help: 'Which relay moves the bytes of established TCP connections (native: the addon epoll thread; js: splice.ts); always 1',
+      labelNames: ['relay'],
+      registers,
+      collect() {
+        this.reset();
+        if (src.proxier.relay !== undefined) this.set({ relay: src.proxier.relay }, 1);
+      },
+    });
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
       help: 'The last time proxy rules were successfully synced',

@@ -11,6 +11,7 @@ import {
   type UnsupportedPort,
 } from '../core/types.js';
 import { ipFamily, joinHostPort } from '../core/address.js';
+import type { RelayKind } from '../dataplane/native-relay.js';
 import { ListenerStats } from '../dataplane/stats.js';
 import type { SourceKind, SourceState } from '../sources/source.js';
 import type { SyncState } from '../sync/syncer.js';
@@ -28,6 +29,8 @@ export interface StatusDocument {
   readonly generatedAt: string;
   readonly node: string;
   readonly proxyMode: 'userspace';
+  /** Which relay moves established TCP connections' bytes (--relay); absent when no proxy runs (`kup explain --source`). */
+  readonly relay?: RelayKind;
   readonly bindAddress: string;
   /** The client address `nextEndpoint` was worked out for (session affinity depends on it). */
   readonly client: string;
@@ -178,6 +181,8 @@ export interface StatusInput {
   readonly bindAddress: string;
   readonly clientIP: string;
   readonly table: ServiceTable;
+  /** The running proxy's relay; absent without one. */
+  readonly relay?: RelayKind;
   /** Ports left out of the table because kup cannot proxy them; none when absent. */
   readonly unsupported?: readonly UnsupportedPort[];
   /** The listeners of a service port, undefined when it has none. */
@@ -309,6 +314,7 @@ export function buildStatus(input: StatusInput): StatusDocument {
     generatedAt: new Date(input.now).toISOString(),
     node: input.node,
     proxyMode: 'userspace',
+    ...(input.relay === undefined ? {} : { relay: input.relay }),
     bindAddress: input.bindAddress,
     client: input.clientIP,
     health:

@@ -41,6 +41,7 @@ function addRunFlags(cmd: Command): Command {
     .option('--proxy-port-range <range>', 'proxy ports: BEGIN-END, BEGIN+OFFSET, or empty for kernel-chosen', RUN_DEFAULTS.proxyPortRange)
     .option('--udp-timeout <duration>', 'idle time after which a UDP session is closed', RUN_DEFAULTS.udpTimeout)
     .option('--udp-max-sessions <n>', 'most UDP sessions per service port (oldest evicted)', RUN_DEFAULTS.udpMaxSessions)
+    .option('--relay <relay>', 'who moves TCP bytes once connected: auto (native when its addon loads), native, js', RUN_DEFAULTS.relay)
     .option('--tcp-idle-timeout <duration>', 'close a TCP connection idle this long both ways (0: never)', RUN_DEFAULTS.tcpIdleTimeout)
     .option(
       '--udp-buffer-size <bytes>',

@@ -7,6 +7,7 @@ import { DEFAULT_SERVICE_CIDR, parseServiceCIDR } from '../core/cluster-ip-range
 import { KupError } from '../core/errors.js';
 import { NODEPORT_KEYWORDS } from '../core/nodeport-addresses.js';
 import { parsePortRange } from '../core/port-range.js';
+import { RELAY_CHOICES, type RelayChoice } from '../dataplane/native-relay.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
 import type { HostPort } from '../core/address.js';
 import { DEFAULT_STATE_DIR, DETECT_LOCAL_MODES, type DetectLocalMode, type RunConfig, type SourceSpec } from '../runtime/config.js';
@@ -21,6 +22,8 @@ export interface RunFlags {
   udpTimeout: string;
   udpMaxSessions: string;
   tcpIdleTimeout: string;
+  /** Only from the command line (auto when absent). */
+  relay?: string;
   udpBufferSize: string;
   lbStrategy: string;
   iptables: boolean;
@@ -62,6 +65,7 @@ export const RUN_DEFAULTS = {
   udpTimeout: '30s',
   udpMaxSessions: '4096',
   tcpIdleTimeout: '0',
+  relay: 'auto',
   // The kernel defaults (~208 KiB) overflow under a burst of small datagrams
   // (DNS) while Node's event loop is busy elsewhere; capped at net.core.rmem_max.
   udpBufferSize: '4Mi',
@@ -198,6 +202,11 @@ function parseDetectLocal(f: RunFlags, name: (k: keyof RunFlags, flag: string) =
   return { mode: mode as DetectLocalMode, bridgeInterface: f.podBridgeInterface, interfaceNamePrefix: f.podInterfaceNamePrefix };
 }
 
+function parseRelay(v: string): RelayChoice {
+  if (!(RELAY_CHOICES as readonly string[]).includes(v)) throw bad(`--relay: "${v}" is not one of ${RELAY_CHOICES.join(', ')}`);
+  return v as RelayChoice;
+}
+
 /** `labels` names the --config field a value came from, so that an error points at the file, not at a flag never given. */
 export function parseRunFlags(f: RunFlags, labels: FlagLabels = {}): RunConfig {
   const name = (k: keyof RunFlags, flag: string): string => labels[k] ?? flag;
@@ -226,6 +235,7 @@ export function parseRunFlags(f: RunFlags, labels: FlagLabels = {}): RunConfig {
     udpTimeoutMs,
     udpMaxSessions: parseCount('--udp-max-sessions', f.udpMaxSessions, 1, 1_000_000),
     tcpIdleTimeoutMs: parseDuration('--tcp-idle-timeout', f.tcpIdleTimeout),
+    relay: parseRelay(f.relay ?? RUN_DEFAULTS.relay),
     udpBufferSize: parseSize('--udp-buffer-size', f.udpBufferSize),
     lbStrategy: f.lbStrategy as LbStrategyName,
     // The listener is the exposure: nothing to steer, so no rules.

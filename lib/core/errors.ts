@@ -19,6 +19,7 @@ export const KUP_ERRORS = {
   KUP_IPTABLES: 'an iptables command failed (its stderr is in the message); the syncer retries',
   KUP_SERVER: 'the kup asked with --server did not answer a /status document',
   KUP_STATE_DIR: '--state-dir cannot be created or its lock socket cannot be bound',
+  KUP_NATIVE_RELAY: '--relay native was asked for but the native relay addon cannot be loaded (not built, or not Linux)',
   KUP_ALREADY_RUNNING: 'another kup holds the lock in the same --state-dir; this one exits before touching iptables',
 } as const satisfies Record<`KUP_${string}`, string>;
 

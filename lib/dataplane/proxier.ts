@@ -20,6 +20,7 @@ import {
 import { dataPlaneBudget, type FdBudget } from './fd-budget.js';
 import { PortAllocator } from './port-allocator.js';
 import { probeFree } from './port-probe.js';
+import type { NativeRelay, RelayKind } from './native-relay.js';
 import { TcpProxy } from './tcp-proxy.js';
 import { readUdpDrops } from './udp-drops.js';
 import { DEFAULT_UDP_BUFFER_SIZE, UdpProxy, type UdpBufferSizes } from './udp-proxy.js';
@@ -32,6 +33,8 @@ export interface ProxierOptions {
   readonly udpTimeoutMs: number;
   readonly udpMaxSessions: number;
   readonly tcpIdleTimeoutMs: number;
+  /** The native relay thread established TCP connections go to; null/absent: the TypeScript relay (splice.ts). */
+  readonly nativeRelay?: NativeRelay | null;
   readonly logger: Logger;
   /** Descriptors the data plane may use; default: the open-files limit less a reserve. */
   readonly budget?: FdBudget;
@@ -106,6 +109,11 @@ export class Proxier {
     this.allocator = new PortAllocator(opts.portRange);
     for (const [owner, port] of opts.preferredPorts ?? []) this.allocator.prefer(owner, port);
     this.budget = opts.budget ?? dataPlaneBudget(opts.logger);
+  }
+
+  /** Which relay moves established TCP connections' bytes (/status, metrics). */
+  get relay(): RelayKind {
+    return (this.opts.nativeRelay ?? null) === null ? 'js' : 'native';
   }
 
   get size(): number {
@@ -435,6 +443,7 @@ export class Proxier {
             balancer,
             logger: this.log,
             idleTimeoutMs: this.opts.tcpIdleTimeoutMs,
+            nativeRelay: this.opts.nativeRelay ?? null,
             budget,
             proxyProtocol: sp.proxyProtocol,
             anyFamily: exposedAddress !== null,

@@ -7,6 +7,7 @@ import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
 import { proxyProtocolHeader, type ProxyProtocolVersion } from '../core/proxy-protocol.js';
 import { isLocalResourceError, type FdBudget } from './fd-budget.js';
+import type { NativeRelay, RelayClose } from './native-relay.js';
 import { splice } from './splice.js';
 import { ListenerStats } from './stats.js';
 
@@ -30,6 +31,16 @@ export interface TcpProxyOptions {
   readonly proxyProtocol?: ProxyProtocolVersion | null;
   /** True when the listener serves no virtual IP (--expose-on-loopback): any endpoint of either family may answer. */
   readonly anyFamily?: boolean;
+  /** Established connections go to this native relay thread; null (default) relays them in JS (splice.ts). */
+  readonly nativeRelay?: NativeRelay | null;
+}
+
+/** Where a relayed connection's dial stood: what an early reset needs to dial elsewhere. */
+interface Dialled {
+  readonly clientIP: string;
+  readonly ep: EndpointState;
+  readonly attempt: number;
+  readonly tried: Set<EndpointState> | null;
 }
 
 /**
@@ -50,6 +61,15 @@ export class TcpProxy {
   private listenPending = false;
   /** Whose endpoints a connection may reach: set by listen() from the bound address. */
   private family: ListenerFamily = 0;
+  private readonly native: NativeRelay | null;
+  /** This listener's connections on the native relay (aborted together). */
+  private readonly nativeGroup: number;
+  private nativeActive = 0;
+  /**
+   * Client bytes the native relay read but could not deliver before the
+   * endpoint reset (early reset), sent first to the next endpoint.
+   */
+  private readonly unsent = new WeakMap<Socket, Buffer>();
   /**
    * PROXY protocol header version sent to each endpoint before the client's
    * bytes; changed by a Service update for connections dialled after it.
@@ -61,6 +81,8 @@ export class TcpProxy {
     this.balancer = opts.balancer;
     this.dialTimeouts = opts.dialTimeoutsMs ?? DIAL_TIMEOUTS_MS;
     this.proxyProtocol = opts.proxyProtocol ?? null;
+    this.native = opts.nativeRelay ?? null;
+    this.nativeGroup = this.native?.newGroup() ?? 0;
     this.server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (c) => this.accept(c));
     // EMFILE/ENFILE on accept: libuv keeps listening (it sheds the pending
     // connection with its reserve descriptor); count it and carry on rather
@@ -79,7 +101,7 @@ export class TcpProxy {
 
   /** Open connections (for graceful shutdown and tests). */
   get connections(): number {
-    return this.clients.size;
+    return this.clients.size + this.nativeActive;
   }
 
   /** `reusePort`: SO_REUSEPORT, so a successor kup can bind the same port alongside (hand-over). */
@@ -120,6 +142,8 @@ export class TcpProxy {
       c.destroy();
       b?.destroy();
     }
+    // The relay thread closes both sides of each and reports them as aborted.
+    if (this.nativeActive > 0) this.native?.abort(this.nativeGroup);
   }
 
   private accept(client: Socket): void {
@@ -130,6 +154,7 @@ export class TcpProxy {
       client.destroy();
       return;
     }
+    this.native?.collect();
     const clientIP = this.clientIPOf(client);
     const first = this.balancer.pick(clientIP, null, family);
     if (first === undefined) {
@@ -169,6 +194,9 @@ export class TcpProxy {
     ep.active++;
     const { ip, port } = ep.endpoint;
     const backend = net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true });
+    // Paused before its connect, so Node never reads from it: whatever the
+    // endpoint sends first stays in the kernel for the native relay.
+    if (this.native !== null) backend.pause();
     let settled = false;
     const timer = setTimeout(() => fail(new Error(`connect timeout after ${this.dialTimeouts[attempt]}ms`)), this.dialTimeouts[attempt]);
     const onClientGone = (): void => {
@@ -213,21 +241,26 @@ export class TcpProxy {
     attempt: number,
     tried: Set<EndpointState> | null,
   ): void {
-    this.clients.set(client, backend);
-    // Written before splicing, so it precedes every client byte; written again
+    // Written before relaying, so it precedes every client byte; written again
     // on each endpoint a redial moves the client to. Services without it pay
     // nothing: the peer and local address lookups happen only here.
-    let preamble = 0;
+    let header: Buffer | null = null;
     if (this.proxyProtocol !== null) {
-      const header = proxyProtocolHeader(this.proxyProtocol, {
+      header = proxyProtocolHeader(this.proxyProtocol, {
         sourceAddress: client.remoteAddress ?? '',
         sourcePort: client.remotePort ?? 0,
         destinationAddress: client.localAddress ?? '',
         destinationPort: client.localPort ?? 0,
       });
-      backend.write(header);
-      preamble = header.length;
     }
+    const unsent = this.unsent.get(client);
+    if (unsent !== undefined) this.unsent.delete(client);
+    if (this.native !== null && this.relayNatively(client, backend, header, unsent, { clientIP, ep, attempt, tried })) return;
+    if (this.native !== null) backend.resume();
+    this.clients.set(client, backend);
+    const preamble = header?.length ?? 0;
+    if (header !== null) backend.write(header);
+    if (unsent !== undefined) backend.write(unsent);
     splice(
       client,
       backend,
@@ -241,6 +274,45 @@ export class TcpProxy {
       () => this.redial(client, clientIP, ep, attempt, tried, new Error('reset before any byte was exchanged')),
       preamble,
     );
+  }
+
+  /**
+   * Hands the pair to the native relay thread, which from now on owns the
+   * connection's descriptors; false when it could not take them (the caller
+   * relays in JS). Bookkeeping goes on when the thread reports the close.
+   */
+  private relayNatively(client: Socket, backend: Socket, header: Buffer | null, unsent: Buffer | undefined, d: Dialled): boolean {
+    const initial = header === null ? (unsent ?? null) : unsent === undefined ? header : Buffer.concat([header, unsent]);
+    const native = this.native!;
+    const taken = native.relay(client, backend, initial, header?.length ?? 0, this.nativeGroup, this.opts.idleTimeoutMs, (r) =>
+      this.nativeClosed(r, d),
+    );
+    if (!taken) return false;
+    this.clients.delete(client);
+    this.nativeActive++;
+    // Closing JS's copies sends nothing: the relay's duplicates keep both sockets open.
+    client.destroy();
+    backend.destroy();
+    return true;
+  }
+
+  private nativeClosed(r: RelayClose, d: Dialled): void {
+    this.nativeActive--;
+    if (r.end !== 'early-reset') {
+      d.ep.active--;
+      this.opts.budget.give(2);
+      this.stats.active--;
+      this.stats.bytesIn += r.bytesIn;
+      this.stats.bytesOut += r.bytesOut;
+      return;
+    }
+    // The endpoint reset before a byte went either way: the client, handed
+    // back untouched, is dialled elsewhere as if the dial had failed.
+    const client = new net.Socket({ fd: r.clientFd, allowHalfOpen: true, readable: true, writable: true, ...PAUSED });
+    client.on('error', noop);
+    this.clients.set(client, null);
+    if (r.unsent !== null && r.unsent.length > 0) this.unsent.set(client, r.unsent);
+    this.redial(client, d.clientIP, d.ep, d.attempt, d.tried, new Error('reset before any byte was exchanged'));
   }
 
   /**
@@ -302,3 +374,9 @@ export class TcpProxy {
 }
 
 function noop(): void {}
+
+/**
+ * Node's own option for a socket that must not read until resumed (what
+ * net.Server's pauseOnConnect uses); not in @types/node.
+ */
+const PAUSED = { pauseOnCreate: true } as object;

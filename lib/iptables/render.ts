@@ -364,12 +364,7 @@ export function renderRules(input: RenderInput): RenderedRules {
         // needs route_localnet=1 plus a martian-packet DROP) no sysctl is
         // changed. Never matched in PREROUTING: a packet arriving from outside
         // addressed to 127/8 stays a martian the kernel drops.
-        const loopbackArgs = (): string[] => [
-          '-j',
-          'DNAT',
-          '--to-destination',
-          joinHostPort(wildcard ? LOOPBACK.ipv4 : bind, clusterPort),
-        ];
+        const loopbackArgs = (): string[] => ['-j', 'DNAT', '--to-destination', joinHostPort(wildcard ? LOOPBACK.ipv4 : bind, clusterPort)];
         const allowed = input.nodePortIPs?.[family] ?? null;
         if (allowed === null) {
           const local = ['-m', 'addrtype', '--dst-type', 'LOCAL'];
@@ -389,7 +384,8 @@ export function renderRules(input: RenderInput): RenderedRules {
               if (localhost) nat(CHAINS.nodePortHost, [...dst, ...npMatch, ...loopbackArgs()]);
               continue;
             }
-            for (const src of podSources(null)) nat(CHAINS.nodePortContainer, [...src, ...dst, ...npMatch, ...containerTarget(clusterPort)]);
+            for (const src of podSources(null))
+              nat(CHAINS.nodePortContainer, [...src, ...dst, ...npMatch, ...containerTarget(clusterPort)]);
             nat(CHAINS.nodePortContainer, [...dst, ...npMatch, ...containerTarget(externalPort)]);
             nat(CHAINS.nodePortHost, [...dst, ...npMatch, ...hostTargetArgs(clusterPort)]);
           }

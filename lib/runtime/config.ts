@@ -1,3 +1,4 @@
+import type { RelayChoice } from '../dataplane/native-relay.js';
 /**
  * What a running kup is told, validated: the CLI's flags parse into it, and
  * the runtime, the admin face and the sources read it. It lives below the CLI
@@ -33,6 +34,8 @@ export interface RunConfig {
   readonly udpTimeoutMs: number;
   readonly udpMaxSessions: number;
   readonly tcpIdleTimeoutMs: number;
+  /** --relay: who moves the bytes of established TCP connections (auto: the native relay when its addon loads). */
+  readonly relay: RelayChoice;
   /** SO_RCVBUF/SO_SNDBUF asked for each UDP socket, in bytes (0: the kernel's default). */
   readonly udpBufferSize: number;
   readonly lbStrategy: LbStrategyName;

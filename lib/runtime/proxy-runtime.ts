@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { errorCode, errorMessage } from '../core/errors.js';
 import { Admin } from '../admin/admin.js';
 import { ChangeTracker } from '../core/change-tracker.js';
+import { selectRelay } from '../dataplane/native-relay.js';
 import { Proxier } from '../dataplane/proxier.js';
 import type { RunConfig } from './config.js';
 import { createSource } from '../sources/create-source.js';
@@ -80,7 +81,14 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     // The file source stamps resourceVersion with a hash of each object's content.
     sameObjectBy: 'resourceVersion',
   });
+  // Before any listener: --relay native without its addon stops here, with one line.
+  const relay = selectRelay(config.relay);
+  logger.info(
+    { relay: relay.kind, why: relay.why },
+    `relay: ${relay.kind === 'native' ? 'native (epoll thread, splice for bulk)' : 'TypeScript (splice.ts)'}`,
+  );
   const proxier = new Proxier({
+    nativeRelay: relay.relay,
     bindAddress: config.bindAddress,
     portRange: config.portRange,
     lbStrategy: config.lbStrategy,

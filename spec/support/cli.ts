@@ -18,9 +18,12 @@ export function runKup(args: string[], timeoutMs = 20_000): Promise<Finished> {
 /** Node flags kup is started with everywhere (its shebang, the image, npm scripts). */
 export const KUP_NODE_FLAGS = ['--disable-sigusr1'] as const;
 
-export function startKup(args: string[]): ChildProcessWithoutNullStreams {
+export function startKup(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcessWithoutNullStreams {
   return recordOutput(
-    spawn(process.execPath, [...KUP_NODE_FLAGS, KUP, ...args], { stdio: 'pipe', env: { ...process.env, KUBECONFIG: '/nonexistent' } }),
+    spawn(process.execPath, [...KUP_NODE_FLAGS, KUP, ...args], {
+      stdio: 'pipe',
+      env: { ...process.env, KUBECONFIG: '/nonexistent', ...env },
+    }),
   );
 }
 

@@ -5,6 +5,7 @@ import { ChangeTracker } from '../../lib/core/change-tracker.js';
 import type { ServicePortKey } from '../../lib/core/types.js';
 import { Proxier, type ProxierOptions, type ServicePortListeners } from '../../lib/dataplane/proxier.js';
 import { createLogger } from '../../lib/log.js';
+import { testNativeRelay } from './relay.js';
 
 /** Log lines captured as parsed JSON, for asserting on what a user reads. */
 export class LogCapture {
@@ -47,6 +48,7 @@ export async function startHarness(opts: Partial<ProxierOptions> & { nodeName?: 
     udpTimeoutMs: 30_000,
     udpMaxSessions: 4096,
     tcpIdleTimeoutMs: 0,
+    nativeRelay: testNativeRelay(),
     logger: log.logger,
     ...opts,
   });

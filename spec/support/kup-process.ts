@@ -1,3 +1,4 @@
+import { relayArgs } from './relay.js';
 import { readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -46,20 +47,29 @@ export function loopbackRunArgs(file: string, admin: { healthz?: string; metrics
     admin.healthz ?? '',
     '--metrics-bind-address',
     admin.metrics ?? '127.0.0.1:0',
+    // KUP_TEST_RELAY picks the relay (a later --relay in `extra` wins).
+    ...relayArgs(),
     ...extra,
   ];
 }
 
 export async function startKupProcess(
   t: { teardown(fn: () => unknown): void },
-  opts: { endpoints: number[]; port?: ServicePortInput; protocol?: 'TCP' | 'UDP'; grace?: string; extraArgs?: string[] },
+  opts: {
+    endpoints: number[];
+    port?: ServicePortInput;
+    protocol?: 'TCP' | 'UDP';
+    grace?: string;
+    extraArgs?: string[];
+    env?: NodeJS.ProcessEnv;
+  },
 ): Promise<KupProcess> {
   const portSpec: ServicePortInput = opts.port ?? { name: 'p', port: 80 };
   const file = await writeObjectsFile(t, [
     service({ name: 'web', clusterIP: '10.96.0.10', ports: [portSpec] }),
     ...slicesFor('web', portSpec.name ?? 'p', opts.endpoints, portSpec.protocol === 'UDP' ? 'UDP' : 'TCP'),
   ]);
-  const child = startKup(loopbackRunArgs(file, {}, ['--shutdown-grace-period', opts.grace ?? '2s', ...(opts.extraArgs ?? [])]));
+  const child = startKup(loopbackRunArgs(file, {}, ['--shutdown-grace-period', opts.grace ?? '2s', ...(opts.extraArgs ?? [])]), opts.env);
   const done = finished(child, 120_000);
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

@@ -1,3 +1,4 @@
+import { testRelayChoice } from './relay.js';
 import type { RunConfig } from '../../lib/runtime/config.js';
 import { DEFAULT_SERVICE_CIDR, parseServiceCIDR } from '../../lib/core/cluster-ip-range.js';
 
@@ -12,6 +13,7 @@ export function testRunConfig(path: string, overrides: Partial<RunConfig> = {}):
     udpTimeoutMs: 30_000,
     udpMaxSessions: 100,
     tcpIdleTimeoutMs: 0,
+    relay: testRelayChoice(),
     udpBufferSize: 4 * 1024 * 1024,
     exposeOnLoopback: false,
     lbStrategy: 'round-robin',

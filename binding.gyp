@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "kup_relay",
+      "sources": ["native/relay.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+      "conditions": [["OS!='linux'", {"type": "none"}]]
+    }
+  ]
+}
