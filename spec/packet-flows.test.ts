@@ -220,7 +220,8 @@ cases.push({
     ],
     [
       'ipv4, localhost-nodeports enabled, multiple nodeport-addresses',
-      [...LOCALHOST_OFF, '--nodeport-addresses', '192.168.0.0/24,192.168.1.0/24,2001:db8::/64'],
+      // Localhost NodePorts on, but no loopback address selected: none (upstream's ContainsIPv4Loopback).
+      ['--nodeport-addresses', '192.168.0.0/24,192.168.1.0/24,2001:db8::/64'],
       false,
       true,
     ],
