@@ -853,7 +853,7 @@ for (const [mode, expect] of [
 }
 
 // About 70 cases, each a kup sync plus a client process per namespace: 1.5 min on
-// an idle 2-core machine, nearer 4 when the machine is busy. Allow for that beyond
+// an idle 2-core machine, 2.5-3 under a load average of 15. Allow for more beyond
 // tap's 300 s per file (package.json), while a hang still fails the file.
 t.setTimeout(600_000);
 
