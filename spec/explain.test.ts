@@ -95,7 +95,7 @@ t.test('external addresses use the external listener and its policy', async (t) 
 t.test('a NodePort matches on any address but says whether it is this machine', async (t) => {
   const local = explain(doc, parseDestination('192.0.2.99:30053/udp'), here).matches[0]!;
   t.equal(local.kind, 'NodePort');
-  t.equal(local.rule, '-p udp -m udp --dport 30053 -m addrtype --dst-type LOCAL');
+  t.equal(local.rule, '! -d 127.0.0.0/8 -p udp -m udp --dport 30053 -m addrtype --dst-type LOCAL');
   t.same(local.notes, [
     '192.0.2.99 is an address of this machine',
     'only where --nodeport-addresses, when set, selects this address',
@@ -188,6 +188,22 @@ t.test('Local policies with no endpoint here: dropped, not refused; the node and
     "from this node's pods, when --detect-local-mode tells them apart: all usable endpoints of the cluster too",
     'loadBalancerSourceRanges 203.0.113.0/24: other sources are dropped (KUP-FIREWALL), they get no answer',
   ]);
+  // A localhost NodePort is the node's own traffic: the all-endpoints listener, no DROP (render.ts's loopback DNAT).
+  const lo = explain(d, parseDestination('127.0.0.1:30070'), here).matches[0]!;
+  t.equal(lo.kind, 'NodePort');
+  t.same(lo.chains, ['KUP-NODEPORT-HOST']);
+  t.equal(lo.rule, '-d 127.0.0.0/8 -p tcp -m tcp --dport 30070');
+  t.equal(lo.scope, 'cluster');
+  t.equal(lo.listenerPort, 40071);
+  t.same(
+    lo.endpoints.map((e) => e.ip),
+    ['10.244.1.9'],
+  );
+  t.notMatch(lo.notes.join('\n'), /dropped|Local: only endpoints on this node/, 'no Local policy, no DROP for the node itself');
+  t.match(lo.notes.join('\n'), /from this node only: all 1 usable endpoint\(s\) of the cluster, neither traffic policy applies/);
+  const text = formatExplanation(d, { destination: parseDestination('127.0.0.1:30070'), matches: [lo], misses: [] });
+  t.match(text, /rule {6}KUP-NODEPORT-HOST \(packets from this node only\): -d 127\.0\.0\.0\/8/);
+  t.match(text, /strategy .*neither traffic policy \(the node's own traffic\)/);
   const cl = explain(d, parseDestination('127.0.0.1:40071'), here).matches[0]!;
   t.equal(cl.kind, 'proxy port');
   t.same(

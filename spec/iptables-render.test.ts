@@ -480,3 +480,45 @@ t.test('kup rules numbers the cluster listener after the others and steers node 
   t.match(script, /--dport 40000 -m conntrack --ctstate NEW -j DROP\n/, 'the Local listener without a local endpoint drops');
   t.match(script, /--dport 40001 -j ACCEPT\n/);
 });
+
+t.test('KUP-PROXY-PORTS verdicts per family: each family judged by its own endpoints', async (t) => {
+  // eTP Local, dual-stack: the IPv4 pod is on this node, the IPv6 one elsewhere.
+  const mixed = servicePort({
+    name: 'mixed',
+    port: 80,
+    clusterIPs: ['10.96.0.90', 'fd00:96::90'],
+    nodePort: 30090,
+    externalTrafficPolicy: 'Local',
+    endpoints: [endpoint('10.244.0.9', 8080, true), endpoint('fd00:244:1::9', 8080, false)],
+  });
+  // Only IPv4 endpoints: the IPv6 side has none anywhere.
+  const v4only = servicePort({
+    name: 'v4only',
+    port: 80,
+    clusterIPs: ['10.96.0.91', 'fd00:96::91'],
+    endpoints: [endpoint('10.244.0.10', 8080, false)],
+  });
+  const r = renderRules({
+    table: tableOf([mixed, v4only]),
+    proxyPorts: new Map<ServicePortKey, ProxyPortNumbers>([
+      [mixed.key, { internal: 43001, external: 43002 }],
+      [v4only.key, { internal: 43003 }],
+    ]),
+    bindAddress: '::',
+    hostIPs: { ipv4: '10.0.0.5', ipv6: '2001:db8:1::5' },
+    commentSupported: false,
+  });
+  t.same(rulesOf(r.ipv4, 'KUP-PROXY-PORTS'), [
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 43001 -j ACCEPT',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 43002 -j ACCEPT',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 43003 -j ACCEPT',
+  ]);
+  t.same(rulesOf(r.ipv6, 'KUP-PROXY-PORTS'), [
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 43001 -j ACCEPT',
+    // No local IPv6 endpoint, one elsewhere: upstream's "no local endpoints" DROP, new connections only.
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 43002 -m conntrack --ctstate NEW -j DROP',
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 43002 -j ACCEPT',
+    // No IPv6 endpoint anywhere: refused at once, though IPv4 is served.
+    '-A KUP-PROXY-PORTS -p tcp -m tcp --dport 43003 -j REJECT --reject-with tcp-reset',
+  ]);
+});

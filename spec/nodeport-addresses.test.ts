@@ -9,7 +9,7 @@ import type { ProxyPortNumbers, ServicePortKey } from '../lib/core/types.js';
 import { renderRules, type RenderInput } from '../lib/iptables/render.js';
 import { parseRunFlags, RUN_DEFAULTS } from '../lib/cli/options.js';
 import { KupError } from '../lib/core/errors.js';
-import { servicePort, tableOf } from './support/service-fixtures.js';
+import { endpoint, servicePort, tableOf } from './support/service-fixtures.js';
 
 const LOCAL = ['127.0.0.1', '::1', '10.0.0.5', '10.1.0.5', '192.168.7.2', '2001:db8:1::5', 'fe80::1'];
 
@@ -112,6 +112,42 @@ t.test('nodePortAddresses selecting loopback: localhost NodePorts at 127.0.0.1 o
   t.same(chain(r.ipv6, 'KUP-NODEPORT-HOST'), [], '::1 never (as upstream)');
   t.same(chain(renderRules({ ...base, nodePortIPs, localhostNodePorts: false }).ipv4, 'KUP-NODEPORT-HOST'), []);
 });
+
+t.test(
+  'both policies Local: localhost and node traffic to the NodePort use the all-endpoints listener; pods short-circuit per selected address',
+  async (t) => {
+    // One endpoint here, one elsewhere: the three listeners balance over different sets.
+    const both = servicePort({
+      name: 'both',
+      port: 80,
+      clusterIPs: ['10.96.0.80'],
+      nodePort: 30081,
+      internalTrafficPolicy: 'Local',
+      externalTrafficPolicy: 'Local',
+      endpoints: [endpoint('10.244.0.5', 8080, true), endpoint('10.244.1.5', 8080, false)],
+    });
+    const input: RenderInput = {
+      ...base,
+      table: tableOf([both]),
+      proxyPorts: new Map([[both.key, { internal: 41001, external: 41002, cluster: 41003 }]]),
+      localDetector: { kind: 'cidr', cidrs: ['10.244.0.0/16'] },
+    };
+    const all = renderRules(input);
+    t.same(chain(all.ipv4, 'KUP-NODEPORT-HOST'), [
+      '-A KUP-NODEPORT-HOST -d 127.0.0.0/8 -p tcp -m tcp --dport 30081 -j DNAT --to-destination 127.0.0.1:41003',
+      '-A KUP-NODEPORT-HOST ! -d 127.0.0.0/8 -p tcp -m tcp --dport 30081 -m addrtype --dst-type LOCAL -j DNAT --to-destination 10.0.0.5:41003',
+    ]);
+    const selected = renderRules({ ...input, nodePortIPs: { ipv4: ['127.0.0.1', '10.1.0.5'], ipv6: [] } });
+    t.same(chain(selected.ipv4, 'KUP-NODEPORT-HOST'), [
+      '-A KUP-NODEPORT-HOST -d 127.0.0.1/32 -p tcp -m tcp --dport 30081 -j DNAT --to-destination 127.0.0.1:41003',
+      '-A KUP-NODEPORT-HOST -d 10.1.0.5/32 -p tcp -m tcp --dport 30081 -j DNAT --to-destination 10.0.0.5:41003',
+    ]);
+    t.same(chain(selected.ipv4, 'KUP-NODEPORT-CONTAINER'), [
+      '-A KUP-NODEPORT-CONTAINER -s 10.244.0.0/16 -d 10.1.0.5/32 -p tcp -m tcp --dport 30081 -j REDIRECT --to-ports 41003',
+      '-A KUP-NODEPORT-CONTAINER -d 10.1.0.5/32 -p tcp -m tcp --dport 30081 -j REDIRECT --to-ports 41002',
+    ]);
+  },
+);
 
 t.test('flags: --iptables-localhost-nodeports and --nodeport-addresses', async (t) => {
   const parse = (extra: Record<string, string | boolean>) => parseRunFlags({ ...RUN_DEFAULTS, iptables: true, ...extra });

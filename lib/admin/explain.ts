@@ -30,8 +30,8 @@ export interface PathMatch {
   readonly chains: readonly string[];
   /** The match part of the rule, iptables-style. */
   readonly rule: string;
-  /** Which listener receives it. */
-  readonly scope: 'internal' | 'external';
+  /** Which listener receives it ('cluster': the one over all usable endpoints, for the node's own traffic). */
+  readonly scope: 'internal' | 'external' | 'cluster';
   readonly listenerPort: number | null;
   readonly endpoints: readonly EndpointStatus[];
   readonly next: string | null;
@@ -96,7 +96,9 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
   let rule: string;
   if (kind === 'NodePort') {
     chains = ['KUP-NODEPORT-CONTAINER', 'KUP-NODEPORT-HOST'];
-    rule = `-p ${proto} -m ${proto} --dport ${s.nodePort} -m addrtype --dst-type LOCAL`;
+    // Loopback is excluded here: it has rules of its own (loopbackNodePort).
+    const loopback = familyName(d.ip) === 'ipv6' ? '::1/128' : '127.0.0.0/8';
+    rule = `! -d ${loopback} -p ${proto} -m ${proto} --dport ${s.nodePort} -m addrtype --dst-type LOCAL`;
   } else if (kind === 'proxy port') {
     chains = [];
     rule = 'none: addressed straight to the listener';
@@ -125,7 +127,7 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
   if (external) {
     const all = ofFamily(s.endpoints.filter(usable)).length;
     // The node's own traffic to an external address: neither policy applies (upstream); see render.ts.
-    const nodePort = s.clusterProxyPort ?? (s.internalTrafficPolicy === 'Cluster' ? s.proxyPort : (s.externalProxyPort ?? s.proxyPort));
+    const nodePort = clusterListenerPort(s);
     if (s.internalTrafficPolicy === 'Local' || s.externalTrafficPolicy === 'Local') {
       notes.push(
         `from this node (KUP-*-HOST): all ${all} usable endpoint(s) of the cluster, neither traffic policy applies${nodePort === null ? '' : ` (listener :${nodePort})`}`,
@@ -150,6 +152,39 @@ function match(kind: MatchKind, s: ServiceStatus, d: Destination, notes: string[
     endpoints,
     next,
     notes,
+  };
+}
+
+/** The listener the node's own traffic to an external address (or a localhost NodePort) lands on: all usable endpoints. */
+function clusterListenerPort(s: ServiceStatus): number | null {
+  return s.clusterProxyPort ?? (s.internalTrafficPolicy === 'Cluster' ? s.proxyPort : (s.externalProxyPort ?? s.proxyPort));
+}
+
+/**
+ * A NodePort at 127.0.0.0/8 is only ever the node's own traffic: render.ts
+ * DNATs it in KUP-NODEPORT-HOST to the listener over all usable endpoints
+ * (PREROUTING excludes loopback), so neither traffic policy applies and a
+ * Local policy's DROP never meets it.
+ */
+function loopbackNodePort(s: ServiceStatus, notes: string[]): PathMatch {
+  const proto = s.protocol.toLowerCase();
+  const endpoints = s.endpoints.filter((e) => usable(e) && familyName(e.ip) === 'ipv4');
+  const listenerPort = clusterListenerPort(s);
+  // /status knows the next pick of the internal and external listeners only.
+  const known = listenerPort === s.proxyPort ? s.nextEndpoint : listenerPort === s.externalProxyPort ? s.externalNextEndpoint : null;
+  const next = known !== null && endpoints.some((e) => joinHostPort(e.ip, e.port) === known) ? known : null;
+  const all = `from this node only: all ${endpoints.length} usable endpoint(s) of the cluster, neither traffic policy applies`;
+  const verdict = verdictNote(s, endpoints.length, null, 'ipv4');
+  return {
+    kind: 'NodePort',
+    service: s,
+    chains: ['KUP-NODEPORT-HOST'],
+    rule: `-d 127.0.0.0/8 -p ${proto} -m ${proto} --dport ${s.nodePort}`,
+    scope: 'cluster',
+    listenerPort,
+    endpoints,
+    next,
+    notes: [...notes, all, ...(verdict === null ? [] : [verdict])],
   };
 }
 
@@ -215,7 +250,7 @@ export function explain(doc: StatusDocument, d: Destination, localAddresses: Rea
           );
         else if (d.ip === '::1') notes.push('::1 is never a NodePort address (IPv6 has no localhost NodePorts, as upstream)');
         else notes.push('only where --nodeport-addresses, when set, selects this address');
-        matches.push(match('NodePort', s, d, notes));
+        matches.push(d.ip.startsWith('127.') ? loopbackNodePort(s, notes) : match('NodePort', s, d, notes));
       }
     }
     const bind = doc.bindAddress;
@@ -278,10 +313,16 @@ export function formatExplanation(doc: StatusDocument, x: Explanation): string {
     const s = m.service;
     if (lines.length > 0) lines.push('');
     lines.push(`${head} -> ${s.key} (${m.kind})`);
-    if (m.chains.length > 0) {
+    if (m.chains.length === 1) lines.push(`  rule      ${m.chains[0]} (packets from this node only): ${m.rule}`);
+    else if (m.chains.length > 0) {
       lines.push(`  rule      ${m.chains[0]} (packets from pods) and ${m.chains[1]} (packets from this node): ${m.rule}`);
     } else lines.push(`  rule      ${m.rule}`);
-    const which = m.scope === 'external' ? "the service port's listener for external traffic" : "the service port's listener";
+    const which =
+      m.scope === 'external'
+        ? "the service port's listener for external traffic"
+        : m.scope === 'cluster'
+          ? "the service port's listener over all of the cluster's endpoints"
+          : "the service port's listener";
     const listener = !running
       ? `not running: kup picks the proxy port when it starts (${which})`
       : m.listenerPort === null
@@ -291,9 +332,11 @@ export function formatExplanation(doc: StatusDocument, x: Explanation): string {
     const affinity =
       s.sessionAffinityTimeoutSeconds > 0 ? `ClientIP session affinity ${s.sessionAffinityTimeoutSeconds}s` : 'no session affinity';
     const policy =
-      m.scope === 'external' || m.kind === 'NodePort' || m.kind === 'externalIP' || m.kind === 'LoadBalancer IP'
-        ? `externalTrafficPolicy ${s.externalTrafficPolicy}`
-        : `internalTrafficPolicy ${s.internalTrafficPolicy}`;
+      m.scope === 'cluster'
+        ? "neither traffic policy (the node's own traffic)"
+        : m.scope === 'external' || m.kind === 'NodePort' || m.kind === 'externalIP' || m.kind === 'LoadBalancer IP'
+          ? `externalTrafficPolicy ${s.externalTrafficPolicy}`
+          : `internalTrafficPolicy ${s.internalTrafficPolicy}`;
     lines.push(`  strategy  ${s.strategy}, ${affinity}, ${policy}`);
     lines.push(`  endpoints ${m.endpoints.length} in play of ${s.endpoints.length} listed`);
     for (const e of s.endpoints) {
