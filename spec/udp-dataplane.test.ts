@@ -1,8 +1,10 @@
 import dgram from 'node:dgram';
 import t from 'tap';
+import { UdpProxy } from '../lib/dataplane/udp-proxy.js';
 import { startHarness } from './support/harness.js';
 import { udpAsk, udpEchoServer } from './support/net.js';
 import { endpointSlice, service, slicesFor } from './support/objects.js';
+import { testRelayChoice } from './support/relay.js';
 
 const KEY = 'default/dns:dns/UDP';
 const dnsService = () => service({ name: 'dns', clusterIP: '10.96.0.10', ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] });
@@ -44,6 +46,12 @@ t.test('UDP round trip through the proxy, round-robin over sessions', async (t) 
   t.equal(new Set(same).size, 1, 'a session sticks to its endpoint');
   t.same([...seenFrom], [port], 'replies come from the service port the client sent to');
   t.equal(h.entry(KEY).internal.stats.accepted, 5, 'five sessions');
+  const listener = h.entry(KEY).internal;
+  const stats = listener.stats;
+  t.equal(listener instanceof UdpProxy ? listener.relay : 'not UDP', testRelayChoice(), `the ${testRelayChoice()} relay moved the datagrams`);
+  t.equal(stats.datagramsIn, 9, 'nine datagrams in');
+  t.equal(stats.datagramsOut, 9, 'nine replies out');
+  t.equal(stats.datagramsDropped, 0, 'none dropped');
 });
 
 t.test('a 60 KiB datagram passes intact both ways', async (t) => {
