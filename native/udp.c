@@ -59,6 +59,7 @@ struct listener {
   double *counters; /* in JS memory, kept alive by a reference on the JS side */
   struct sess *lru_head, *lru_tail; /* least recently active first */
   struct listener *next;
+  int paused; /* not read while a new client's queue is full: the kernel's buffer holds the rest */
   int dead;
   struct listener *dead_next;
 };
@@ -281,13 +282,19 @@ static struct sess *new_sess(struct listener *l, const struct sockaddr_storage *
   return s;
 }
 
+/*
+ * Queues a datagram of a session TypeScript has not answered for yet. Once
+ * PENDING_MAX wait, the listener is paused after this batch (the rest of the
+ * batch still fits), and the kernel's receive buffer holds what follows, as
+ * on the TypeScript path, where nothing is read while the loop picks.
+ */
 static void enqueue(struct sess *s, const char *p, uint32_t len) {
-  if (s->nq >= PENDING_MAX) {
+  if (s->nq >= PENDING_MAX + BATCH) {
     s->l->counters[C_DROPPED]++;
     return;
   }
   if (!s->q) {
-    s->q = malloc(PENDING_MAX * sizeof *s->q);
+    s->q = malloc((PENDING_MAX + BATCH) * sizeof *s->q);
     if (!s->q) abort();
   }
   char *d = malloc(len ? len : 1);
@@ -329,30 +336,95 @@ static void setup_in(int n) {
   }
 }
 
+/*
+ * Sends the run of `n` client datagrams (U.out) that belong to one session in
+ * one sendmmsg: a resolver's burst from one port is one system call.
+ */
+static void flush_run(struct sess *s, int n) {
+  int sent = 0;
+  while (sent < n) {
+    int k = sendmmsg(s->fd, U.out + sent, (unsigned)(n - sent), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (k > 0) {
+      s->l->counters[C_IN] += k;
+      sent += k;
+      continue;
+    }
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+      s->l->counters[C_DROPPED] += n - sent;
+      return;
+    }
+    /* ECONNREFUSED: the endpoint's ICMP port-unreachable for an earlier datagram. */
+    s->l->counters[C_DROPPED] += n - sent;
+    end_sess(s, END_ERROR, k < 0 ? errno : EIO);
+    return;
+  }
+}
+
 /* Client datagrams: a few batches, then other descriptors get their turn. */
 static void on_listener(struct listener *l) {
   for (int round = 0; round < 8; round++) {
     setup_in(BATCH);
     int n = recvmmsg(l->fd, U.in, BATCH, MSG_DONTWAIT, NULL);
-    if (n <= 0) return; /* EAGAIN, or an error the listener reports again on its next datagram */
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      /* A pending socket error: taken now, or level-triggered epoll wakes the thread for ever. */
+      int err = 0;
+      socklen_t elen = sizeof err;
+      getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &elen);
+    }
+    if (n <= 0) return;
+    struct sess *run = NULL;
+    int nrun = 0;
+    int full = 0;
     for (int i = 0; i < n; i++) {
       const struct sockaddr_storage *a = &U.from[i];
       uint32_t len = U.in[i].msg_len;
-      uint32_t h = addr_hash(l, a);
-      struct sess *s = find_client(l, a, h);
-      if (!s) {
-        s = new_sess(l, a, U.in[i].msg_hdr.msg_namelen, h);
+      struct sess *s = run;
+      if (!s || !same_addr(&s->client, a)) {
+        if (run) flush_run(run, nrun);
+        run = NULL;
+        nrun = 0;
+        uint32_t h = addr_hash(l, a);
+        s = find_client(l, a, h);
         if (!s) {
-          l->counters[C_DROPPED]++;
-          continue;
+          s = new_sess(l, a, U.in[i].msg_hdr.msg_namelen, h);
+          if (!s) {
+            l->counters[C_DROPPED]++;
+            continue;
+          }
         }
+        touch(s);
       }
-      touch(s);
-      if (s->fd < 0) enqueue(s, U.bufs[i], len);
-      else forward(s, U.bufs[i], len);
+      if (s->fd < 0) {
+        enqueue(s, U.bufs[i], len);
+        if (s->nq >= PENDING_MAX) full = 1;
+        continue;
+      }
+      run = s;
+      U.oiov[nrun].iov_base = U.bufs[i];
+      U.oiov[nrun].iov_len = len;
+      memset(&U.out[nrun].msg_hdr, 0, sizeof U.out[nrun].msg_hdr);
+      U.out[nrun].msg_hdr.msg_iov = &U.oiov[nrun];
+      U.out[nrun].msg_hdr.msg_iovlen = 1;
+      nrun++;
+    }
+    if (run) flush_run(run, nrun);
+    if (full) {
+      struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)l | 1};
+      epoll_ctl(U.ep, EPOLL_CTL_MOD, l->fd, &ev);
+      l->paused = 1;
+      return;
     }
     if (n < BATCH) return;
   }
+}
+
+/* Reads the listener again once TypeScript answered for a new client. */
+static void resume(struct listener *l) {
+  if (!l->paused || l->dead) return;
+  l->paused = 0;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)l | 1};
+  epoll_ctl(U.ep, EPOLL_CTL_MOD, l->fd, &ev);
 }
 
 /* Endpoint replies: read in a batch, sent back from the listener in one sendmmsg. */
@@ -396,6 +468,7 @@ static void on_session(struct sess *s) {
 
 static void sweep(void) {
   for (struct listener *l = U.ls; l; l = l->next) {
+    resume(l); /* a safety net: TypeScript answers every new client */
     while (l->lru_head && U.now - l->lru_head->last >= (int64_t)l->timeout_ms) {
       struct sess *s = l->lru_head;
       /* A pending session waits for JS's answer, which always comes. */
@@ -469,11 +542,16 @@ static void take_cmds(void) {
           }
           free(pq);
         }
+        resume(s->l);
         break;
       case C_REFUSE:
       case C_END:
         s = find_id(q->sid);
-        if (s) free_sess(s);
+        if (s) {
+          struct listener *l = s->l;
+          free_sess(s);
+          resume(l);
+        }
         break;
       case C_STOP:
         U.stopping = 1;
