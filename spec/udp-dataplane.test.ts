@@ -205,3 +205,36 @@ t.test('a session whose endpoint stops serving (not ready) ends at once; the dea
   t.equal(l.stats.sessionsEndpointGone, 1);
   t.equal(String(await udpAsk(port, 'q1', 2000, client)), 'b:q1', 'the next datagram from the same port is answered by B');
 });
+
+t.test("a new client's burst is answered whole: nothing is dropped while its session is being set up", async (t) => {
+  // An echo endpoint and a client with room for the whole burst, so only kup could lose a datagram.
+  const BIG = 4 * 1024 * 1024;
+  const backend = dgram.createSocket({ type: 'udp4', recvBufferSize: BIG, sendBufferSize: BIG });
+  backend.on('message', (m, r) => backend.send(m, r.port, r.address));
+  await new Promise<void>((r) => backend.bind(0, '127.0.0.1', () => r()));
+  const h = await startHarness();
+  t.teardown(async () => {
+    await h.close();
+    await new Promise<void>((r) => backend.close(() => r()));
+  });
+  await h.set([dnsService()], slicesFor('dns', 'dns', [backend.address().port], 'UDP'));
+  const port = h.port(KEY);
+  const client = dgram.createSocket({ type: 'udp4', recvBufferSize: BIG, sendBufferSize: BIG });
+  await new Promise<void>((r) => client.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => client.close());
+  const N = 500;
+  const got = new Set<string>();
+  const all = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 3000);
+    client.on('message', (m) => {
+      got.add(String(m));
+      if (got.size === N) (clearTimeout(timer), resolve());
+    });
+  });
+  // All at once, before the session exists: the first datagram opens it, the rest wait for it.
+  for (let i = 0; i < N; i++) client.send(`burst-${i}`, port, '127.0.0.1');
+  await all;
+  t.equal(got.size, N, `all ${N} datagrams of the burst were answered`);
+  t.equal(h.entry(KEY).internal.stats.accepted, 1, 'one session');
+  t.equal(h.entry(KEY).internal.stats.datagramsDropped, 0, 'none dropped');
+});
