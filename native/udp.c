@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <node_api.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -42,6 +43,12 @@
 #define BATCH 32
 #define DGRAM_MAX 65536
 #define PENDING_MAX 64
+/* Largest UDP payload one segmentation offload send may carry (IPv4 limit, headers included). */
+#define GSO_MAX_BYTES 65000
+#define GSO_MAX_SEGS 64
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
 #define HBITS 16
 #define HSIZE (1u << HBITS)
 
@@ -123,7 +130,7 @@ static struct {
   uint64_t next_sid;
   int64_t now;
   /* recvmmsg/sendmmsg buffers (thread only) */
-  struct mmsghdr in[BATCH], out[BATCH];
+  struct mmsghdr in[BATCH];
   struct iovec iov[BATCH], oiov[BATCH];
   struct sockaddr_storage from[BATCH];
   char (*bufs)[DGRAM_MAX];
@@ -337,28 +344,85 @@ static void setup_in(int n) {
 }
 
 /*
- * Sends the run of `n` client datagrams (U.out) that belong to one session in
- * one sendmmsg: a resolver's burst from one port is one system call.
+ * Sends n (<= BATCH) datagrams iov[0..n) on fd, to `to` (NULL: the connected
+ * peer). Consecutive datagrams of one size go as one send with UDP segmentation
+ * offload (UDP_SEGMENT: the kernel cuts them apart again, the receiver sees
+ * each datagram as sent): a resolver's answers to one client are mostly of one
+ * size. The rest go in one sendmmsg. Returns how many went; on a failure *err
+ * is its errno and the datagram at the returned index did not go.
  */
-static void flush_run(struct sess *s, int n) {
+static int send_many(int fd, struct iovec *iov, int n, struct sockaddr_storage *to, socklen_t tolen, int *err) {
+  struct mmsghdr mm[BATCH];
   int sent = 0;
+  *err = 0;
   while (sent < n) {
-    int k = sendmmsg(s->fd, U.out + sent, (unsigned)(n - sent), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (k > 0) {
-      s->l->counters[C_IN] += k;
-      sent += k;
-      continue;
+    size_t seg = iov[sent].iov_len;
+    size_t total = seg;
+    int k = 1;
+    while (sent + k < n && k < GSO_MAX_SEGS && seg > 0 && iov[sent + k].iov_len == seg && total + seg <= GSO_MAX_BYTES) {
+      total += seg;
+      k++;
     }
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
-      s->l->counters[C_DROPPED] += n - sent;
-      return;
+    if (k >= 2) {
+      char cbuf[CMSG_SPACE(sizeof(uint16_t))];
+      struct msghdr mh;
+      memset(&mh, 0, sizeof mh);
+      memset(cbuf, 0, sizeof cbuf);
+      mh.msg_name = to;
+      mh.msg_namelen = to ? tolen : 0;
+      mh.msg_iov = iov + sent;
+      mh.msg_iovlen = (size_t)k;
+      mh.msg_control = cbuf;
+      mh.msg_controllen = sizeof cbuf;
+      struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+      cm->cmsg_level = SOL_UDP;
+      cm->cmsg_type = UDP_SEGMENT;
+      cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t g = (uint16_t)seg;
+      memcpy(CMSG_DATA(cm), &g, sizeof g);
+      ssize_t r = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (r >= 0) {
+        sent += k;
+        continue;
+      }
+      if (errno == EINTR) continue;
+      /* A path that cannot segment (a device MTU below the size, no offload): one by one below. */
+      if (errno != EINVAL && errno != EIO && errno != EOPNOTSUPP && errno != ENOPROTOOPT) {
+        *err = errno;
+        return sent;
+      }
     }
-    /* ECONNREFUSED: the endpoint's ICMP port-unreachable for an earlier datagram. */
-    s->l->counters[C_DROPPED] += n - sent;
-    end_sess(s, END_ERROR, k < 0 ? errno : EIO);
-    return;
+    /* The run of differently sized datagrams up to the next same-size pair, in one sendmmsg. */
+    int m = 0;
+    while (sent + m < n && (m == 0 || m < k || iov[sent + m].iov_len != iov[sent + m - 1].iov_len)) {
+      memset(&mm[m].msg_hdr, 0, sizeof mm[m].msg_hdr);
+      mm[m].msg_hdr.msg_name = to;
+      mm[m].msg_hdr.msg_namelen = to ? tolen : 0;
+      mm[m].msg_hdr.msg_iov = &iov[sent + m];
+      mm[m].msg_hdr.msg_iovlen = 1;
+      m++;
+    }
+    int r = sendmmsg(fd, mm, (unsigned)m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      *err = errno;
+      return sent;
+    }
+    sent += r;
   }
+  return sent;
+}
+
+/* Sends the run of `n` client datagrams (U.oiov) that belong to one session. */
+static void flush_run(struct sess *s, int n) {
+  int err;
+  int sent = send_many(s->fd, U.oiov, n, NULL, 0, &err);
+  s->l->counters[C_IN] += sent;
+  if (!err) return;
+  s->l->counters[C_DROPPED] += n - sent;
+  if (err == EAGAIN || err == ENOBUFS) return;
+  /* ECONNREFUSED: the endpoint's ICMP port-unreachable for an earlier datagram. */
+  end_sess(s, END_ERROR, err);
 }
 
 /* Client datagrams: a few batches, then other descriptors get their turn. */
@@ -403,9 +467,6 @@ static void on_listener(struct listener *l) {
       run = s;
       U.oiov[nrun].iov_base = U.bufs[i];
       U.oiov[nrun].iov_len = len;
-      memset(&U.out[nrun].msg_hdr, 0, sizeof U.out[nrun].msg_hdr);
-      U.out[nrun].msg_hdr.msg_iov = &U.oiov[nrun];
-      U.out[nrun].msg_hdr.msg_iovlen = 1;
       nrun++;
     }
     if (run) flush_run(run, nrun);
@@ -443,24 +504,18 @@ static void on_session(struct sess *s) {
     for (int i = 0; i < n; i++) {
       U.oiov[i].iov_base = U.bufs[i];
       U.oiov[i].iov_len = U.in[i].msg_len;
-      memset(&U.out[i].msg_hdr, 0, sizeof U.out[i].msg_hdr);
-      U.out[i].msg_hdr.msg_iov = &U.oiov[i];
-      U.out[i].msg_hdr.msg_iovlen = 1;
-      U.out[i].msg_hdr.msg_name = &s->client;
-      U.out[i].msg_hdr.msg_namelen = s->clen;
     }
-    int sent = 0;
-    while (sent < n) {
-      int k = sendmmsg(l->fd, U.out + sent, (unsigned)(n - sent), MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (k < 0) {
-        if (errno == EINTR) continue;
+    int done = 0;
+    while (done < n) {
+      int err;
+      int k = send_many(l->fd, U.oiov + done, n - done, &s->client, s->clen, &err);
+      l->counters[C_OUT] += k;
+      done += k;
+      if (err) {
         /* The listener's send buffer is full (or the client unreachable): this one is lost. */
         l->counters[C_DROPPED]++;
-        sent++;
-        continue;
+        done++;
       }
-      l->counters[C_OUT] += k;
-      sent += k;
     }
     if (n < BATCH) return;
   }
