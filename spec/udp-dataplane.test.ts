@@ -238,3 +238,22 @@ t.test("a new client's burst is answered whole: nothing is dropped while its ses
   t.equal(h.entry(KEY).internal.stats.accepted, 1, 'one session');
   t.equal(h.entry(KEY).internal.stats.datagramsDropped, 0, 'none dropped');
 });
+
+t.test('an endpoint that answers with ICMP port-unreachable: its session ends and counts as a dial failure', async (t) => {
+  // A UDP port bound and released: datagrams to it are refused by the kernel.
+  const gone = dgram.createSocket('udp4');
+  await new Promise<void>((r) => gone.bind(0, '127.0.0.1', () => r()));
+  const deadUdp = gone.address().port;
+  await new Promise<void>((r) => gone.close(() => r()));
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  await h.set([dnsService()], slicesFor('dns', 'dns', [deadUdp], 'UDP'));
+  const port = h.port(KEY);
+  const client = await fixedPortClient(t);
+  t.equal(await udpAsk(port, 'q1', 300, client), null, 'no answer from a closed port');
+  const l = h.entry(KEY).internal;
+  for (let i = 0; i < 40 && l.stats.dialFailures === 0; i++) await sleep(25);
+  t.equal(l.stats.dialFailures, 1, 'the refusal counted as a dial failure');
+  t.equal(l.connections, 0, 'the session ended at once, not after --udp-timeout');
+  t.equal(l.stats.active, 0);
+});
