@@ -48,7 +48,11 @@ t.test('UDP round trip through the proxy, round-robin over sessions', async (t) 
   t.equal(h.entry(KEY).internal.stats.accepted, 5, 'five sessions');
   const listener = h.entry(KEY).internal;
   const stats = listener.stats;
-  t.equal(listener instanceof UdpProxy ? listener.relay : 'not UDP', testRelayChoice(), `the ${testRelayChoice()} relay moved the datagrams`);
+  t.equal(
+    listener instanceof UdpProxy ? listener.relay : 'not UDP',
+    testRelayChoice(),
+    `the ${testRelayChoice()} relay moved the datagrams`,
+  );
   t.equal(stats.datagramsIn, 9, 'nine datagrams in');
   t.equal(stats.datagramsOut, 9, 'nine replies out');
   t.equal(stats.datagramsDropped, 0, 'none dropped');
@@ -228,7 +232,10 @@ t.test("a new client's burst is answered whole: nothing is dropped while its ses
     const timer = setTimeout(resolve, 3000);
     client.on('message', (m) => {
       got.add(String(m));
-      if (got.size === N) (clearTimeout(timer), resolve());
+      if (got.size === N) {
+        clearTimeout(timer);
+        resolve();
+      }
     });
   });
   // All at once, before the session exists: the first datagram opens it, the rest wait for it.
