@@ -70,6 +70,7 @@ async function main(): Promise<void> {
     options: {
       quick: { type: 'boolean', default: false },
       only: { type: 'string' },
+      workloads: { type: 'string' },
       'no-control-plane': { type: 'boolean', default: false },
       'no-file-source': { type: 'boolean', default: false },
       'control-plane-only': { type: 'boolean', default: false },
@@ -133,8 +134,10 @@ async function main(): Promise<void> {
           add('base', c.name, { rssMiB: treeMemoryKiB(f.pid).rss / 1024 });
         }
       }
+      // --workloads: a subset (e.g. dns,dnsburst); the idle-memory one is named idle.
+      const picked = values.workloads?.split(',') ?? null;
       // Idle connections first, on fresh processes whose heaps are not shrinking after load.
-      for (const c of contenders) {
+      for (const c of picked === null || picked.includes('idle') ? contenders : []) {
         const f = fronts.get(c.name)!;
         if (f.pid === null) continue;
         // socat forks a process per connection: a few hundred show the trend.
@@ -149,7 +152,7 @@ async function main(): Promise<void> {
       }
       log(`contenders: ${contenders.map((c) => c.name).join(', ')}; ${plan.rounds} round(s) of ${plan.seconds}s per workload`);
       const s = plan.seconds;
-      const workloads: { name: string; run: (f: Front) => Promise<Sample | null> }[] = [
+      const all: { name: string; run: (f: Front) => Promise<Sample | null> }[] = [
         { name: 'keepalive', run: (f) => wrk({ port: f.httpPort, seconds: s, connections: 50, close: false }) },
         { name: 'newconn', run: (f) => wrk({ port: f.httpPort, seconds: s, connections: 50, close: true }) },
         { name: 'tcp1', run: (f) => iperf(f.iperfPort, s, 1) },
@@ -163,6 +166,7 @@ async function main(): Promise<void> {
           run: (f) => (f.dnsPort === null || backends === null ? Promise.resolve(null) : dnsBurst(f.dnsPort, backends.dnsQueryFile)),
         },
       ];
+      const workloads = all.filter((w) => picked === null || picked.includes(w.name));
       for (let round = 1; round <= plan.rounds; round++) {
         for (const w of workloads) {
           for (const c of contenders) {

@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "udp.h"
+
 #define BUF_SIZE 65536
 #define LINGER_MS 5000
 
@@ -773,6 +775,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"collect", NULL, js_collect, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, 4, props);
+  kup_udp_register(env, exports);
   return exports;
 }
 

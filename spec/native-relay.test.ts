@@ -11,6 +11,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import dgram from 'node:dgram';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +19,7 @@ import t, { type Test } from 'tap';
 import { loadNativeRelay } from '../lib/dataplane/native-relay.js';
 import { runKup } from './support/cli.js';
 import { loopbackRunArgs, startKupProcess, writeObjectsFile } from './support/kup-process.js';
-import { collect, connect, deadPort, hashingServer, patternHash, writePattern } from './support/net.js';
+import { collect, connect, deadPort, hashingServer, patternHash, udpAsk, udpEchoServer, writePattern } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
 import { sleep } from './support/wait.js';
 
@@ -162,7 +163,7 @@ t.test('the addon under AddressSanitizer: a relay workload, no report', async (t
   const addon = join(dir, 'kup_relay_asan.node');
   execFileSync('gcc', [
     ...['-O1', '-g', '-fsanitize=address', '-fno-omit-frame-pointer', '-shared', '-fPIC', '-std=gnu11'],
-    ...['-I', HEADERS, '-o', addon, join(ROOT, 'native/relay.c')],
+    ...['-I', HEADERS, '-o', addon, join(ROOT, 'native/relay.c'), join(ROOT, 'native/udp.c')],
   ]);
   const echo = await echoServer();
   const bulk = await hashingServer('bulk', 20 * 1024 * 1024);
@@ -176,6 +177,9 @@ t.test('the addon under AddressSanitizer: a relay workload, no report', async (t
     resetter.close();
   });
   const resetPort = (resetter.address() as AddressInfo).port;
+  const udpEcho = await udpEchoServer('u');
+  t.teardown(() => udpEcho.close());
+  const udpDead = await deadUdpPort();
   const env = {
     LD_PRELOAD: libasan,
     // Node itself is not built for leak checking; memory errors are what is looked for.
@@ -185,6 +189,13 @@ t.test('the addon under AddressSanitizer: a relay workload, no report', async (t
   const kupEcho = await startKupProcess(t, { endpoints: [echo.port], extraArgs: ['--relay', 'native'], env, grace: '1s' });
   const kupBulk = await startKupProcess(t, { endpoints: [bulk.port], extraArgs: ['--relay', 'native'], env });
   const kupReset = await startKupProcess(t, { endpoints: [resetPort, dead, echo.port], extraArgs: ['--relay', 'native'], env });
+  // UDP: a live endpoint and one that answers with ICMP port-unreachable; short idle timeout, small session cap.
+  const kupUdp = await startKupProcess(t, {
+    endpoints: [udpEcho.port, udpDead],
+    port: { name: 'dns', port: 53, protocol: 'UDP' },
+    extraArgs: ['--relay', 'native', '--udp-timeout', '300ms', '--udp-max-sessions', '8'],
+    env,
+  });
 
   // Half-close and echo, 20 at once.
   const echoes = await Promise.all(
@@ -230,14 +241,55 @@ t.test('the addon under AddressSanitizer: a relay workload, no report', async (t
     s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
   });
   t.equal(moved, 'moved', 'a client whose endpoint reset at once was served by another');
+  // UDP on the native datagram thread: 12 clients (more than the cap: evictions), each asks until the live
+  // endpoint answered (sessions to the dead one end on its ICMP error), then a 60 KiB datagram, an idle expiry, a burst.
+  const clients = Array.from({ length: 12 }, () => dgram.createSocket('udp4'));
+  t.teardown(() => clients.forEach((c) => c.close()));
+  let answered = 0;
+  for (const [i, c] of clients.entries()) {
+    for (let k = 0; k < 6; k++) {
+      if (String(await udpAsk(kupUdp.port, `q${i}`, 300, c)) === `u:q${i}`) {
+        answered++;
+        break;
+      }
+    }
+  }
+  t.equal(answered, 12, 'every UDP client was answered by the live endpoint');
+  const payload = Buffer.alloc(60 * 1024, 7);
+  const bigReply = await udpAsk(kupUdp.port, payload, 2000, clients[0]);
+  t.ok(bigReply?.subarray(2).equals(payload), 'a 60 KiB datagram came back byte-exact');
+  // A new client's burst of 300: queued while TypeScript picks, the listener paused, same-size runs segmented.
+  const burster = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
+  t.teardown(() => burster.close());
+  await new Promise<void>((r) => burster.bind(0, '127.0.0.1', () => r()));
+  const burstGot = new Set<string>();
+  burster.on('message', (m) => burstGot.add(String(m)));
+  for (let k = 0; k < 6 && burstGot.size === 0; k++) {
+    for (let i = 0; i < 300; i++) burster.send(`b${i}`, kupUdp.port, '127.0.0.1');
+    await sleep(500);
+  }
+  // (A burst whose session went to the dead endpoint loses the datagrams sent before its ICMP error.)
+  t.ok(burstGot.size >= 150, `a new client's burst was answered (${burstGot.size} of 300 distinct)`);
+  await sleep(700);
+  const burst = await Promise.all(clients.map((c, i) => udpAsk(kupUdp.port, `again${i}`, 1000, c)));
+  t.ok(burst.filter((b) => b !== null).length >= 1, 'after the idle expiry, clients are served by new sessions');
   // Shutdown with a connection open: aborted by the relay thread at the grace period.
   const held = await connect(kupEcho.port);
   held.on('error', () => {});
-  for (const k of [kupEcho, kupBulk, kupReset]) k.child.kill('SIGTERM');
-  const results = await Promise.all([kupEcho.done, kupBulk.done, kupReset.done]);
+  for (const k of [kupEcho, kupBulk, kupReset, kupUdp]) k.child.kill('SIGTERM');
+  const results = await Promise.all([kupEcho.done, kupBulk.done, kupReset.done, kupUdp.done]);
   held.destroy();
   for (const [i, res] of results.entries()) {
     t.notMatch(res.stderr, /AddressSanitizer/, `kup ${i + 1}: no AddressSanitizer report`);
     t.equal(res.code, 0, `kup ${i + 1}: exit 0`);
   }
 });
+
+/** A loopback UDP port nobody listens on (bound, then released): datagrams to it get ICMP port-unreachable. */
+async function deadUdpPort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}

@@ -1,8 +1,10 @@
 import dgram from 'node:dgram';
 import t from 'tap';
+import { UdpProxy } from '../lib/dataplane/udp-proxy.js';
 import { startHarness } from './support/harness.js';
 import { udpAsk, udpEchoServer } from './support/net.js';
 import { endpointSlice, service, slicesFor } from './support/objects.js';
+import { testRelayChoice } from './support/relay.js';
 
 const KEY = 'default/dns:dns/UDP';
 const dnsService = () => service({ name: 'dns', clusterIP: '10.96.0.10', ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] });
@@ -44,6 +46,16 @@ t.test('UDP round trip through the proxy, round-robin over sessions', async (t) 
   t.equal(new Set(same).size, 1, 'a session sticks to its endpoint');
   t.same([...seenFrom], [port], 'replies come from the service port the client sent to');
   t.equal(h.entry(KEY).internal.stats.accepted, 5, 'five sessions');
+  const listener = h.entry(KEY).internal;
+  const stats = listener.stats;
+  t.equal(
+    listener instanceof UdpProxy ? listener.relay : 'not UDP',
+    testRelayChoice(),
+    `the ${testRelayChoice()} relay moved the datagrams`,
+  );
+  t.equal(stats.datagramsIn, 9, 'nine datagrams in');
+  t.equal(stats.datagramsOut, 9, 'nine replies out');
+  t.equal(stats.datagramsDropped, 0, 'none dropped');
 });
 
 t.test('a 60 KiB datagram passes intact both ways', async (t) => {
@@ -196,4 +208,59 @@ t.test('a session whose endpoint stops serving (not ready) ends at once; the dea
   t.equal(l.connections, before - 1, "the session to A ended; B's sessions were left alone");
   t.equal(l.stats.sessionsEndpointGone, 1);
   t.equal(String(await udpAsk(port, 'q1', 2000, client)), 'b:q1', 'the next datagram from the same port is answered by B');
+});
+
+t.test("a new client's burst is answered whole: nothing is dropped while its session is being set up", async (t) => {
+  // An echo endpoint and a client with room for the whole burst, so only kup could lose a datagram.
+  const BIG = 4 * 1024 * 1024;
+  const backend = dgram.createSocket({ type: 'udp4', recvBufferSize: BIG, sendBufferSize: BIG });
+  backend.on('message', (m, r) => backend.send(m, r.port, r.address));
+  await new Promise<void>((r) => backend.bind(0, '127.0.0.1', () => r()));
+  const h = await startHarness();
+  t.teardown(async () => {
+    await h.close();
+    await new Promise<void>((r) => backend.close(() => r()));
+  });
+  await h.set([dnsService()], slicesFor('dns', 'dns', [backend.address().port], 'UDP'));
+  const port = h.port(KEY);
+  const client = dgram.createSocket({ type: 'udp4', recvBufferSize: BIG, sendBufferSize: BIG });
+  await new Promise<void>((r) => client.bind(0, '127.0.0.1', () => r()));
+  t.teardown(() => client.close());
+  const N = 500;
+  const got = new Set<string>();
+  const all = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 3000);
+    client.on('message', (m) => {
+      got.add(String(m));
+      if (got.size === N) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  // All at once, before the session exists: the first datagram opens it, the rest wait for it.
+  for (let i = 0; i < N; i++) client.send(`burst-${i}`, port, '127.0.0.1');
+  await all;
+  t.equal(got.size, N, `all ${N} datagrams of the burst were answered`);
+  t.equal(h.entry(KEY).internal.stats.accepted, 1, 'one session');
+  t.equal(h.entry(KEY).internal.stats.datagramsDropped, 0, 'none dropped');
+});
+
+t.test('an endpoint that answers with ICMP port-unreachable: its session ends and counts as a dial failure', async (t) => {
+  // A UDP port bound and released: datagrams to it are refused by the kernel.
+  const gone = dgram.createSocket('udp4');
+  await new Promise<void>((r) => gone.bind(0, '127.0.0.1', () => r()));
+  const deadUdp = gone.address().port;
+  await new Promise<void>((r) => gone.close(() => r()));
+  const h = await startHarness();
+  t.teardown(() => h.close());
+  await h.set([dnsService()], slicesFor('dns', 'dns', [deadUdp], 'UDP'));
+  const port = h.port(KEY);
+  const client = await fixedPortClient(t);
+  t.equal(await udpAsk(port, 'q1', 300, client), null, 'no answer from a closed port');
+  const l = h.entry(KEY).internal;
+  for (let i = 0; i < 40 && l.stats.dialFailures === 0; i++) await sleep(25);
+  t.equal(l.stats.dialFailures, 1, 'the refusal counted as a dial failure');
+  t.equal(l.connections, 0, 'the session ended at once, not after --udp-timeout');
+  t.equal(l.stats.active, 0);
 });

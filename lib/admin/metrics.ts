@@ -157,7 +157,7 @@ export class ProxyMetrics {
     const sync = (): Readonly<SyncState> => src.syncer.state;
     new Gauge({
       name: 'kup_relay_info',
-      help: 'Which relay moves the bytes of established TCP connections (native: the addon epoll thread; js: splice.ts); always 1',
+      help: 'Which relay moves the bytes of established TCP connections and UDP datagrams (native: the addon epoll threads; js: splice.ts and dgram sockets); always 1',
       labelNames: ['relay'],
       registers,
       collect() {

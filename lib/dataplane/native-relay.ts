@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Socket } from 'node:net';
 import { KupError, errorMessage } from '../core/errors.js';
+import { NativeUdpRelay, type UdpBinding } from './native-udp.js';
 
 /** `--relay`: which code moves the bytes of established TCP connections. */
 export const RELAY_CHOICES = ['auto', 'native', 'js'] as const;
@@ -27,8 +28,8 @@ export interface RelayClose {
   readonly unsent: Buffer | null;
 }
 
-/** The addon's exports (native/relay.c). */
-interface RelayBinding {
+/** The addon's exports (native/relay.c; the UDP ones of native/udp.c, absent from an older build). */
+interface RelayBinding extends Partial<UdpBinding> {
   start(onCloses: (records: Float64Array, unsent: Buffer[]) => void): void;
   add(
     id: number,
@@ -57,6 +58,7 @@ export class NativeRelay {
   private readonly pending = new Map<number, (c: RelayClose) => void>();
   private nextId = 1;
   private nextGroup = 1;
+  private udpRelay: NativeUdpRelay | null | undefined;
 
   constructor(binding: RelayBinding) {
     this.binding = binding;
@@ -66,6 +68,21 @@ export class NativeRelay {
   /** Connections the thread relays now. */
   get active(): number {
     return this.pending.size;
+  }
+
+  /** The UDP relay thread of the same addon (started on its first listener); null if the addon has none. */
+  udp(): NativeUdpRelay | null {
+    if (this.udpRelay !== undefined) return this.udpRelay;
+    const b = this.binding;
+    const complete =
+      b.udpStart !== undefined &&
+      b.udpAdd !== undefined &&
+      b.udpRemove !== undefined &&
+      b.udpOpen !== undefined &&
+      b.udpRefuse !== undefined &&
+      b.udpEnd !== undefined;
+    this.udpRelay = complete ? new NativeUdpRelay(b as UdpBinding) : null;
+    return this.udpRelay;
   }
 
   /** A number for one listener's connections, so they can be aborted together. */

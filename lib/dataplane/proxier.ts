@@ -458,6 +458,7 @@ export class Proxier {
             bufferSize: this.opts.udpBufferSize ?? DEFAULT_UDP_BUFFER_SIZE,
             onBuffers: (b) => this.noteUdpBuffers(b),
             anyFamily: exposedAddress !== null,
+            nativeRelay: this.opts.nativeRelay ?? null,
           });
     if (!budget.take(1)) {
       throw new KupError(

@@ -7,6 +7,8 @@ import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
 import { isLocalResourceError, type FdBudget } from './fd-budget.js';
 import { listenerFamily, PER_CONNECTION, type ListenerFamily } from './listener-family.js';
+import type { NativeRelay } from './native-relay.js';
+import { LOCAL_RESOURCE_ERRNOS, UDP_COUNTER, type NativeUdpEnd, type NativeUdpListener } from './native-udp.js';
 import { ListenerStats } from './stats.js';
 import { udpSocketKey, type UdpDropTable } from './udp-drops.js';
 
@@ -36,6 +38,12 @@ export interface UdpProxyOptions {
   readonly onBuffers?: (sizes: UdpBufferSizes) => void;
   /** True when the listener serves no virtual IP (--expose-on-loopback): any endpoint of either family may answer. */
   readonly anyFamily?: boolean;
+  /**
+   * The native relay: when given (and its addon has the UDP relay), datagrams
+   * move on its UDP thread and only session setup and ends come here. Absent
+   * or null: the TypeScript path below (`--relay js`).
+   */
+  readonly nativeRelay?: NativeRelay | null;
 }
 
 /** Datagrams queued while a session's backend socket is still connecting. */
@@ -61,6 +69,15 @@ class Session {
   }
 }
 
+/** A session relayed by the native thread: TypeScript keeps what the balancer and the caps need. */
+class NativeSession {
+  constructor(
+    readonly id: number,
+    readonly clientAddress: string,
+    readonly endpoint: EndpointState,
+  ) {}
+}
+
 /** One UDP listener of a service port. */
 export class UdpProxy {
   readonly protocol = 'UDP';
@@ -83,6 +100,10 @@ export class UdpProxy {
   private procKey = '';
   /** Coarse clock: refreshed by the sweeper so the per-datagram path does not call Date.now(). */
   private now = Date.now();
+  /** The native thread's side of this listener; null on the TypeScript path. */
+  private native: NativeUdpListener | null = null;
+  /** Native sessions by id, oldest first (eviction order). */
+  private readonly nativeSessions = new Map<number, NativeSession>();
 
   constructor(opts: UdpProxyOptions) {
     this.opts = opts;
@@ -94,7 +115,12 @@ export class UdpProxy {
   }
 
   get connections(): number {
-    return this.sessions.size;
+    return this.sessions.size + this.nativeSessions.size;
+  }
+
+  /** Which code moves this listener's datagrams. */
+  get relay(): 'native' | 'js' {
+    return this.native === null ? 'js' : 'native';
   }
 
   /** `reusePort`: SO_REUSEPORT, so a successor kup can bind the same port alongside (hand-over). */
@@ -108,8 +134,8 @@ export class UdpProxy {
         sock.on('error', (err) => {
           this.opts.logger.warn({ listener: this.opts.name, err: errorMessage(err) }, 'UDP socket error');
         });
-        sock.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
         this.socket = sock;
+        if (!this.useNative(sock)) sock.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
         const local = sock.address();
         this.boundPort = local.port;
         this.family = this.opts.anyFamily === true ? 0 : listenerFamily(host, ipv6Only);
@@ -121,6 +147,101 @@ export class UdpProxy {
         resolve(this.boundPort);
       });
     });
+  }
+
+  /**
+   * Hands the bound socket's datagrams to the native UDP thread; false (the
+   * TypeScript path) when no native relay was given or it cannot take it.
+   */
+  private useNative(sock: DgramSocket): boolean {
+    const udp = this.opts.nativeRelay?.udp() ?? null;
+    if (udp === null) return false;
+    const native = udp.add(sock, this.opts.sessionTimeoutMs, {
+      onNewSession: (id, address) => this.openNativeSession(id, address),
+      onSessionEnd: (id, why, errno) => this.onNativeEnd(id, why, errno),
+    });
+    if (native === null) return false;
+    this.native = native;
+    // The thread counts datagrams in memory both sides read: the stats read it at scrape time, never per datagram.
+    const counters = native.counters;
+    for (const [field, slot] of [
+      ['datagramsIn', UDP_COUNTER.in],
+      ['datagramsOut', UDP_COUNTER.out],
+      ['datagramsDropped', UDP_COUNTER.dropped],
+    ] as const) {
+      let base = this.stats[field];
+      Object.defineProperty(this.stats, field, {
+        enumerable: true,
+        get: () => base + counters[slot]!,
+        set: (v: number) => (base = v - counters[slot]!),
+      });
+    }
+    return true;
+  }
+
+  private openNativeSession(id: number, address: string): void {
+    const native = this.native;
+    if (native === null) return;
+    const family = this.family === PER_CONNECTION ? socketAddressFamily(address) : this.family;
+    const client = normalizeClientIP(address);
+    const ep = this.balancer.pick(client, null, family);
+    if (ep === undefined) {
+      this.stats.noEndpoints++;
+      native.refuse(id);
+      return;
+    }
+    if (this.nativeSessions.size >= this.opts.maxSessions) {
+      const oldest = this.nativeSessions.values().next().value;
+      if (oldest !== undefined) {
+        this.stats.sessionsEvicted++;
+        this.endNativeSession(oldest, true);
+      }
+    }
+    if (!this.opts.budget.take(1)) {
+      this.stats.shed++;
+      native.refuse(id);
+      return;
+    }
+    const err = native.open(id, ep.endpoint.ip, ep.endpoint.port, this.opts.bufferSize);
+    if (err !== 0) {
+      this.opts.budget.give(1);
+      this.noteNativeFailure(ep, client, err);
+      return;
+    }
+    this.nativeSessions.set(id, new NativeSession(id, address, ep));
+    ep.active++;
+    this.stats.accepted++;
+    this.stats.active++;
+  }
+
+  private onNativeEnd(id: number, why: NativeUdpEnd, errno: number): void {
+    const s = this.nativeSessions.get(id);
+    if (s === undefined) return; // TypeScript ended it first
+    if (why === 'error') this.noteNativeFailure(s.endpoint, normalizeClientIP(s.clientAddress), errno);
+    this.endNativeSession(s, false);
+  }
+
+  /** As the TypeScript path's session 'error' handler: a local shortage sheds, anything else is the endpoint's failure. */
+  private noteNativeFailure(ep: EndpointState, client: string, errno: number): void {
+    if (LOCAL_RESOURCE_ERRNOS.has(errno)) {
+      this.stats.shed++;
+      this.opts.budget.noteShed();
+    } else {
+      this.stats.dialFailures++;
+      this.balancer.reportFailure(ep, client);
+    }
+    if (this.opts.logger.isLevelEnabled('debug')) {
+      this.opts.logger.debug({ listener: this.opts.name, endpoint: ep.id, errno }, 'UDP session failed');
+    }
+  }
+
+  /** Bookkeeping of a native session's end; `tell`: the thread does not know yet. */
+  private endNativeSession(s: NativeSession, tell: boolean): void {
+    if (!this.nativeSessions.delete(s.id)) return;
+    if (tell) this.native?.end(s.id);
+    this.opts.budget.give(1);
+    s.endpoint.active--;
+    this.stats.active--;
   }
 
   /** The listener's drop count as the kernel reports it; called at scrape time, never per datagram. */
@@ -146,14 +267,20 @@ export class UdpProxy {
     this.sweeper = null;
     const sock = this.socket;
     this.socket = null;
+    const native = this.native;
+    this.native = null;
     // Sessions cannot outlive the socket their replies leave from.
+    for (const s of this.nativeSessions.values()) this.endNativeSession(s, false);
     this.destroyConnections();
     if (sock === null) return Promise.resolve();
-    return new Promise((resolve) => sock.close(() => resolve()));
+    // The thread holds a copy of the descriptor: the port is free once it closed it too.
+    const nativeClosed = native === null ? Promise.resolve() : native.close();
+    return nativeClosed.then(() => new Promise((resolve) => sock.close(() => resolve())));
   }
 
   destroyConnections(): void {
     for (const s of this.sessions.values()) this.endSession(s);
+    for (const s of this.nativeSessions.values()) this.endNativeSession(s, true);
   }
 
   /**
@@ -168,6 +295,11 @@ export class UdpProxy {
     for (const s of this.sessions.values()) {
       if (s.endpoint.current) continue;
       this.endSession(s);
+      ended++;
+    }
+    for (const s of this.nativeSessions.values()) {
+      if (s.endpoint.current) continue;
+      this.endNativeSession(s, true);
       ended++;
     }
     this.stats.sessionsEndpointGone += ended;
