@@ -5,7 +5,7 @@ import { ApiServerDouble } from '../spec/support/apiserver-double.js';
 import { endpointSlice, node, service } from '../spec/support/objects.js';
 import { kupRunArgs, proxyPortsFromLog, waitForLog } from './contenders.js';
 import { openFiles, sleep, startProcess, treeMemoryKiB } from './procs.js';
-import { median } from './report.js';
+import { median } from './stats.js';
 
 export interface ControlPlaneOptions {
   readonly services: number;
