@@ -89,7 +89,18 @@ export interface BenchResult {
   readonly targets: readonly TargetRow[];
   readonly controlPlane: ControlPlaneResult | null;
   readonly fileSource: readonly FileSourceResult[];
+  /**
+   * Further workloads' own Markdown (e.g. restart under load), appended as
+   * they are: a workload file renders its figures and run.ts adds them here,
+   * so the report needs no change per workload.
+   */
+  readonly sections: readonly ReportSection[];
   readonly totalSeconds: number;
+}
+
+export interface ReportSection {
+  readonly title: string;
+  readonly markdown: string;
 }
 
 export function medianOf(samples: Samples, workload: string, contender: string, field: string): number | null {
@@ -316,6 +327,7 @@ export function renderReport(r: BenchResult, note?: string): string {
   if (r.controlPlane !== null) out.push('', renderControlPlane(r.controlPlane));
   else if (r.plan.controlPlane !== null) out.push('', 'control plane: FAILED (see the log)');
   if (r.fileSource.length > 0) out.push('', '```', renderFileSource(r.fileSource), '```');
+  for (const s of r.sections) out.push('', `${s.title}:`, '', s.markdown);
   return out.join('\n');
 }
 
@@ -325,6 +337,7 @@ function normalise(raw: BenchResult): BenchResult {
     ...raw,
     contenders: raw.contenders ?? Object.keys(raw.settings),
     fileSource: raw.fileSource ?? [],
+    sections: raw.sections ?? [],
     totalSeconds: raw.totalSeconds ?? NaN,
   };
 }

@@ -17,7 +17,16 @@ import { CONTENDERS, KUP_JS, KUP_NATIVE, kupContender, type Contender, type Fron
 import { runControlPlane, type ControlPlaneResult } from './control-plane.js';
 import { runFileSource, type FileSourceResult } from './file-source.js';
 import { commandExists, stopAll, treeCpuSeconds, treeMemoryKiB } from './procs.js';
-import { checkTargets, mediansOf, renderReport, type BenchResult, type Machine, type Plan, type Samples } from './report.js';
+import {
+  checkTargets,
+  mediansOf,
+  renderReport,
+  type BenchResult,
+  type Machine,
+  type Plan,
+  type ReportSection,
+  type Samples,
+} from './report.js';
 import { dnsBurst, dnsperf, idleMemory, iperf, wrk, type Sample } from './workloads.js';
 
 const FD_LIMIT = 20_000;
@@ -149,6 +158,8 @@ async function main(): Promise<void> {
   const fronts = new Map<string, Front>();
   let controlPlane: ControlPlaneResult | null = null;
   const fileSource: FileSourceResult[] = [];
+  // Workloads with their own table (bench/report.ts ReportSection) push it here.
+  const sections: ReportSection[] = [];
   const startedAt = Date.now();
   try {
     if (!values['control-plane-only']) {
@@ -270,6 +281,7 @@ async function main(): Promise<void> {
     targets: checkTargets(samples, controlPlane, names),
     controlPlane,
     fileSource,
+    sections,
     totalSeconds: (Date.now() - startedAt) / 1000,
   };
   const text = renderReport(result);
