@@ -204,8 +204,11 @@ async function main(): Promise<void> {
         },
       ];
       for (let round = 1; round <= plan.rounds; round++) {
+        // Each round starts one contender later: no one always runs right after
+        // the same neighbour (its TIME_WAIT sockets, its caches) or always last.
+        const order = contenders.map((_, i) => contenders[(i + round - 1) % contenders.length]!);
         for (const w of workloads) {
-          for (const c of contenders) {
+          for (const c of order) {
             const f = fronts.get(c.name)!;
             try {
               const cpu0 = f.pid === null ? null : treeCpuSeconds(f.pid);
