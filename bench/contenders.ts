@@ -167,7 +167,7 @@ export const kupNative: Contender = {
 export const kupJs = kupContender(
   KUP_JS,
   'dist/bin/kup.js',
-  'one Node process as above with --relay js: the TypeScript relay (splice.ts)',
+  'one Node process (kup run --source file: --no-iptables) with --relay js: the TypeScript relay (splice.ts)',
   ['--relay', 'js'],
 );
 
