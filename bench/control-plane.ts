@@ -5,7 +5,7 @@ import { ApiServerDouble } from '../spec/support/apiserver-double.js';
 import { endpointSlice, node, service } from '../spec/support/objects.js';
 import { kupRunArgs, proxyPortsFromLog, waitForLog } from './contenders.js';
 import { openFiles, sleep, startProcess, treeMemoryKiB } from './procs.js';
-import { median } from './report.js';
+import { median } from './stats.js';
 
 export interface ControlPlaneOptions {
   readonly services: number;
@@ -54,9 +54,45 @@ export interface ChangeFigures {
   readonly samples: readonly number[];
 }
 
-/** First port of --proxy-port-range: the first listener kup opens, probed from spawn on. */
-const PORT_BASE = 10_001;
-const PORT_RANGE = `${PORT_BASE}-29999`;
+/**
+ * Candidate --proxy-port-range blocks, below the kernel's ephemeral ports
+ * (32768-) so the bench's own connections never take one; each holds 10,000
+ * listeners. Another kup on the machine (a parallel bench) may hold one
+ * block: the run takes the block with the fewest listeners.
+ */
+const PORT_BLOCKS: readonly { readonly first: number; readonly last: number }[] = [
+  { first: 10_001, last: 20_999 },
+  { first: 21_001, last: 31_999 },
+];
+
+/** TCP ports in LISTEN state on this machine (/proc/net/tcp and tcp6). */
+function listeningPorts(): Set<number> {
+  const out = new Set<number>();
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      // local_address is ADDR:PORT in hex; state 0A is LISTEN.
+      if (cols[3] === '0A') out.add(parseInt(cols[1]?.split(':')[1] ?? '', 16));
+    }
+  }
+  return out;
+}
+
+/** The range to give kup, and its first free port: the first listener kup opens, probed from spawn on. */
+function portRange(): { range: string; firstPort: number } {
+  const used = listeningPorts();
+  const busy = (b: { first: number; last: number }): number => [...used].filter((p) => p >= b.first && p <= b.last).length;
+  const block = PORT_BLOCKS.reduce((a, b) => (busy(b) < busy(a) ? b : a));
+  let firstPort = block.first;
+  while (used.has(firstPort) && firstPort < block.last) firstPort++;
+  return { range: `${block.first}-${block.last}`, firstPort };
+}
 const ENDPOINT_PORT_NAME = 'p';
 
 interface Sinks {
@@ -155,6 +191,8 @@ async function startup(
   // KUP_BENCH_KUP_ENTRY=DIR/dist/bin/kup.js runs an earlier build (before/after figures);
   // KUP_BENCH_NODE_ARGS="--heapsnapshot-signal=SIGUSR2" and the like go to kup's node.
   const nodeArgs = (process.env.KUP_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const { range, firstPort } = portRange();
+  opts.log(`--proxy-port-range ${range}, first proxy port ${firstPort}`);
   const args = [
     ...nodeArgs,
     ...kupRunArgs('kubernetes', process.env.KUP_BENCH_KUP_ENTRY ?? undefined),
@@ -163,7 +201,7 @@ async function startup(
     '--hostname-override',
     'bench-node',
     '--proxy-port-range',
-    PORT_RANGE,
+    range,
   ];
   const t0 = performance.now();
   const p = startProcess(process.execPath, args);
@@ -171,7 +209,7 @@ async function startup(
   try {
     // Probe the first proxy port from spawn on (it is the first one opened).
     while (performance.now() - t0 < 60_000) {
-      if (await probe(PORT_BASE)) {
+      if (await probe(firstPort)) {
         firstServed = (performance.now() - t0) / 1000;
         break;
       }
@@ -351,7 +389,8 @@ async function changes(
 }
 
 export async function runControlPlane(opts: ControlPlaneOptions): Promise<ControlPlaneResult> {
-  const flags = `kup run --source kubernetes --no-iptables --bind-address 127.0.0.1 --proxy-port-range ${PORT_RANGE} (default --min-sync-period 1s)`;
+  const flags =
+    'kup run --source kubernetes --no-iptables --bind-address 127.0.0.1 --proxy-port-range 10001-20999 or 21001-31999 (whichever is free; default --min-sync-period 1s, --relay auto)';
   if (opts.small) {
     const s = await startup(opts, opts.services, opts.endpointsPerService, true);
     try {
@@ -372,7 +411,7 @@ export async function runControlPlane(opts: ControlPlaneOptions): Promise<Contro
 }
 
 function row(f: StartupFigures): string {
-  return `| ${f.services.toLocaleString('en-US')} x ${Math.round(f.endpoints / Math.max(1, f.services))} | ${f.syncedSeconds.toFixed(2)} s | ${f.afterListSeconds.toFixed(2)} s | ${f.firstServedSeconds.toFixed(2)} s | ${f.allServingSeconds.toFixed(2)} s | ${f.rssMiB.toFixed(0)} MiB | ${f.openFiles.toLocaleString('en-US')} / ${f.fdLimit.toLocaleString('en-US')} |`;
+  return `| ${f.services.toLocaleString('en-US')} x ${Math.round(f.endpoints / Math.max(1, f.services))} | ${f.syncedSeconds.toFixed(2)} s | ${f.afterListSeconds.toFixed(2)} s | ${Number.isFinite(f.firstServedSeconds) ? `${f.firstServedSeconds.toFixed(2)} s` : 'not reached in 60 s'} | ${f.allServingSeconds.toFixed(2)} s | ${f.rssMiB.toFixed(0)} MiB | ${f.openFiles.toLocaleString('en-US')} / ${f.fdLimit.toLocaleString('en-US')} |`;
 }
 
 export function renderControlPlane(r: ControlPlaneResult): string {

@@ -1,10 +1,11 @@
 /**
- * npm run bench [-- --quick] [-- --only kup,haproxy] [-- --no-control-plane] [-- --no-file-source]
+ * npm run bench [-- --quick] [-- --rounds N] [-- --seconds S] [-- --only haproxy,nginx] [-- --no-control-plane] [-- --no-file-source]
  *
  * One machine, one run: the same backends for every contender, each driven in
  * turn by the same load tools, contenders interleaved round by round (A B C A
  * B C ...) so drift hits all alike; medians and ratios printed and written to
- * bench/results/latest.json. All traffic stays on loopback.
+ * bench/results/latest.json (`node dist/bench/report.js --markdown FILE`
+ * prints the report again, for bench/PERFORMANCE.md). All traffic stays on loopback.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -12,11 +13,20 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startBackends, type Backends } from './backends.js';
-import { CONTENDERS, kupContender, type Contender, type Front } from './contenders.js';
-import { runControlPlane, type ControlPlaneResult, renderControlPlane } from './control-plane.js';
-import { renderFileSource, runFileSource, type FileSourceResult } from './file-source.js';
+import { CONTENDERS, KUP_JS, KUP_NATIVE, kupContender, type Contender, type Front } from './contenders.js';
+import { runControlPlane, type ControlPlaneResult } from './control-plane.js';
+import { runFileSource, type FileSourceResult } from './file-source.js';
 import { commandExists, stopAll, treeCpuSeconds, treeMemoryKiB } from './procs.js';
-import { checkTargets, medianOf, METRICS, renderTable, renderTargets, type Samples } from './report.js';
+import {
+  checkTargets,
+  mediansOf,
+  renderReport,
+  type BenchResult,
+  type Machine,
+  type Plan,
+  type ReportSection,
+  type Samples,
+} from './report.js';
 import { dnsBurst, dnsperf, idleMemory, iperf, wrk, type Sample } from './workloads.js';
 
 const FD_LIMIT = 20_000;
@@ -42,22 +52,30 @@ function readFileSyncSafe(p: string): string {
   }
 }
 
-interface Plan {
-  rounds: number;
-  seconds: number;
-  idleConnections: number;
-  controlPlane: { services: number; endpointsPerService: number; changes: number; small: boolean } | null;
+/** What the report says of the machine: /proc/cpuinfo, nproc, uname, node, and how loaded it was. */
+function machine(loadStart: readonly number[]): Machine {
+  const model = /^model name\s*:\s*(.+)$/m.exec(readFileSyncSafe('/proc/cpuinfo'));
+  const nproc = Number(spawnSync('nproc', { encoding: 'utf8' }).stdout.trim());
+  return {
+    cpuModel: model?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown',
+    nproc: Number.isFinite(nproc) && nproc > 0 ? nproc : os.availableParallelism(),
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    uname: spawnSync('uname', ['-srmv'], { encoding: 'utf8' }).stdout.trim() || `Linux ${os.release()}`,
+    node: process.version,
+    loadStart,
+    loadEnd: os.loadavg(),
+  };
 }
 
-function machine(): Record<string, string | number> {
-  const cpus = os.cpus();
-  return {
-    cpus: cpus.length,
-    cpuModel: cpus[0]?.model ?? 'unknown',
-    memGiB: Math.round(os.totalmem() / 2 ** 30),
-    kernel: os.release(),
-    node: process.version,
-  };
+/** A positive number option, or one clear error line. */
+function positive(name: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) {
+    process.stderr.write(`bench: --${name}: "${v}" is not a positive number\n`);
+    process.exit(2);
+  }
+  return n;
 }
 
 function log(msg: string): void {
@@ -66,24 +84,32 @@ function log(msg: string): void {
 
 async function main(): Promise<void> {
   ensureFdLimit();
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      only: { type: 'string' },
-      workloads: { type: 'string' },
-      'no-control-plane': { type: 'boolean', default: false },
-      'no-file-source': { type: 'boolean', default: false },
-      'control-plane-only': { type: 'boolean', default: false },
-      rounds: { type: 'string' },
-      baseline: { type: 'string' },
-      seconds: { type: 'string' },
-      out: { type: 'string', default: 'bench/results/latest.json' },
-    },
-  });
+  const loadStart = os.loadavg();
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: {
+        quick: { type: 'boolean', default: false },
+        only: { type: 'string' },
+        workloads: { type: 'string' },
+        'no-control-plane': { type: 'boolean', default: false },
+        'no-file-source': { type: 'boolean', default: false },
+        'control-plane-only': { type: 'boolean', default: false },
+        rounds: { type: 'string' },
+        baseline: { type: 'string' },
+        seconds: { type: 'string' },
+        out: { type: 'string', default: 'bench/results/latest.json' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const { values } = parsed;
   const quick = values.quick === true;
   const plan: Plan = {
-    rounds: values.rounds !== undefined ? Number(values.rounds) : quick ? 1 : 3,
-    seconds: values.seconds !== undefined ? Number(values.seconds) : quick ? 1 : 5,
+    rounds: Math.round(positive('rounds', values.rounds, quick ? 1 : 3)),
+    seconds: Math.round(positive('seconds', values.seconds, quick ? 1 : 5)),
     idleConnections: quick ? 1000 : 5000,
     controlPlane: values['no-control-plane']
       ? null
@@ -97,11 +123,18 @@ async function main(): Promise<void> {
   const withDns = commandExists('dnsmasq') && commandExists('dnsperf');
   if (!withDns) log('dnsmasq or dnsperf missing: the UDP workload is skipped');
 
+  // --only picks peers; direct and both kup relays always run.
   const only = values.only?.split(',') ?? null;
+  const always = new Set(['direct', KUP_NATIVE, KUP_JS]);
+  const unknown = only?.filter((n) => !CONTENDERS.some((c) => c.name === n)) ?? [];
+  if (unknown.length > 0) {
+    process.stderr.write(`bench: --only: no contender ${unknown.join(', ')} (one of ${CONTENDERS.map((c) => c.name).join(', ')})\n`);
+    process.exit(2);
+  }
   const contenders: Contender[] = [];
   const skipped: Record<string, string> = {};
   for (const c of CONTENDERS) {
-    if (only !== null && c.name !== 'direct' && c.name !== 'kup' && !only.includes(c.name)) continue;
+    if (only !== null && !always.has(c.name) && !only.includes(c.name)) continue;
     const why = c.unavailable();
     if (why === null) contenders.push(c);
     else skipped[c.name] = why;
@@ -109,7 +142,12 @@ async function main(): Promise<void> {
   for (const [n, why] of Object.entries(skipped)) log(`${n} skipped: ${why}`);
   if (values.baseline !== undefined) {
     // An older build of kup (e.g. git archive of a commit, compiled), run side by side for before/after figures.
-    contenders.splice(2, 0, kupContender('kup-before', values.baseline, `an earlier build: ${values.baseline}`));
+    const at = contenders.findIndex((c) => c.name === KUP_JS);
+    contenders.splice(
+      at < 0 ? contenders.length : at,
+      0,
+      kupContender('kup-before', values.baseline, `an earlier build: ${values.baseline}`),
+    );
   }
 
   const workDir = await mkdtemp(join(os.tmpdir(), 'kup-bench-'));
@@ -121,6 +159,8 @@ async function main(): Promise<void> {
   const fronts = new Map<string, Front>();
   let controlPlane: ControlPlaneResult | null = null;
   const fileSource: FileSourceResult[] = [];
+  // Workloads with their own table (bench/report.ts ReportSection) push it here.
+  const sections: ReportSection[] = [];
   const startedAt = Date.now();
   try {
     if (!values['control-plane-only']) {
@@ -168,8 +208,11 @@ async function main(): Promise<void> {
       ];
       const workloads = all.filter((w) => picked === null || picked.includes(w.name));
       for (let round = 1; round <= plan.rounds; round++) {
+        // Each round starts one contender later: no one always runs right after
+        // the same neighbour (its TIME_WAIT sockets, its caches) or always last.
+        const order = contenders.map((_, i) => contenders[(i + round - 1) % contenders.length]!);
         for (const w of workloads) {
-          for (const c of contenders) {
+          for (const c of order) {
             const f = fronts.get(c.name)!;
             try {
               const cpu0 = f.pid === null ? null : treeCpuSeconds(f.pid);
@@ -232,41 +275,25 @@ async function main(): Promise<void> {
   }
 
   const names = contenders.map((c) => c.name);
-  const table = renderTable(samples, names);
-  const targets = checkTargets(samples);
-  const date = new Date().toISOString();
-  const m = machine();
-  const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
-  const settings = Object.fromEntries(contenders.map((c) => [c.name, c.settings]));
-  const text = [
-    `kube-userspace-proxy benchmark, ${date}`,
-    `machine: ${m.cpus} x ${m.cpuModel}, ${m.memGiB} GiB, Linux ${m.kernel}, Node ${m.node}; load tool, proxy and backend share the cores`,
-    `command: ${command}; ${plan.rounds} round(s), ${plan.seconds}s per workload, medians; wrk -t1 -c50, iperf3 -P1/-P8, dnsperf -c1 -q100`,
-    `settings: ${Object.entries(settings)
-      .map(([k, v]) => `${k}: ${v}`)
-      .join('; ')}`,
-    ...Object.entries(skipped).map(([k, v]) => `skipped ${k}: ${v}`),
-    '',
-    table,
-    '',
-    renderTargets(targets),
-    ...(controlPlane !== null ? ['', renderControlPlane(controlPlane)] : []),
-    ...(fileSource.length > 0 ? ['', renderFileSource(fileSource)] : []),
-    '',
-    `total ${((Date.now() - startedAt) / 1000).toFixed(0)}s`,
-  ].join('\n');
+  const result: BenchResult = {
+    date: new Date().toISOString(),
+    machine: machine(loadStart),
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    plan,
+    contenders: names,
+    settings: Object.fromEntries(contenders.map((c) => [c.name, c.settings])),
+    skipped,
+    medians: mediansOf(samples, names, controlPlane),
+    samples,
+    targets: checkTargets(samples, controlPlane, names),
+    controlPlane,
+    fileSource,
+    sections,
+    totalSeconds: (Date.now() - startedAt) / 1000,
+  };
+  const text = renderReport(result);
   process.stdout.write(`${text}\n`);
-
-  const medians: Record<string, Record<string, number | null>> = {};
-  for (const metric of METRICS) {
-    const row: Record<string, number | null> = {};
-    for (const c of names) row[c] = medianOf(samples, metric.workload, c, metric.field);
-    medians[`${metric.workload}.${metric.field}`] = row;
-  }
-  await writeFile(
-    values.out,
-    `${JSON.stringify({ date, machine: m, command, plan, settings, skipped, medians, samples, targets, controlPlane, fileSource, text }, null, 2)}\n`,
-  );
+  await writeFile(values.out, `${JSON.stringify({ ...result, text }, null, 2)}\n`);
   log(`written ${values.out}`);
 }
 
