@@ -196,14 +196,17 @@ export class Proxier {
   }
 
   /**
-   * Hand-over: closes the TCP listeners (new connections now reach only the
-   * successor's sockets on the same ports); established connections and UDP
-   * listeners carry on. UDP listeners stay so the replies of this process's
-   * sessions still leave from the proxy port; they close in close().
+   * Hand-over: closes the listeners (new connections and new UDP clients now
+   * reach only the successor's sockets on the same ports); established
+   * connections carry on, and so do UDP sessions, on sockets connected to
+   * their clients (UdpProxy.stopAccepting), until they idle out.
    */
   async stopAccepting(): Promise<void> {
     for (const p of this.ports.values()) {
-      for (const l of [p.internal, p.external]) if (l instanceof TcpProxy) await l.close();
+      for (const l of [p.internal, p.external]) {
+        if (l instanceof TcpProxy) await l.close();
+        else if (l instanceof UdpProxy) await l.stopAccepting();
+      }
     }
   }
 
@@ -285,7 +288,9 @@ export class Proxier {
     this.exposed.clear();
     await Promise.all(listeners.filter((l) => l.protocol === 'TCP').map((l) => l.close()));
     const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && listeners.some((l) => l.protocol === 'TCP' && l.connections > 0)) {
+    // After a hand-over, UDP sessions of this process also get to idle out (their clients' datagrams still come here).
+    const open = (l: ProxyListener): boolean => (l.protocol === 'TCP' ? l.connections > 0 : l.draining);
+    while (Date.now() < deadline && listeners.some(open)) {
       await new Promise((r) => setTimeout(r, 50));
     }
     for (const l of listeners) {

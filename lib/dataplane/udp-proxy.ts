@@ -49,6 +49,14 @@ const MAX_PENDING_DATAGRAMS = 64;
 class Session {
   lastActive: number;
   pending: Buffer[] | null = [];
+  /**
+   * After a hand-over: a socket bound to the proxy port (SO_REUSEPORT) and
+   * connected to the client, which replies leave from and the client's
+   * datagrams arrive on (see stopAccepting). null while the listener serves.
+   */
+  reply: DgramSocket | null = null;
+  /** Replies that came before the reply socket was connected. */
+  replyPending: Buffer[] | null = null;
   constructor(
     readonly key: string,
     readonly clientAddress: string,
@@ -83,6 +91,10 @@ export class UdpProxy {
   private procKey = '';
   /** Coarse clock: refreshed by the sweeper so the per-datagram path does not call Date.now(). */
   private now = Date.now();
+  /** Where listen() bound, for the reply sockets of a hand-over. */
+  private bound: { host: string; ipv6Only: boolean } | null = null;
+  /** A successor took the port: no listener; sessions live on their reply sockets until idle. */
+  private released = false;
 
   constructor(opts: UdpProxyOptions) {
     this.opts = opts;
@@ -110,6 +122,7 @@ export class UdpProxy {
         });
         sock.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
         this.socket = sock;
+        this.bound = { host, ipv6Only };
         const local = sock.address();
         this.boundPort = local.port;
         this.family = this.opts.anyFamily === true ? 0 : listenerFamily(host, ipv6Only);
@@ -141,6 +154,62 @@ export class UdpProxy {
     }
   }
 
+  /** True once stopAccepting() ran and sessions remain: close() should wait for them to idle out. */
+  get draining(): boolean {
+    return this.released && this.sessions.size > 0;
+  }
+
+  /**
+   * Hand-over: a successor's listener shares the port (SO_REUSEPORT). Each
+   * open session gets its own socket bound to the proxy port and connected to
+   * its client: the kernel prefers a connected socket for that client's
+   * datagrams, so they keep reaching this session, and its replies leave from
+   * the proxy port as before. Then the listener closes, so datagrams of new
+   * clients reach only the successor. Sessions end as usual, when idle.
+   */
+  async stopAccepting(): Promise<void> {
+    const sock = this.socket;
+    if (sock === null || this.released || this.bound === null) return;
+    this.released = true;
+    await Promise.all([...this.sessions.values()].map((s) => this.openReplySocket(s)));
+    this.socket = null;
+    await new Promise<void>((resolve) => sock.close(() => resolve()));
+  }
+
+  /** Binds and connects `s`'s reply socket; on failure the session ends (its client's next datagram goes to the successor). */
+  private openReplySocket(s: Session): Promise<void> {
+    const bound = this.bound!;
+    if (!this.opts.budget.take(1)) {
+      this.endSession(s);
+      return Promise.resolve();
+    }
+    const r = dgram.createSocket({ type: isIPv6(bound.host) ? 'udp6' : 'udp4', ipv6Only: bound.ipv6Only, reusePort: true });
+    s.reply = r;
+    s.replyPending = [];
+    return new Promise((resolve) => {
+      const fail = (): void => {
+        this.endSession(s);
+        resolve();
+      };
+      r.once('error', fail);
+      // Ended meanwhile (endSession closed it): nothing to wait for.
+      r.once('close', () => resolve());
+      r.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
+      r.bind({ address: bound.host, port: this.boundPort, exclusive: true }, () => {
+        // Connected at once (same tick): until then this socket takes a share of any client's datagrams,
+        // which onClientDatagram serves too.
+        r.connect(s.clientPort, s.clientAddress, () => {
+          r.off('error', fail);
+          r.on('error', () => this.endSession(s));
+          const queued = s.replyPending;
+          s.replyPending = null;
+          if (queued !== null) for (const m of queued) r.send(m);
+          resolve();
+        });
+      });
+    });
+  }
+
   close(): Promise<void> {
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.sweeper = null;
@@ -148,6 +217,7 @@ export class UdpProxy {
     this.socket = null;
     // Sessions cannot outlive the socket their replies leave from.
     this.destroyConnections();
+    this.released = false;
     if (sock === null) return Promise.resolve();
     return new Promise((resolve) => sock.close(() => resolve()));
   }
@@ -226,13 +296,17 @@ export class UdpProxy {
     );
     const s = new Session(key, rinfo.address, rinfo.port, ep, sock, this.now);
     this.sessions.set(key, s);
+    // Released: a new client's datagram that reached a reply socket before it was connected is served, not lost.
+    if (this.released) void this.openReplySocket(s);
     ep.active++;
     this.stats.accepted++;
     this.stats.active++;
     sock.on('message', (reply) => {
       s.lastActive = this.now;
       this.stats.datagramsOut++;
-      this.socket?.send(reply, s.clientPort, s.clientAddress);
+      if (s.reply === null) this.socket?.send(reply, s.clientPort, s.clientAddress);
+      else if (s.replyPending === null) s.reply.send(reply);
+      else if (s.replyPending.length < MAX_PENDING_DATAGRAMS) s.replyPending.push(reply);
     });
     sock.on('error', (err) => {
       // ECONNREFUSED here is the endpoint's ICMP port-unreachable for an earlier datagram.
@@ -267,6 +341,14 @@ export class UdpProxy {
       s.socket.close();
     } catch {
       // already closed after an error
+    }
+    if (s.reply !== null) {
+      this.opts.budget.give(1);
+      try {
+        s.reply.close();
+      } catch {
+        // already closed after an error
+      }
     }
   }
 
