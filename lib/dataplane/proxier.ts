@@ -202,11 +202,23 @@ export class Proxier {
    * their clients (UdpProxy.stopAccepting), until they idle out.
    */
   async stopAccepting(): Promise<void> {
+    await this.closeTcpListeners();
     for (const p of this.ports.values()) {
-      for (const l of [p.internal, p.external]) {
-        if (l instanceof TcpProxy) await l.close();
-        else if (l instanceof UdpProxy) await l.stopAccepting();
-      }
+      for (const l of [p.internal, p.external]) if (l instanceof UdpProxy) await l.stopAccepting();
+    }
+  }
+
+  /**
+   * Shutdown's first step: new TCP connections are refused from now on, while
+   * the source and syncer stop (which may take a while) and before the grace
+   * period. Listeners a sync still opens after this are closed by close().
+   */
+  async closeTcpListeners(): Promise<void> {
+    // One turn of the event loop first: connections the kernel already queued (a client sees them
+    // connected) are accepted in this poll phase rather than reset by the close.
+    await new Promise((r) => setImmediate(r));
+    for (const p of this.ports.values()) {
+      for (const l of [p.internal, p.external, p.cluster]) if (l instanceof TcpProxy) await l.close();
     }
   }
 
