@@ -208,11 +208,7 @@ export class Proxier {
     }
   }
 
-  /**
-   * Shutdown's first step: new TCP connections are refused from now on, while
-   * the source and syncer stop (which may take a while) and before the grace
-   * period. Listeners a sync still opens after this are closed by close().
-   */
+  /** Closes every TCP listener; open connections carry on. */
   async closeTcpListeners(): Promise<void> {
     // One turn of the event loop first: connections the kernel already queued (a client sees them
     // connected) are accepted in this poll phase rather than reset by the close.

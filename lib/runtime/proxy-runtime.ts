@@ -180,8 +180,6 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
         portState?.stop();
         // Health turns 503 first, so load balancers move away while connections drain.
         admin.beginShutdown();
-        // Refuse new connections at once: stopping the source and syncer may take a while under load.
-        await proxier.closeTcpListeners();
         await source.stop();
         await s.stop();
         // Bounded even if closing the data plane hangs on a socket that misbehaves:
