@@ -109,6 +109,11 @@ export class UdpProxy {
     return this.sessions.size;
   }
 
+  /** The port listen() will bind later (a hand-over's deferred bind): what the rules and state file name meanwhile. */
+  expectPort(port: number): void {
+    this.boundPort = port;
+  }
+
   /** `reusePort`: SO_REUSEPORT, so a successor kup can bind the same port alongside (hand-over). */
   listen(host: string, port: number, ipv6Only = false, reusePort = false): Promise<number> {
     const type = isIPv6(host) ? 'udp6' : 'udp4';
