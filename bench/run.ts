@@ -17,6 +17,7 @@ import { runControlPlane, type ControlPlaneResult, renderControlPlane } from './
 import { renderFileSource, runFileSource, type FileSourceResult } from './file-source.js';
 import { commandExists, stopAll, treeCpuSeconds, treeMemoryKiB } from './procs.js';
 import { checkTargets, medianOf, METRICS, renderTable, renderTargets, type Samples } from './report.js';
+import { restartUnderLoad } from './restart.js';
 import { dnsBurst, dnsperf, idleMemory, iperf, wrk, type Sample } from './workloads.js';
 
 const FD_LIMIT = 20_000;
@@ -198,6 +199,12 @@ async function main(): Promise<void> {
       }
       for (const f of fronts.values()) await f.stop();
       fronts.clear();
+      // kup only: a second kup takes over under load and the first drains (bench/restart.ts).
+      try {
+        add('restart', 'kup', await restartUnderLoad(backends, workDir, plan.seconds, log));
+      } catch (err) {
+        log(`restart under load FAILED: ${(err as Error).message.slice(0, 1000)}`);
+      }
       await backends.stop();
       backends = null;
     }
