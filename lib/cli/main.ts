@@ -85,6 +85,7 @@ function addRunFlags(cmd: Command): Command {
     .option('--pod-interface-name-prefix <prefix>', 'for --detect-local-mode InterfaceNamePrefix', RUN_DEFAULTS.podInterfaceNamePrefix)
     .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
     .option('--state-dir <dir>', 'state directory; holds the lock allowing one kup with iptables per directory', RUN_DEFAULTS.stateDir)
+    .option('--no-handover', 'exit (KUP_ALREADY_RUNNING) instead of taking over from a kup running with the same --state-dir')
     .addOption(
       new Option('--log-level <level>', 'log level')
         .choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])

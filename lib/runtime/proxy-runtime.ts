@@ -53,7 +53,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   // Before any rule or port: the lock (or the hand-over from a live kup) and the ports to reuse.
   const rulesWanted = config.iptables && (await iptablesAvailable(logger));
   const useStateDir = rulesWanted || config.stateDir !== DEFAULT_STATE_DIR;
-  const held = useStateDir ? await InstanceLock.acquire(config.stateDir, { handover: true }) : null;
+  const held = useStateDir ? await InstanceLock.acquire(config.stateDir, { handover: config.handover !== false }) : null;
   const predecessor: Predecessor | null = held?.predecessor ?? null;
   let preferredPorts = new Map<string, number>();
   try {
