@@ -38,7 +38,7 @@ export const direct: Contender = {
 };
 
 /** The YAML a user would write for the three bench services. */
-function kupObjects(b: Backends): string {
+export function kupObjects(b: Backends): string {
   const svc = (name: string, port: number, target: number, protocol: 'TCP' | 'UDP', ip: string): string => `---
 apiVersion: v1
 kind: Service

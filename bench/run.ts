@@ -27,6 +27,7 @@ import {
   type ReportSection,
   type Samples,
 } from './report.js';
+import { restartUnderLoad } from './restart.js';
 import { dnsBurst, dnsperf, idleMemory, iperf, wrk, type Sample } from './workloads.js';
 
 const FD_LIMIT = 20_000;
@@ -245,6 +246,12 @@ async function main(): Promise<void> {
       }
       for (const f of fronts.values()) await f.stop();
       fronts.clear();
+      // kup only (default relay: native when built): a second kup takes over under load and the first drains (bench/restart.ts).
+      try {
+        add('restart', KUP_NATIVE, await restartUnderLoad(backends, workDir, plan.seconds, log));
+      } catch (err) {
+        log(`restart under load FAILED: ${(err as Error).message.slice(0, 1000)}`);
+      }
       await backends.stop();
       backends = null;
     }

@@ -89,3 +89,22 @@ t.test('SIGTERM with a connection that never finishes: closed at the grace perio
   t.ok(ms >= 900 && ms < 4000, `exited after the 1s grace period (${ms}ms)`);
   t.not((await stuck).ended, 'TIMEOUT', 'the stuck client was closed, not left hanging');
 });
+
+t.test('SIGTERM while starting: kup finishes starting, then stops cleanly (exit 0, listener closed)', async (t) => {
+  const backend = await slowServer(100);
+  t.teardown(() => backend.close());
+  const file = await writeObjectsFile(t, [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [backend.port]),
+  ]);
+  const child = startKup(loopbackRunArgs(file, { healthz: '127.0.0.1:0', metrics: '' }, ['--shutdown-grace-period', '5s']));
+  const done = finished(child, 30_000);
+  // The first line kup logs, before it has read the source or opened anything.
+  await waitForOutput(child, /"msg":"starting"/);
+  child.kill('SIGTERM');
+  const r = await done;
+  t.equal(r.signal, null, 'not killed by the signal');
+  t.equal(r.code, 0, 'exit 0');
+  t.match(r.stderr + r.stdout, /"msg":"SIGTERM while starting: stopping once started"/, 'says it will stop once started');
+  t.match(r.stderr + r.stdout, /"msg":"stopped"/, 'and stopped as on any SIGTERM');
+});

@@ -85,6 +85,7 @@ function addRunFlags(cmd: Command): Command {
     .option('--pod-interface-name-prefix <prefix>', 'for --detect-local-mode InterfaceNamePrefix', RUN_DEFAULTS.podInterfaceNamePrefix)
     .option('--shutdown-grace-period <duration>', 'on SIGTERM, how long open connections may finish', RUN_DEFAULTS.shutdownGracePeriod)
     .option('--state-dir <dir>', 'state directory; holds the lock allowing one kup with iptables per directory', RUN_DEFAULTS.stateDir)
+    .option('--no-handover', 'exit (KUP_ALREADY_RUNNING) instead of taking over from a kup running with the same --state-dir')
     .addOption(
       new Option('--log-level <level>', 'log level')
         .choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
@@ -109,9 +110,10 @@ function printHostsBlock(runtime: ProxyRuntime): void {
   runtime.syncer.onSync(print);
 }
 
-function waitForSignal(): Promise<NodeJS.Signals> {
+function waitForSignal(onSignal: (sig: NodeJS.Signals) => void = () => undefined): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (sig: NodeJS.Signals): void => {
+      onSignal(sig);
       process.off('SIGINT', on);
       process.off('SIGTERM', on);
       // A second signal while stopping means "now".
@@ -182,9 +184,16 @@ export function buildProgram(): Command {
       };
       // Left installed until the process exits: a SIGHUP while stopping must not kill it half-way.
       process.on('SIGHUP', onHup);
+      // Before starting: a SIGTERM while starting (a rollout, a quick restart) must stop kup cleanly once it
+      // has started (rules and listeners taken down, exit 0), not kill it with rules half-installed.
+      let started = false;
+      const signalled = waitForSignal((sig) => {
+        if (!started) log.info({ signal: sig }, `${sig} while starting: stopping once started`);
+      });
       runtime = await startProxy(config, log);
+      started = true;
       if (config.exposeOnLoopback) printHostsBlock(runtime);
-      const sig = await Promise.race([waitForSignal(), runtime.handedOver.then(() => 'hand-over' as const)]);
+      const sig = await Promise.race([signalled, runtime.handedOver.then(() => 'hand-over' as const)]);
       if (sig === 'hand-over') log.info('stopping: handed over to a successor');
       else log.info({ signal: sig }, 'stopping');
       // The last word: a stop that does not finish (a socket or server that never

@@ -35,6 +35,8 @@ export interface RunFlags {
   metricsBindAddress: string;
   shutdownGracePeriod: string;
   stateDir: string;
+  /** false with --no-handover. */
+  handover?: boolean;
   logLevel: string;
   serviceClusterIpRange: string;
   kubeApiQps: string;
@@ -247,6 +249,7 @@ export function parseRunFlags(f: RunFlags, labels: FlagLabels = {}): RunConfig {
     metricsBindAddress: parseHostPort(name('metricsBindAddress', '--metrics-bind-address'), f.metricsBindAddress),
     shutdownGracePeriodMs: parseDuration('--shutdown-grace-period', f.shutdownGracePeriod),
     stateDir: parseStateDir(f.stateDir),
+    handover: f.handover !== false,
     logLevel: f.logLevel as LogLevel,
     serviceClusterIPRange: parseServiceCIDR('--service-cluster-ip-range', f.serviceClusterIpRange ?? RUN_DEFAULTS.serviceClusterIpRange),
     clusterCIDRs: parseClusterCIDRs(name('clusterCidr', '--cluster-cidr'), f.clusterCidr ?? ''),

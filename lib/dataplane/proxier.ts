@@ -50,6 +50,13 @@ export interface ProxierOptions {
   readonly preferredPorts?: ReadonlyMap<string, number>;
   /** Ports a live predecessor holds, bound alongside it (SO_REUSEPORT) without the probe for a free port. */
   readonly sharedPorts?: ReadonlySet<number>;
+  /**
+   * Hand-over: listeners on shared ports are bound only by bindShared(), once
+   * this kup can serve (first sync and rules done), not during the first sync:
+   * a bound listener gets its share of new connections at once, and they
+   * would wait while the rest of a large first sync keeps the event loop busy.
+   */
+  readonly deferSharedListen?: boolean;
   /** Called when a proxy listener opened or closed (the port state file is rewritten). */
   readonly onListenersChanged?: () => void;
 }
@@ -98,6 +105,8 @@ export class Proxier {
   private dropsRead: Promise<void> | null = null;
   private udpBuffersReported = false;
   private listenHost: { host: string; ipv6Only: boolean } | null = null;
+  /** Binds waiting for bindShared() (deferSharedListen). */
+  private deferred: { listener: ProxyListener; bind: () => Promise<void> }[] | null;
   private affinitySweeper: NodeJS.Timeout | null = null;
   /** --expose-on-loopback: each Service's address, kept while any of its ports is in the table. */
   private readonly exposed = new Map<ServiceName, ExposedService>();
@@ -109,6 +118,7 @@ export class Proxier {
     this.allocator = new PortAllocator(opts.portRange);
     for (const [owner, port] of opts.preferredPorts ?? []) this.allocator.prefer(owner, port);
     this.budget = opts.budget ?? dataPlaneBudget(opts.logger);
+    this.deferred = opts.deferSharedListen === true ? [] : null;
   }
 
   /** Which relay moves established TCP connections' bytes (/status, metrics). */
@@ -196,14 +206,25 @@ export class Proxier {
   }
 
   /**
-   * Hand-over: closes the TCP listeners (new connections now reach only the
-   * successor's sockets on the same ports); established connections and UDP
-   * listeners carry on. UDP listeners stay so the replies of this process's
-   * sessions still leave from the proxy port; they close in close().
+   * Hand-over: closes the listeners (new connections and new UDP clients now
+   * reach only the successor's sockets on the same ports); established
+   * connections carry on, and so do UDP sessions, on sockets connected to
+   * their clients (UdpProxy.stopAccepting), until they idle out.
    */
   async stopAccepting(): Promise<void> {
+    await this.closeTcpListeners();
     for (const p of this.ports.values()) {
-      for (const l of [p.internal, p.external]) if (l instanceof TcpProxy) await l.close();
+      for (const l of [p.internal, p.external]) if (l instanceof UdpProxy) await l.stopAccepting();
+    }
+  }
+
+  /** Closes every TCP listener; open connections carry on. */
+  async closeTcpListeners(): Promise<void> {
+    // One turn of the event loop first: connections the kernel already queued (a client sees them
+    // connected) are accepted in this poll phase rather than reset by the close.
+    await new Promise((r) => setImmediate(r));
+    for (const p of this.ports.values()) {
+      for (const l of [p.internal, p.external, p.cluster]) if (l instanceof TcpProxy) await l.close();
     }
   }
 
@@ -285,7 +306,9 @@ export class Proxier {
     this.exposed.clear();
     await Promise.all(listeners.filter((l) => l.protocol === 'TCP').map((l) => l.close()));
     const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && listeners.some((l) => l.protocol === 'TCP' && l.connections > 0)) {
+    // After a hand-over, UDP sessions of this process also get to idle out (their clients' datagrams still come here).
+    const open = (l: ProxyListener): boolean => (l.protocol === 'TCP' ? l.connections > 0 : l.draining);
+    while (Date.now() < deadline && listeners.some(open)) {
       await new Promise((r) => setTimeout(r, 50));
     }
     for (const l of listeners) {
@@ -500,8 +523,41 @@ export class Proxier {
     }
   }
 
+  /**
+   * Hand-over: binds the listeners of the shared ports the first sync set up
+   * (balancers filled, rules pointing at them). A failure is logged: the
+   * predecessor then keeps that port's connections until it is told to stop.
+   */
+  async bindShared(): Promise<void> {
+    const waiting = this.deferred ?? [];
+    this.deferred = null;
+    const live = new Set<ProxyListener>();
+    for (const p of this.ports.values()) for (const l of [p.internal, p.external, p.cluster]) if (l !== null) live.add(l);
+    for (const { listener, bind } of waiting) {
+      // Closed by a sync meanwhile: its port is no longer this kup's.
+      if (!live.has(listener)) continue;
+      try {
+        await bind();
+      } catch (err) {
+        this.log.error(
+          { listener: listener.port, err: errorMessage(err), code: errorCode(err) },
+          'cannot bind a proxy port shared with the predecessor',
+        );
+      }
+    }
+  }
+
   /** 0.0.0.0 means every address: listen on :: (dual-stack) where the host has IPv6, else on 0.0.0.0. */
   private async listenOn(listener: ProxyListener, port: number, protocol: 'TCP' | 'UDP'): Promise<void> {
+    if (this.deferred !== null && port !== 0 && this.opts.sharedPorts?.has(port) === true) {
+      listener.expectPort(port);
+      this.deferred.push({ listener, bind: () => this.listenNow(listener, port, protocol) });
+      return;
+    }
+    await this.listenNow(listener, port, protocol);
+  }
+
+  private async listenNow(listener: ProxyListener, port: number, protocol: 'TCP' | 'UDP'): Promise<void> {
     // Always SO_REUSEPORT (a successor must be able to join); a port not shared with a predecessor is probed first.
     const shared = port === 0 || this.opts.sharedPorts?.has(port) === true;
     const bind = async (host: string, ipv6Only: boolean): Promise<void> => {

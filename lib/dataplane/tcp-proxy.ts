@@ -104,6 +104,11 @@ export class TcpProxy {
     return this.clients.size + this.nativeActive;
   }
 
+  /** The port listen() will bind later (a hand-over's deferred bind): what the rules and state file name meanwhile. */
+  expectPort(port: number): void {
+    this.boundPort = port;
+  }
+
   /** `reusePort`: SO_REUSEPORT, so a successor kup can bind the same port alongside (hand-over). */
   listen(host: string, port: number, ipv6Only = false, reusePort = false): Promise<number> {
     return new Promise((resolve, reject) => {

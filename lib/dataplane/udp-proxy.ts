@@ -57,6 +57,14 @@ const MAX_PENDING_DATAGRAMS = 64;
 class Session {
   lastActive: number;
   pending: Buffer[] | null = [];
+  /**
+   * After a hand-over: a socket bound to the proxy port (SO_REUSEPORT) and
+   * connected to the client, which replies leave from and the client's
+   * datagrams arrive on (see stopAccepting). null while the listener serves.
+   */
+  reply: DgramSocket | null = null;
+  /** Replies that came before the reply socket was connected. */
+  replyPending: Buffer[] | null = null;
   constructor(
     readonly key: string,
     readonly clientAddress: string,
@@ -104,6 +112,10 @@ export class UdpProxy {
   private native: NativeUdpListener | null = null;
   /** Native sessions by id, oldest first (eviction order). */
   private readonly nativeSessions = new Map<number, NativeSession>();
+  /** Where listen() bound, for the reply sockets of a hand-over. */
+  private bound: { host: string; ipv6Only: boolean } | null = null;
+  /** A successor took the port: no listener; sessions live on their reply sockets until idle. */
+  private released = false;
 
   constructor(opts: UdpProxyOptions) {
     this.opts = opts;
@@ -123,6 +135,11 @@ export class UdpProxy {
     return this.native === null ? 'js' : 'native';
   }
 
+  /** The port listen() will bind later (a hand-over's deferred bind): what the rules and state file name meanwhile. */
+  expectPort(port: number): void {
+    this.boundPort = port;
+  }
+
   /** `reusePort`: SO_REUSEPORT, so a successor kup can bind the same port alongside (hand-over). */
   listen(host: string, port: number, ipv6Only = false, reusePort = false): Promise<number> {
     const type = isIPv6(host) ? 'udp6' : 'udp4';
@@ -135,6 +152,7 @@ export class UdpProxy {
           this.opts.logger.warn({ listener: this.opts.name, err: errorMessage(err) }, 'UDP socket error');
         });
         this.socket = sock;
+        this.bound = { host, ipv6Only };
         if (!this.useNative(sock)) sock.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
         const local = sock.address();
         this.boundPort = local.port;
@@ -262,6 +280,71 @@ export class UdpProxy {
     }
   }
 
+  /** True once stopAccepting() ran and sessions remain: close() should wait for them to idle out. */
+  get draining(): boolean {
+    return this.released && this.sessions.size > 0;
+  }
+
+  /**
+   * Hand-over: a successor's listener shares the port (SO_REUSEPORT). Each
+   * open session gets its own socket bound to the proxy port and connected to
+   * its client: the kernel prefers a connected socket for that client's
+   * datagrams, so they keep reaching this session, and its replies leave from
+   * the proxy port as before. Then the listener closes, so datagrams of new
+   * clients reach only the successor. Sessions end as usual, when idle.
+   */
+  async stopAccepting(): Promise<void> {
+    const sock = this.socket;
+    if (sock === null || this.released || this.bound === null) return;
+    this.released = true;
+    // The native thread reads (a copy of) the listener and sends replies from
+    // it: it cannot keep a session on a connected reply socket, so its
+    // sessions end here and each client's next datagram opens a session on
+    // the successor (only replies in flight at this instant are lost; a
+    // client's retry is answered). The TypeScript path keeps its sessions.
+    const native = this.native;
+    this.native = null;
+    for (const s of this.nativeSessions.values()) this.endNativeSession(s, false);
+    if (native !== null) await native.close();
+    await Promise.all([...this.sessions.values()].map((s) => this.openReplySocket(s)));
+    this.socket = null;
+    await new Promise<void>((resolve) => sock.close(() => resolve()));
+  }
+
+  /** Binds and connects `s`'s reply socket; on failure the session ends (its client's next datagram goes to the successor). */
+  private openReplySocket(s: Session): Promise<void> {
+    const bound = this.bound!;
+    if (!this.opts.budget.take(1)) {
+      this.endSession(s);
+      return Promise.resolve();
+    }
+    const r = dgram.createSocket({ type: isIPv6(bound.host) ? 'udp6' : 'udp4', ipv6Only: bound.ipv6Only, reusePort: true });
+    s.reply = r;
+    s.replyPending = [];
+    return new Promise((resolve) => {
+      const fail = (): void => {
+        this.endSession(s);
+        resolve();
+      };
+      r.once('error', fail);
+      // Ended meanwhile (endSession closed it): nothing to wait for.
+      r.once('close', () => resolve());
+      r.on('message', (msg, rinfo) => this.onClientDatagram(msg, rinfo));
+      r.bind({ address: bound.host, port: this.boundPort, exclusive: true }, () => {
+        // Connected at once (same tick): until then this socket takes a share of any client's datagrams,
+        // which onClientDatagram serves too.
+        r.connect(s.clientPort, s.clientAddress, () => {
+          r.off('error', fail);
+          r.on('error', () => this.endSession(s));
+          const queued = s.replyPending;
+          s.replyPending = null;
+          if (queued !== null) for (const m of queued) r.send(m);
+          resolve();
+        });
+      });
+    });
+  }
+
   close(): Promise<void> {
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.sweeper = null;
@@ -272,6 +355,7 @@ export class UdpProxy {
     // Sessions cannot outlive the socket their replies leave from.
     for (const s of this.nativeSessions.values()) this.endNativeSession(s, false);
     this.destroyConnections();
+    this.released = false;
     if (sock === null) return Promise.resolve();
     // The thread holds a copy of the descriptor: the port is free once it closed it too.
     const nativeClosed = native === null ? Promise.resolve() : native.close();
@@ -358,13 +442,17 @@ export class UdpProxy {
     );
     const s = new Session(key, rinfo.address, rinfo.port, ep, sock, this.now);
     this.sessions.set(key, s);
+    // Released: a new client's datagram that reached a reply socket before it was connected is served, not lost.
+    if (this.released) void this.openReplySocket(s);
     ep.active++;
     this.stats.accepted++;
     this.stats.active++;
     sock.on('message', (reply) => {
       s.lastActive = this.now;
       this.stats.datagramsOut++;
-      this.socket?.send(reply, s.clientPort, s.clientAddress);
+      if (s.reply === null) this.socket?.send(reply, s.clientPort, s.clientAddress);
+      else if (s.replyPending === null) s.reply.send(reply);
+      else if (s.replyPending.length < MAX_PENDING_DATAGRAMS) s.replyPending.push(reply);
     });
     sock.on('error', (err) => {
       // ECONNREFUSED here is the endpoint's ICMP port-unreachable for an earlier datagram.
@@ -399,6 +487,14 @@ export class UdpProxy {
       s.socket.close();
     } catch {
       // already closed after an error
+    }
+    if (s.reply !== null) {
+      this.opts.budget.give(1);
+      try {
+        s.reply.close();
+      } catch {
+        // already closed after an error
+      }
     }
   }
 

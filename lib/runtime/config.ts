@@ -58,6 +58,11 @@ export interface RunConfig {
    * when set to anything but DEFAULT_STATE_DIR.
    */
   readonly stateDir: string;
+  /**
+   * --no-handover (false): a kup started while another holds the state
+   * directory exits with KUP_ALREADY_RUNNING instead of taking over. Default true.
+   */
+  readonly handover?: boolean;
   readonly logLevel: LogLevel;
   /** --service-cluster-ip-range: addresses for file-source Services that name no clusterIP. */
   readonly serviceClusterIPRange: ServiceCIDR;

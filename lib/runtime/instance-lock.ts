@@ -104,10 +104,16 @@ export class InstanceLock {
       }
       const holder = await ask(path);
       if (typeof holder === 'object') {
-        if (!opts.handover || holder.handover !== HANDOVER_PROTOCOL) {
+        if (!opts.handover) {
           throw new KupError(
             'KUP_ALREADY_RUNNING',
-            `another kup (pid ${holder.pid}) is running with --state-dir ${stateDir}${holder.handover === HANDOVER_PROTOCOL ? '' : ' and cannot hand over'}; not touching iptables. Stop it first (or run this one with --no-iptables)`,
+            `another kup (pid ${holder.pid}) is running with --state-dir ${stateDir}; not taking over (--no-handover). Stop it first`,
+          );
+        }
+        if (holder.handover !== HANDOVER_PROTOCOL) {
+          throw new KupError(
+            'KUP_ALREADY_RUNNING',
+            `another kup (pid ${holder.pid}) is running with --state-dir ${stateDir} and cannot hand over; not touching iptables. Stop it first (or run this one with --no-iptables)`,
           );
         }
         return InstanceLock.succeed(path, nextPath, holder.pid);

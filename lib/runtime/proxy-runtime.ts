@@ -53,7 +53,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
   // Before any rule or port: the lock (or the hand-over from a live kup) and the ports to reuse.
   const rulesWanted = config.iptables && (await iptablesAvailable(logger));
   const useStateDir = rulesWanted || config.stateDir !== DEFAULT_STATE_DIR;
-  const held = useStateDir ? await InstanceLock.acquire(config.stateDir, { handover: true }) : null;
+  const held = useStateDir ? await InstanceLock.acquire(config.stateDir, { handover: config.handover !== false }) : null;
   const predecessor: Predecessor | null = held?.predecessor ?? null;
   let preferredPorts = new Map<string, number>();
   try {
@@ -99,6 +99,7 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     exposeOnLoopback: config.exposeOnLoopback,
     preferredPorts,
     sharedPorts: new Set(predecessor?.ports.values() ?? []),
+    deferSharedListen: predecessor !== null,
     onListenersChanged: () => portState?.changed(),
     logger,
   });
@@ -212,9 +213,12 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     throw err;
   }
   let first = true;
+  const stallMs = firstSyncStallMs();
   s.onSync(() => {
     if (!first) return;
     first = false;
+    // Test hook: the CPU time a very large first sync takes, with the event loop busy.
+    if (stallMs > 0) for (const until = performance.now() + stallMs; performance.now() < until;);
     let endpoints = 0;
     for (const sp of tracker.current().values()) endpoints += sp.endpoints.length;
     logger.info(
@@ -252,7 +256,10 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     throw err;
   }
   if (predecessor !== null) {
-    // Ready: listeners on the same ports, rules applied (the same rules). Only now does the predecessor stop accepting.
+    // Ready: first sync and rules done (the same rules). Only now join the predecessor's ports: a
+    // listener bound earlier would get its share of new connections while the first sync still ran.
+    await proxier.bindShared();
+    // Then the predecessor stops accepting.
     const t = performance.now();
     try {
       await predecessor.release();
@@ -332,4 +339,13 @@ async function boundedBy(p: Promise<void>, ms: number): Promise<void> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * KUP_TEST_FIRST_SYNC_STALL_MS (tests only): blocks the event loop this long at
+ * the end of the first sync, as the CPU work of a very large first sync does.
+ */
+function firstSyncStallMs(): number {
+  const v = Number(process.env.KUP_TEST_FIRST_SYNC_STALL_MS ?? 0);
+  return Number.isFinite(v) && v > 0 ? Math.min(v, 60_000) : 0;
 }
