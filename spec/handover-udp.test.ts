@@ -76,6 +76,10 @@ t.test('UDP hand-over: an existing client stays with the old kup until idle, new
   );
   const args = [
     'run',
+    // The TypeScript datagram path keeps its sessions through a hand-over; the
+    // native UDP relay ends them at release (README, Upgrades and restarts).
+    '--relay',
+    'js',
     '--no-iptables',
     '--bind-address',
     '127.0.0.1',
