@@ -73,6 +73,26 @@ t.test('kup run serves a file, logs each proxy port, and stops cleanly on SIGTER
   t.notMatch(r.stderr, /"level":"error"/);
 });
 
+t.test('SIGTERM while kup is starting: it stops once started, exit 0, not killed by the signal', async (t) => {
+  const backend = await nameServer('pod-1');
+  t.teardown(() => backend.close());
+  const file = await writeObjectsFile(t, [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [backend.port]),
+  ]);
+  const child = startKup(loopbackRunArgs(file, { healthz: '127.0.0.1:0', metrics: '127.0.0.1:0' }));
+  const done = finished(child);
+  // Its first line: the first sync and the admin servers are still to come.
+  await waitForOutput(child, /"msg":"starting"/);
+  child.kill('SIGTERM');
+  const r = await done;
+  t.equal(r.signal, null, 'not ended by the signal (its default action would leave the rules behind)');
+  t.equal(r.code, 0, 'exit 0');
+  t.match(r.stderr, /"msg":"signal while starting: stopping once started \(again to exit at once\)"/);
+  t.match(r.stderr, /"msg":"admin servers listening"[\s\S]*"msg":"stopped"/, 'started, then stopped');
+  t.notMatch(r.stderr, /"level":"error"/);
+});
+
 /**
  * examples/demo.yaml with its backend ports (380xx) moved to free ones, so
  * the test never collides with a demo someone is running on this machine.

@@ -182,9 +182,16 @@ export function buildProgram(): Command {
       };
       // Left installed until the process exits: a SIGHUP while stopping must not kill it half-way.
       process.on('SIGHUP', onHup);
+      // Before start-up too: SIGTERM's default action, once the proxy ports (and rules) are
+      // up but before startProxy returned, would exit by the signal and leave the rules behind.
+      // A signal while starting stops kup once started; a second one exits at once.
+      const signalled = waitForSignal();
+      void signalled.then((signal) => {
+        if (runtime === null) log.info({ signal }, 'signal while starting: stopping once started (again to exit at once)');
+      });
       runtime = await startProxy(config, log);
       if (config.exposeOnLoopback) printHostsBlock(runtime);
-      const sig = await Promise.race([waitForSignal(), runtime.handedOver.then(() => 'hand-over' as const)]);
+      const sig = await Promise.race([signalled, runtime.handedOver.then(() => 'hand-over' as const)]);
       if (sig === 'hand-over') log.info('stopping: handed over to a successor');
       else log.info({ signal: sig }, 'stopping');
       // The last word: a stop that does not finish (a socket or server that never
