@@ -44,12 +44,15 @@ t.test('bad flags: one clear line, exit 2, no stack trace', async (t) => {
 t.test('a missing or malformed file: one clear line, exit 1', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'kup-cli-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const missing = await runKup(['run', '--no-iptables', '--source', `file:${join(dir, 'nope.yaml')}`]);
+  // No admin servers: the health server starts before the file is read, and the default
+  // 0.0.0.0:10256 may be another kup's on this machine (the test is about the file).
+  const noAdmin = ['--healthz-bind-address', '', '--metrics-bind-address', ''];
+  const missing = await runKup(['run', '--no-iptables', ...noAdmin, '--source', `file:${join(dir, 'nope.yaml')}`]);
   t.equal(missing.code, 1);
   t.match(missing.stderr, /kup: cannot read .*nope.yaml: ENOENT/);
   const bad = join(dir, 'bad.yaml');
   await writeFile(bad, 'kind: Service\nmetadata: {name: x\n');
-  const r = await runKup(['run', '--no-iptables', '--source', `file:${bad}`, '--log-level', 'error']);
+  const r = await runKup(['run', '--no-iptables', ...noAdmin, '--source', `file:${bad}`, '--log-level', 'error']);
   t.equal(r.code, 1);
   t.ok(oneLine(r.stderr), `one line: ${r.stderr}`);
   t.match(r.stderr, /kup: .*bad.yaml:\d+:\d+: not valid YAML/);
