@@ -44,12 +44,15 @@ t.test('bad flags: one clear line, exit 2, no stack trace', async (t) => {
 t.test('a missing or malformed file: one clear line, exit 1', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'kup-cli-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const missing = await runKup(['run', '--no-iptables', '--source', `file:${join(dir, 'nope.yaml')}`]);
+  // No admin servers: the health server starts before the file is read, and the default
+  // 0.0.0.0:10256 may be another kup's on this machine (the test is about the file).
+  const noAdmin = ['--healthz-bind-address', '', '--metrics-bind-address', ''];
+  const missing = await runKup(['run', '--no-iptables', ...noAdmin, '--source', `file:${join(dir, 'nope.yaml')}`]);
   t.equal(missing.code, 1);
   t.match(missing.stderr, /kup: cannot read .*nope.yaml: ENOENT/);
   const bad = join(dir, 'bad.yaml');
   await writeFile(bad, 'kind: Service\nmetadata: {name: x\n');
-  const r = await runKup(['run', '--no-iptables', '--source', `file:${bad}`, '--log-level', 'error']);
+  const r = await runKup(['run', '--no-iptables', ...noAdmin, '--source', `file:${bad}`, '--log-level', 'error']);
   t.equal(r.code, 1);
   t.ok(oneLine(r.stderr), `one line: ${r.stderr}`);
   t.match(r.stderr, /kup: .*bad.yaml:\d+:\d+: not valid YAML/);
@@ -70,6 +73,26 @@ t.test('kup run serves a file, logs each proxy port, and stops cleanly on SIGTER
   const r = await done;
   t.equal(r.code, 0, 'exit 0 on SIGTERM');
   t.match(r.stderr, /"msg":"stopped"/);
+  t.notMatch(r.stderr, /"level":"error"/);
+});
+
+t.test('SIGTERM while kup is starting: it stops once started, exit 0, not killed by the signal', async (t) => {
+  const backend = await nameServer('pod-1');
+  t.teardown(() => backend.close());
+  const file = await writeObjectsFile(t, [
+    service({ name: 'web', clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] }),
+    ...slicesFor('web', 'http', [backend.port]),
+  ]);
+  const child = startKup(loopbackRunArgs(file, { healthz: '127.0.0.1:0', metrics: '127.0.0.1:0' }));
+  const done = finished(child);
+  // Its first line: the first sync and the admin servers are still to come.
+  await waitForOutput(child, /"msg":"starting"/);
+  child.kill('SIGTERM');
+  const r = await done;
+  t.equal(r.signal, null, 'not ended by the signal (its default action would leave the rules behind)');
+  t.equal(r.code, 0, 'exit 0');
+  t.match(r.stderr, /"msg":"SIGTERM while starting: stopping once started \(again to exit at once\)"/);
+  t.match(r.stderr, /"msg":"admin servers listening"[\s\S]*"msg":"stopped"/, 'started, then stopped');
   t.notMatch(r.stderr, /"level":"error"/);
 });
 

@@ -36,7 +36,13 @@ function envOf(stage: Stage): Record<string, string> {
   const env: Record<string, string> = {};
   for (const l of stage.lines.filter((x) => /^ENV\s/i.test(x))) {
     const rest = l.replace(/^ENV\s+/i, '');
-    const pairs = rest.includes('=') ? rest.split(/\s+/).map((p) => p.split('=')) : [rest.split(/\s+/)];
+    // `K=V`: the first `=` ends the name; a value may hold more (NODE_OPTIONS=--max-semi-space-size=8).
+    const pairs = rest.includes('=')
+      ? rest.split(/\s+/).map((p) => {
+          const at = p.indexOf('=');
+          return at < 0 ? [p] : [p.slice(0, at), p.slice(at + 1)];
+        })
+      : [rest.split(/\s+/)];
     for (const [k, v] of pairs) if (k !== undefined) env[k] = v ?? '';
   }
   return env;

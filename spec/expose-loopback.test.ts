@@ -5,10 +5,10 @@
  * restart; a port that cannot be bound is one clear line and the rest serve.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { chmod, readFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile } from 'node:fs/promises';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import t, { type Test } from 'tap';
 import type { StatusDocument } from '../lib/admin/status.js';
 import { loopbackAddressFor } from '../lib/core/loopback-address.js';
@@ -192,8 +192,12 @@ t.test('a port below 1024 without the privilege: one line saying what is needed;
     ...slicesFor('low', 'alt', [a.port]).map((s) => ({ ...s, metadata: { ...s.metadata, name: 'low-alt' } })),
   ]);
   await chmod(dirname(file), 0o755);
+  // The state directory is the user's own: kup binds its lock and hand-over socket, kup.sock, in it.
+  const stateDir = join(dirname(file), 'state');
+  await mkdir(stateDir, { mode: 0o700 });
+  await chown(stateDir, 65534, 65534);
   const child = recordOutput(
-    spawn(process.execPath, [...KUP_NODE_FLAGS, KUP, ...runArgs(file, ['--state-dir', dirname(file)])], {
+    spawn(process.execPath, [...KUP_NODE_FLAGS, KUP, ...runArgs(file, ['--state-dir', stateDir])], {
       stdio: 'pipe',
       uid: 65534,
       gid: 65534,
@@ -209,7 +213,14 @@ t.test('a port below 1024 without the privilege: one line saying what is needed;
   child.stdout.on('data', (d: Buffer) => (text += d.toString()));
   child.stderr.on('data', (d: Buffer) => (text += d.toString()));
   // The two ports open in table order: wait for both outcomes, whichever comes first.
-  await waitFor('both ports tried', () => text.includes('default/low:alt/TCP') && text.includes(`cannot listen on ${low}:80`));
+  // A generous bound (10 s once ran out on this loaded 2-core machine); the error carries kup's log.
+  await waitFor(
+    'both ports tried',
+    () => text.includes('default/low:alt/TCP') && text.includes(`cannot listen on ${low}:80`),
+    30_000,
+  ).catch((err: unknown) => {
+    throw new Error(`${String(err)}; kup said:\n${text}`);
+  });
   const lines = text.split('\n').filter((l) => l.includes('default/low:http/TCP'));
   t.equal(lines.length, 1, 'one line for port 80');
   t.match(

@@ -105,6 +105,10 @@ t.test('SIGTERM while starting: kup finishes starting, then stops cleanly (exit 
   const r = await done;
   t.equal(r.signal, null, 'not killed by the signal');
   t.equal(r.code, 0, 'exit 0');
-  t.match(r.stderr + r.stdout, /"msg":"SIGTERM while starting: stopping once started"/, 'says it will stop once started');
+  t.match(
+    r.stderr + r.stdout,
+    /"msg":"SIGTERM while starting: stopping once started \(again to exit at once\)"/,
+    'says it will stop once started',
+  );
   t.match(r.stderr + r.stdout, /"msg":"stopped"/, 'and stopped as on any SIGTERM');
 });

@@ -184,11 +184,12 @@ export function buildProgram(): Command {
       };
       // Left installed until the process exits: a SIGHUP while stopping must not kill it half-way.
       process.on('SIGHUP', onHup);
-      // Before starting: a SIGTERM while starting (a rollout, a quick restart) must stop kup cleanly once it
-      // has started (rules and listeners taken down, exit 0), not kill it with rules half-installed.
+      // Before start-up too: SIGTERM's default action, once the proxy ports (and rules) are up but
+      // before startProxy returned, would exit by the signal and leave the rules behind. A signal
+      // while starting (a rollout, a quick restart) stops kup cleanly once started; a second one exits at once.
       let started = false;
       const signalled = waitForSignal((sig) => {
-        if (!started) log.info({ signal: sig }, `${sig} while starting: stopping once started`);
+        if (!started) log.info({ signal: sig }, `${sig} while starting: stopping once started (again to exit at once)`);
       });
       runtime = await startProxy(config, log);
       started = true;

@@ -39,6 +39,11 @@ const EMPTY = Buffer.alloc(0);
  * no bytes either way (the client socket sees reads of one direction and
  * writes of the other).
  *
+ * "Already read" is all this relay can promise: a write to a socket that was
+ * reset fails at once, and Node then closes it (autoDestroy) before the event
+ * loop reads it again, so what was still in its receive queue (an endpoint's
+ * answer and FIN, when kup was not scheduled between them and the reset) is lost.
+ *
  * `preambleBytes` were written to the endpoint by kup itself before (a PROXY
  * protocol header): they are neither the client's bytes nor a reason to keep
  * a client on an endpoint that reset before answering (a redial sends its own).
