@@ -25,6 +25,9 @@ import { TcpProxy } from './tcp-proxy.js';
 import { readUdpDrops } from './udp-drops.js';
 import { DEFAULT_UDP_BUFFER_SIZE, UdpProxy, type UdpBufferSizes } from './udp-proxy.js';
 
+/** A sync opening more listeners than this logs one summary line instead of one line each (at info). */
+export const BULK_OPEN_LINES = 100;
+
 export interface ProxierOptions {
   /** --bind-address; 0.0.0.0 listens dual-stack where the host has IPv6. */
   readonly bindAddress: string;
@@ -99,6 +102,8 @@ export class Proxier {
   private udpBuffersReported = false;
   private listenHost: { host: string; ipv6Only: boolean } | null = null;
   private affinitySweeper: NodeJS.Timeout | null = null;
+  /** Set while a sync opens many listeners: their lines go to debug and one summary line to info. */
+  private bulk: { opened: number; readonly t0: number } | null = null;
   /** --expose-on-loopback: each Service's address, kept while any of its ports is in the table. */
   private readonly exposed = new Map<ServiceName, ExposedService>();
   readonly budget: FdBudget;
@@ -209,6 +214,10 @@ export class Proxier {
 
   /** Applies a diff; per-port failures are logged and kept for retry, never thrown. */
   async apply(diff: TableDiff): Promise<void> {
+    await this.quietIfBulk(diff.added.length, () => this.applyDiff(diff));
+  }
+
+  private async applyDiff(diff: TableDiff): Promise<void> {
     for (const sp of diff.removed) await this.remove(sp.key);
     for (const { next } of diff.updated) {
       const p = this.ports.get(next.key);
@@ -255,6 +264,37 @@ export class Proxier {
    * which also retries listeners that failed to open.
    */
   async resync(table: ServiceTable): Promise<void> {
+    await this.quietIfBulk(table.size - this.ports.size, () => this.resyncTable(table));
+  }
+
+  /**
+   * Runs `work`; when it will open more than BULK_OPEN_LINES listeners (the
+   * initial sync of a large cluster), their "opened proxy port" lines go to
+   * debug and one summary line to info: 10,000 synchronous log writes cost
+   * about a second of start-up when the log's reader lags.
+   */
+  private async quietIfBulk(opening: number, work: () => Promise<void>): Promise<void> {
+    if (opening <= BULK_OPEN_LINES || this.bulk !== null) {
+      await work();
+      return;
+    }
+    const bulk = { opened: 0, t0: performance.now() };
+    this.bulk = bulk;
+    try {
+      await work();
+    } finally {
+      this.bulk = null;
+      if (bulk.opened > 0) {
+        const ms = Math.round(performance.now() - bulk.t0);
+        this.log.info(
+          { proxyPorts: bulk.opened, ms },
+          `opened ${bulk.opened.toLocaleString('en-US')} proxy ports in ${ms} ms (one line each at --log-level debug; \`kup status\` lists them)`,
+        );
+      }
+    }
+  }
+
+  private async resyncTable(table: ServiceTable): Promise<void> {
     for (const key of [...this.ports.keys()]) if (!table.has(key)) await this.remove(key);
     for (const key of [...this.failed.keys()]) if (!table.has(key)) await this.remove(key);
     for (const sp of table.values()) {
@@ -320,7 +360,9 @@ export class Proxier {
         );
         return;
       }
-      this.log.info(
+      if (this.bulk !== null) this.bulk.opened++;
+      (this.bulk === null ? this.log.info : this.log.debug).call(
+        this.log,
         {
           servicePort: sp.key,
           proxyPort: internal.port,
