@@ -27,6 +27,8 @@ import { DEFAULT_UDP_BUFFER_SIZE, UdpProxy, type UdpBufferSizes } from './udp-pr
 
 /** A sync opening more listeners than this logs one summary line instead of one line each (at info). */
 export const BULK_OPEN_LINES = 100;
+/** How many listeners a bulk sync opens at once. */
+const BULK_OPEN_PARALLEL = 64;
 
 export interface ProxierOptions {
   /** --bind-address; 0.0.0.0 listens dual-stack where the host has IPv6. */
@@ -224,12 +226,30 @@ export class Proxier {
       if (p === undefined) await this.add(next);
       else await this.update(p, next);
     }
+    const fresh: ServicePort[] = [];
     for (const sp of diff.added) {
       const p = this.ports.get(sp.key);
-      if (p === undefined) await this.add(sp);
+      if (p === undefined) fresh.push(sp);
       else await this.update(p, sp);
     }
+    await this.addAll(fresh);
     this.ensureSweeper();
+  }
+
+  /**
+   * Opens listeners for new service ports: one after another, or, in a bulk
+   * sync, BULK_OPEN_PARALLEL at a time. Each open waits for a loop turn (the
+   * free-port probe's close), so 10,000 opened one by one took 10,000 turns:
+   * seconds on a busy machine. Ports are still allocated in call order (each
+   * add allocates before its first await).
+   */
+  private async addAll(sps: readonly ServicePort[]): Promise<void> {
+    let i = 0;
+    // The first listen settles which host every listener binds (listenOn): alone.
+    for (; i < sps.length && (this.bulk === null || this.listenHost === null); i++) await this.add(sps[i]!);
+    for (; i < sps.length; i += BULK_OPEN_PARALLEL) {
+      await Promise.all(sps.slice(i, i + BULK_OPEN_PARALLEL).map((sp) => this.add(sp)));
+    }
   }
 
   /**
@@ -297,13 +317,15 @@ export class Proxier {
   private async resyncTable(table: ServiceTable): Promise<void> {
     for (const key of [...this.ports.keys()]) if (!table.has(key)) await this.remove(key);
     for (const key of [...this.failed.keys()]) if (!table.has(key)) await this.remove(key);
+    const fresh: ServicePort[] = [];
     for (const sp of table.values()) {
       const p = this.ports.get(sp.key);
-      if (p === undefined) await this.add(sp);
+      if (p === undefined) fresh.push(sp);
       // The tracker keeps the same object for an unchanged port: nothing to redo
       // (at 10,000 ports, redoing them all would stall the event loop each period).
       else if (p.sp !== sp) await this.update(p, sp);
     }
+    await this.addAll(fresh);
     this.ensureSweeper();
   }
 
