@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { ApiServerDouble } from '../spec/support/apiserver-double.js';
 import { endpointSlice, node, service } from '../spec/support/objects.js';
-import { kupRunArgs, proxyPortsFromLog, waitForLog } from './contenders.js';
-import { openFiles, sleep, startProcess, treeMemoryKiB } from './procs.js';
+import { kupRunArgs, waitForLog } from './contenders.js';
+import { freePort, openFiles, sleep, startProcess, treeMemoryKiB } from './procs.js';
 import { median } from './stats.js';
 
 export interface ControlPlaneOptions {
@@ -28,6 +28,8 @@ export interface StartupFigures {
   /** From kup's "initial list ... delivered" line to its "synced" line (both stamped by kup): serving after the list arrived. */
   readonly afterListSeconds: number;
   readonly rssMiB: number;
+  /** RSS again after the change rows (the heap settled after start-up; null when no change rows ran). */
+  readonly rssAfterChangesMiB: number | null;
   readonly openFiles: number;
   readonly fdLimit: number;
 }
@@ -50,6 +52,8 @@ export interface ChangeFigures {
   /** Changes that took longer than 20 ms (the target for p99). */
   readonly over20ms: number;
   readonly failed: number;
+  /** When the row's first change was issued, in ms since kup was spawned (to place kup's --trace-gc lines; change j is issued j * 1000 / perSecond ms later). */
+  readonly startedAfterSpawnMs: number;
   /** Each change's latency in issue order (ms, rounded to 0.1; -1 when never reached), for finding what an outlier met. */
   readonly samples: readonly number[];
 }
@@ -179,7 +183,15 @@ async function startup(
   services: number,
   perService: number,
   keepRunning: boolean,
-): Promise<{ figures: StartupFigures; stop: () => Promise<void>; ports: Map<string, number>; api: ApiServerDouble; sinks: Sinks }> {
+): Promise<{
+  figures: StartupFigures;
+  stop: () => Promise<void>;
+  ports: Map<string, number>;
+  api: ApiServerDouble;
+  sinks: Sinks;
+  rssMiB: () => number;
+  spawnedAt: number;
+}> {
   const sinks = await startSinks(perService);
   const api = new ApiServerDouble({ bookmarkIntervalMs: 0 });
   populate(api, services, sinks.ips, sinks.port);
@@ -193,6 +205,8 @@ async function startup(
   const nodeArgs = (process.env.KUP_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
   const { range, firstPort } = portRange();
   opts.log(`--proxy-port-range ${range}, first proxy port ${firstPort}`);
+  // The proxy ports come from /status (kup logs one summary line, not one line per port, for a large sync).
+  const statusPort = await freePort();
   const args = [
     ...nodeArgs,
     ...kupRunArgs('kubernetes', process.env.KUP_BENCH_KUP_ENTRY ?? undefined),
@@ -202,8 +216,11 @@ async function startup(
     'bench-node',
     '--proxy-port-range',
     range,
+    '--metrics-bind-address',
+    `127.0.0.1:${statusPort}`,
   ];
   const t0 = performance.now();
+  opts.log(`kup spawned at ${Math.round(t0)} ms of the bench process (its --trace-gc clock)`);
   const p = startProcess(process.execPath, args);
   let firstServed = NaN;
   try {
@@ -228,23 +245,36 @@ async function startup(
       allServingSeconds: allServing,
       afterListSeconds: (syncedAt - listAt) / 1000,
       rssMiB: treeMemoryKiB(p.pid).rss / 1024,
+      rssAfterChangesMiB: null,
       openFiles: openFiles(p.pid),
       fdLimit: fdLimitOf(p.pid),
     };
     opts.log(`startup ${services}x${perService}: ${JSON.stringify(figures)}`);
+    const ports = await proxyPortsFromStatus(statusPort);
     const stop = async (): Promise<void> => {
       await p.stop();
+      // KUP_BENCH_KUP_LOG=FILE keeps kup's output (with KUP_BENCH_NODE_ARGS=--trace-gc: where the collections fell).
+      if (process.env.KUP_BENCH_KUP_LOG) writeFileSync(`${process.env.KUP_BENCH_KUP_LOG}.${services}`, p.output());
       await api.stop();
       sinks.close();
     };
     if (!keepRunning) await stop();
-    return { figures, stop, ports: proxyPortsFromLog(p.output()), api, sinks };
+    return { figures, stop, ports, api, sinks, rssMiB: () => treeMemoryKiB(p.pid).rss / 1024, spawnedAt: t0 };
   } catch (err) {
     await p.stop();
     await api.stop();
     sinks.close();
     throw err;
   }
+}
+
+/** Service port key -> proxy port, from kup's /status. */
+async function proxyPortsFromStatus(port: number): Promise<Map<string, number>> {
+  const res = await fetch(`http://127.0.0.1:${port}/status`);
+  const doc = (await res.json()) as { services: { key: string; proxyPort: number | null }[] };
+  const out = new Map<string, number>();
+  for (const s of doc.services) if (s.proxyPort !== null) out.set(s.key, s.proxyPort);
+  return out;
 }
 
 /** kup's `time` stamp (ISO, ms) of the first log line matching `pattern`, in ms since epoch; NaN when none. */
@@ -302,6 +332,7 @@ async function changesAt(
   count: number,
   first: number,
   stride: number,
+  spawnedAt: number,
 ): Promise<ChangeFigures> {
   const lat: number[] = [];
   const samples: number[] = new Array<number>(count).fill(-1);
@@ -347,6 +378,7 @@ async function changesAt(
   const pct = (q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
   return {
     perSecond,
+    startedAfterSpawnMs: Math.round(start - spawnedAt),
     count: lat.length,
     servicesPresent: services,
     p50ms: median(lat),
@@ -364,6 +396,7 @@ async function changes(
   api: ApiServerDouble,
   ports: Map<string, number>,
   services: number,
+  spawnedAt: number,
 ): Promise<ChangeFigures[]> {
   const marker = net.createServer((s) => {
     s.on('error', () => {});
@@ -378,9 +411,9 @@ async function changes(
     const out: ChangeFigures[] = [];
     // A quiet moment first: the start-up sync is over and the first change is not special.
     await sleep(1100);
-    out.push(await changesAt(api, ports, services, markerPort, 10, slow, 0, stride));
+    out.push(await changesAt(api, ports, services, markerPort, 10, slow, 0, stride, spawnedAt));
     opts.log(`changes at 10/s: ${JSON.stringify(out[0])}`);
-    out.push(await changesAt(api, ports, services, markerPort, 100, fast, slow * stride + Math.floor(stride / 2), stride));
+    out.push(await changesAt(api, ports, services, markerPort, 100, fast, slow * stride + Math.floor(stride / 2), stride, spawnedAt));
     opts.log(`changes at 100/s: ${JSON.stringify(out[1])}`);
     return out;
   } finally {
@@ -390,12 +423,12 @@ async function changes(
 
 export async function runControlPlane(opts: ControlPlaneOptions): Promise<ControlPlaneResult> {
   const flags =
-    'kup run --source kubernetes --no-iptables --bind-address 127.0.0.1 --proxy-port-range 10001-20999 or 21001-31999 (whichever is free; default --min-sync-period 1s, --relay auto)';
+    'kup run --source kubernetes --no-iptables --bind-address 127.0.0.1 --proxy-port-range 10001-20999 or 21001-31999 (whichever is free) --metrics-bind-address 127.0.0.1:(free port, for /status) (default --min-sync-period 1s, --relay auto)';
   if (opts.small) {
     const s = await startup(opts, opts.services, opts.endpointsPerService, true);
     try {
-      const c = await changes(opts, s.api, s.ports, opts.services);
-      return { small: s.figures, large: null, changes: c, flags };
+      const c = await changes(opts, s.api, s.ports, opts.services, s.spawnedAt);
+      return { small: { ...s.figures, rssAfterChangesMiB: s.rssMiB() }, large: null, changes: c, flags };
     } finally {
       await s.stop();
     }
@@ -403,15 +436,15 @@ export async function runControlPlane(opts: ControlPlaneOptions): Promise<Contro
   const small = (await startup(opts, 1000, 3, false)).figures;
   const l = await startup(opts, opts.services, opts.endpointsPerService, true);
   try {
-    const c = await changes(opts, l.api, l.ports, opts.services);
-    return { small, large: l.figures, changes: c, flags };
+    const c = await changes(opts, l.api, l.ports, opts.services, l.spawnedAt);
+    return { small, large: { ...l.figures, rssAfterChangesMiB: l.rssMiB() }, changes: c, flags };
   } finally {
     await l.stop();
   }
 }
 
 function row(f: StartupFigures): string {
-  return `| ${f.services.toLocaleString('en-US')} x ${Math.round(f.endpoints / Math.max(1, f.services))} | ${f.syncedSeconds.toFixed(2)} s | ${f.afterListSeconds.toFixed(2)} s | ${Number.isFinite(f.firstServedSeconds) ? `${f.firstServedSeconds.toFixed(2)} s` : 'not reached in 60 s'} | ${f.allServingSeconds.toFixed(2)} s | ${f.rssMiB.toFixed(0)} MiB | ${f.openFiles.toLocaleString('en-US')} / ${f.fdLimit.toLocaleString('en-US')} |`;
+  return `| ${f.services.toLocaleString('en-US')} x ${Math.round(f.endpoints / Math.max(1, f.services))} | ${f.syncedSeconds.toFixed(2)} s | ${f.afterListSeconds.toFixed(2)} s | ${Number.isFinite(f.firstServedSeconds) ? `${f.firstServedSeconds.toFixed(2)} s` : 'not reached in 60 s'} | ${f.allServingSeconds.toFixed(2)} s | ${f.rssMiB.toFixed(0)} MiB${f.rssAfterChangesMiB === null ? '' : ` (${f.rssAfterChangesMiB.toFixed(0)} after the changes)`} | ${f.openFiles.toLocaleString('en-US')} / ${f.fdLimit.toLocaleString('en-US')} |`;
 }
 
 export function renderControlPlane(r: ControlPlaneResult): string {

@@ -44,12 +44,14 @@ const startup = (services: number, rssMiB: number, afterListSeconds: number): St
   allServingSeconds: 2,
   afterListSeconds,
   rssMiB,
+  rssAfterChangesMiB: null,
   openFiles: services + 30,
   fdLimit: 20_000,
 });
 
 const change = (perSecond: number, p99ms: number, servicesPresent = 10_000): ChangeFigures => ({
   perSecond,
+  startedAfterSpawnMs: 0,
   count: 50,
   servicesPresent,
   p50ms: 5,

@@ -25,6 +25,11 @@ import { TcpProxy } from './tcp-proxy.js';
 import { readUdpDrops } from './udp-drops.js';
 import { DEFAULT_UDP_BUFFER_SIZE, UdpProxy, type UdpBufferSizes } from './udp-proxy.js';
 
+/** A sync opening more listeners than this logs one summary line instead of one line each (at info). */
+export const BULK_OPEN_LINES = 100;
+/** How many listeners a bulk sync opens at once. */
+const BULK_OPEN_PARALLEL = 64;
+
 export interface ProxierOptions {
   /** --bind-address; 0.0.0.0 listens dual-stack where the host has IPv6. */
   readonly bindAddress: string;
@@ -108,6 +113,8 @@ export class Proxier {
   /** Binds waiting for bindShared() (deferSharedListen). */
   private deferred: { listener: ProxyListener; bind: () => Promise<void> }[] | null;
   private affinitySweeper: NodeJS.Timeout | null = null;
+  /** Set while a sync opens many listeners: their lines go to debug and one summary line to info. */
+  private bulk: { opened: number; readonly t0: number } | null = null;
   /** --expose-on-loopback: each Service's address, kept while any of its ports is in the table. */
   private readonly exposed = new Map<ServiceName, ExposedService>();
   readonly budget: FdBudget;
@@ -230,18 +237,40 @@ export class Proxier {
 
   /** Applies a diff; per-port failures are logged and kept for retry, never thrown. */
   async apply(diff: TableDiff): Promise<void> {
+    await this.quietIfBulk(diff.added.length, () => this.applyDiff(diff));
+  }
+
+  private async applyDiff(diff: TableDiff): Promise<void> {
     for (const sp of diff.removed) await this.remove(sp.key);
     for (const { next } of diff.updated) {
       const p = this.ports.get(next.key);
       if (p === undefined) await this.add(next);
       else await this.update(p, next);
     }
+    const fresh: ServicePort[] = [];
     for (const sp of diff.added) {
       const p = this.ports.get(sp.key);
-      if (p === undefined) await this.add(sp);
+      if (p === undefined) fresh.push(sp);
       else await this.update(p, sp);
     }
+    await this.addAll(fresh);
     this.ensureSweeper();
+  }
+
+  /**
+   * Opens listeners for new service ports: one after another, or, in a bulk
+   * sync, BULK_OPEN_PARALLEL at a time. Each open waits for a loop turn (the
+   * free-port probe's close), so 10,000 opened one by one took 10,000 turns:
+   * seconds on a busy machine. Ports are still allocated in call order (each
+   * add allocates before its first await).
+   */
+  private async addAll(sps: readonly ServicePort[]): Promise<void> {
+    let i = 0;
+    // The first listen settles which host every listener binds (listenOn): alone.
+    for (; i < sps.length && (this.bulk === null || this.listenHost === null); i++) await this.add(sps[i]!);
+    for (; i < sps.length; i += BULK_OPEN_PARALLEL) {
+      await Promise.all(sps.slice(i, i + BULK_OPEN_PARALLEL).map((sp) => this.add(sp)));
+    }
   }
 
   /**
@@ -276,15 +305,48 @@ export class Proxier {
    * which also retries listeners that failed to open.
    */
   async resync(table: ServiceTable): Promise<void> {
+    await this.quietIfBulk(table.size - this.ports.size, () => this.resyncTable(table));
+  }
+
+  /**
+   * Runs `work`; when it will open more than BULK_OPEN_LINES listeners (the
+   * initial sync of a large cluster), their "opened proxy port" lines go to
+   * debug and one summary line to info: 10,000 synchronous log writes cost
+   * about a second of start-up when the log's reader lags.
+   */
+  private async quietIfBulk(opening: number, work: () => Promise<void>): Promise<void> {
+    if (opening <= BULK_OPEN_LINES || this.bulk !== null) {
+      await work();
+      return;
+    }
+    const bulk = { opened: 0, t0: performance.now() };
+    this.bulk = bulk;
+    try {
+      await work();
+    } finally {
+      this.bulk = null;
+      if (bulk.opened > 0) {
+        const ms = Math.round(performance.now() - bulk.t0);
+        this.log.info(
+          { proxyPorts: bulk.opened, ms },
+          `opened ${bulk.opened.toLocaleString('en-US')} proxy ports in ${ms} ms (one line each at --log-level debug; \`kup status\` lists them)`,
+        );
+      }
+    }
+  }
+
+  private async resyncTable(table: ServiceTable): Promise<void> {
     for (const key of [...this.ports.keys()]) if (!table.has(key)) await this.remove(key);
     for (const key of [...this.failed.keys()]) if (!table.has(key)) await this.remove(key);
+    const fresh: ServicePort[] = [];
     for (const sp of table.values()) {
       const p = this.ports.get(sp.key);
-      if (p === undefined) await this.add(sp);
+      if (p === undefined) fresh.push(sp);
       // The tracker keeps the same object for an unchanged port: nothing to redo
       // (at 10,000 ports, redoing them all would stall the event loop each period).
       else if (p.sp !== sp) await this.update(p, sp);
     }
+    await this.addAll(fresh);
     this.ensureSweeper();
   }
 
@@ -343,7 +405,9 @@ export class Proxier {
         );
         return;
       }
-      this.log.info(
+      if (this.bulk !== null) this.bulk.opened++;
+      (this.bulk === null ? this.log.info : this.log.debug).call(
+        this.log,
         {
           servicePort: sp.key,
           proxyPort: internal.port,

@@ -18,6 +18,7 @@ import { PortStateWriter, readPortState } from './port-state.js';
 import { enableListenerMigration } from './tcp-migrate.js';
 import { joinPredecessorPorts } from '../admin/http-listen.js';
 import { LocalDetection } from './local-detection.js';
+import { HeapSettler, SETTLE_HEAP_MIN_PORTS } from './settle-heap.js';
 
 /** How long past the grace period closing the data plane may take before stop() moves on. */
 export const DATAPLANE_STOP_MARGIN_MS = 1000;
@@ -212,6 +213,8 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
     await runtime.stop();
     throw err;
   }
+  // Watches V8's own major collections during the initial sync (see HeapSettler).
+  const settler = new HeapSettler();
   let first = true;
   const stallMs = firstSyncStallMs();
   s.onSync(() => {
@@ -230,6 +233,13 @@ export async function startProxy(config: RunConfig, logger: Logger): Promise<Pro
       },
       `synced ${tracker.current().size.toLocaleString('en-US')} service ports, ${endpoints.toLocaleString('en-US')} endpoints in ${((performance.now() - t0) / 1000).toFixed(2)}s`,
     );
+    if (tracker.current().size >= SETTLE_HEAP_MIN_PORTS) {
+      // After the line above is out; see HeapSettler for why.
+      setImmediate(() => {
+        const ms = settler.settle();
+        if (ms !== null) logger.debug({ ms: Math.round(ms) }, 'collected the start-up garbage');
+      });
+    } else settler.stop();
   });
   // Say which services route by topology hints, when that changes.
   s.onSync((r) => {

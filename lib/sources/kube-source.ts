@@ -1,14 +1,4 @@
-import {
-  CoreV1Api,
-  DiscoveryV1Api,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-  type V1EndpointSlice,
-  type V1Node,
-  type V1Service,
-} from '@kubernetes/client-node';
-import { ObjectSerializer } from '@kubernetes/client-node/dist/serializer.js';
+import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { KupError } from '../core/errors.js';
 import { pruneKubeObject } from '../core/kube-prune.js';
@@ -16,6 +6,7 @@ import type { Obj } from '../core/object-fields.js';
 import type { EventRecorder } from './events.js';
 import { KubeEventRecorder } from './kube-event-recorder.js';
 import { loadKubeConfig } from './kubeconfig.js';
+import { listPlain } from './plain-list.js';
 import type { ObjectStore } from '../core/object-store.js';
 import type { Source, SourceState } from './source.js';
 import { SupervisedInformer, type Backoff } from './supervised-informer.js';
@@ -45,31 +36,6 @@ export interface KubeSourceOptions {
 }
 
 const DEFAULT_BACKOFF: Backoff = { initialMs: 1000, maxMs: 30_000 };
-
-interface Described {
-  readonly apiVersion: string;
-  readonly kind: string;
-  /** ObjectSerializer's model name. */
-  readonly model: string;
-}
-
-/**
- * List calls return deserialised models (Date objects, renamed fields) and,
- * like the API server, items without kind/apiVersion; watch events are plain
- * JSON with both. Lists are turned into the watch shape so consumers see one.
- */
-function plainList<T extends KubernetesObject>(list: KubernetesListObject<T>, what: Described): KubernetesListObject<T> {
-  const items = list.items.map((item) => {
-    const plain = ObjectSerializer.serialize(item, what.model) as T;
-    return { ...plain, apiVersion: what.apiVersion, kind: what.kind };
-  });
-  return {
-    ...(list.apiVersion !== undefined ? { apiVersion: list.apiVersion } : {}),
-    ...(list.kind !== undefined ? { kind: list.kind } : {}),
-    metadata: { resourceVersion: list.metadata?.resourceVersion ?? '' },
-    items,
-  };
-}
 
 /**
  * The informer's object cut to what kup reads (watch events may omit kind;
@@ -120,8 +86,7 @@ export class KubeSource implements Source {
   async start(store: ObjectStore): Promise<void> {
     if (this.informers || this.stopped) throw new Error('a KubeSource starts once');
     const { logger } = this.options;
-    const core = this.kc.makeApiClient(CoreV1Api);
-    const discovery = this.kc.makeApiClient(DiscoveryV1Api);
+    const kc = this.kc;
     const common = {
       kc: this.kc,
       logger,
@@ -146,14 +111,15 @@ export class KubeSource implements Source {
       labelSelector: PROXY_LABEL_SELECTOR,
       fieldSelector: SERVICE_FIELD_SELECTOR,
       prune: pruneAs<V1Service>('v1', 'Service'),
-      list: async () =>
-        plainList(
-          await core.listServiceForAllNamespaces({
-            labelSelector: PROXY_LABEL_SELECTOR,
-            fieldSelector: SERVICE_FIELD_SELECTOR,
-          }),
-          { apiVersion: 'v1', kind: 'Service', model: 'V1Service' },
-        ),
+      // Plain JSON, not client-node's typed models (see listPlain).
+      list: () =>
+        listPlain<V1Service>(kc, {
+          path: '/api/v1/services',
+          labelSelector: PROXY_LABEL_SELECTOR,
+          fieldSelector: SERVICE_FIELD_SELECTOR,
+          apiVersion: 'v1',
+          kind: 'Service',
+        }),
       handlers: {
         add: (svc) => store.applyService(svc),
         update: (svc) => store.applyService(svc),
@@ -170,11 +136,12 @@ export class KubeSource implements Source {
       path: '/apis/discovery.k8s.io/v1/endpointslices',
       labelSelector: PROXY_LABEL_SELECTOR,
       prune: pruneAs<V1EndpointSlice>('discovery.k8s.io/v1', 'EndpointSlice'),
-      list: async () =>
-        plainList(await discovery.listEndpointSliceForAllNamespaces({ labelSelector: PROXY_LABEL_SELECTOR }), {
+      list: () =>
+        listPlain<V1EndpointSlice>(kc, {
+          path: '/apis/discovery.k8s.io/v1/endpointslices',
+          labelSelector: PROXY_LABEL_SELECTOR,
           apiVersion: 'discovery.k8s.io/v1',
           kind: 'EndpointSlice',
-          model: 'V1EndpointSlice',
         }),
       handlers: {
         add: (slice) => store.applySlice(slice),
@@ -192,12 +159,7 @@ export class KubeSource implements Source {
       path: '/api/v1/nodes',
       fieldSelector: nodeFieldSelector,
       prune: pruneAs<V1Node>('v1', 'Node'),
-      list: async () =>
-        plainList(await core.listNode({ fieldSelector: nodeFieldSelector }), {
-          apiVersion: 'v1',
-          kind: 'Node',
-          model: 'V1Node',
-        }),
+      list: () => listPlain<V1Node>(kc, { path: '/api/v1/nodes', fieldSelector: nodeFieldSelector, apiVersion: 'v1', kind: 'Node' }),
       handlers: {
         add: (n) => deliverNode(n),
         update: (n) => deliverNode(n),

@@ -6,6 +6,9 @@ import { RoundRobin } from './round-robin.js';
 import type { SessionAffinity } from './session-affinity.js';
 import type { LbStrategyName, Strategy } from './strategy.js';
 
+/** The empty endpoint list shared by every listener without endpoints of a family (never mutated). */
+const NO_STATES: EndpointState[] = [];
+
 /** How long an endpoint whose dial failed is passed over while others are available. */
 export const FAILURE_COOLDOWN_MS = 5000;
 
@@ -129,9 +132,13 @@ export class Balancer {
     }
     for (const gone of old.values()) gone.current = false;
     this.states = next;
-    const v4: EndpointState[] = [];
-    const v6: EndpointState[] = [];
+    let v4: EndpointState[] = [];
+    let v6: EndpointState[] = [];
     for (const s of next) (ipFamily(s.endpoint.ip) === 6 ? v6 : v4).push(s);
+    // One family (nearly every listener): its list is `next` itself and the
+    // other one shared and empty, not two more arrays per listener (10,000 of them).
+    if (v6.length === 0) [v4, v6] = [next, NO_STATES];
+    else if (v4.length === 0) [v4, v6] = [NO_STATES, next];
     this.v4 = v4;
     this.v6 = v6;
     this.strategy.reset(next);

@@ -5,13 +5,17 @@ interface Sticky {
   lastUsed: number;
 }
 
+/** Read-only in practice: deletes on it find nothing, and record() swaps in a Map of its own first. */
+const NO_CLIENTS = new Map<string, Sticky>();
+
 /**
  * ClientIP session affinity of one service port: a client keeps its endpoint
  * while it comes back within the timeout. Shared by the port's listeners, as
  * kube-proxy keys affinity by service port whichever address was used.
  */
 export class SessionAffinity {
-  private readonly byClient = new Map<string, Sticky>();
+  /** Shared and empty until the first record (most of 10,000 ports never use affinity). */
+  private byClient: Map<string, Sticky> = NO_CLIENTS;
   private timeoutMs: number;
   private readonly now: () => number;
 
@@ -56,6 +60,7 @@ export class SessionAffinity {
 
   record(clientIP: string, ep: EndpointState): void {
     const s = this.byClient.get(clientIP);
+    if (this.byClient === NO_CLIENTS) this.byClient = new Map();
     if (s === undefined) this.byClient.set(clientIP, { endpointId: ep.id, lastUsed: this.now() });
     else {
       s.endpointId = ep.id;
