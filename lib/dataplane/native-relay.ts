@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Socket } from 'node:net';
 import { KupError, errorMessage } from '../core/errors.js';
+import { NativeAcceptor, type AcceptBinding } from './native-accept.js';
 
 /** `--relay`: which code moves the bytes of established TCP connections. */
 export const RELAY_CHOICES = ['auto', 'native', 'js'] as const;
@@ -27,8 +28,8 @@ export interface RelayClose {
   readonly unsent: Buffer | null;
 }
 
-/** The addon's exports (native/relay.c). */
-interface RelayBinding {
+/** The addon's exports (native/relay.c; native/accept.c's are optional: an older build lacks them). */
+interface RelayBinding extends Partial<AcceptBinding> {
   start(onCloses: (records: Float64Array, unsent: Buffer[]) => void): void;
   add(
     id: number,
@@ -57,10 +58,31 @@ export class NativeRelay {
   private readonly pending = new Map<number, (c: RelayClose) => void>();
   private nextId = 1;
   private nextGroup = 1;
+  /**
+   * The thread's own accept and dial, with TypeScript's picks (native/accept.c);
+   * null when the addon has none or KUP_NATIVE_ACCEPT=0.
+   */
+  readonly acceptor: NativeAcceptor | null;
 
-  constructor(binding: RelayBinding) {
+  constructor(binding: RelayBinding, nativeAccept = process.env.KUP_NATIVE_ACCEPT !== '0') {
     this.binding = binding;
     binding.start((records, unsent) => this.onCloses(records, unsent));
+    this.acceptor = nativeAccept && typeof binding.acceptStart === 'function' ? new NativeAcceptor(binding as AcceptBinding) : null;
+  }
+
+  /**
+   * A connection id whose close `done` hears of: for a pair the thread
+   * itself dials (native accept), handed over when it connects.
+   */
+  expect(done: (c: RelayClose) => void): number {
+    const id = this.nextId++;
+    this.pending.set(id, done);
+    return id;
+  }
+
+  /** The thread reported the connection `id` would have been will never come: it failed before relaying. */
+  unexpect(id: number): void {
+    this.pending.delete(id);
   }
 
   /** Connections the thread relays now. */
