@@ -145,6 +145,11 @@ export class TcpProxy implements NativeListener {
     return this.boundPort;
   }
 
+  /** Who accepts this listener's connections and dials their endpoints: the relay thread, or Node. */
+  get accepting(): 'native' | 'node' {
+    return this.nativeListener === 0 ? 'node' : 'native';
+  }
+
   /** Open connections (for graceful shutdown and tests). */
   get connections(): number {
     return this.clients.size + this.nativeActive;
