@@ -36,7 +36,7 @@
 #define PAUSE_MS 100
 
 /* Event kinds reported to JS (keep in step with native-accept.ts). */
-enum ev_kind { EV_ACCEPTED = 0, EV_DIAL_FAILED = 1, EV_CONNECTED = 2, EV_ABORTED = 3, EV_ACCEPT_ERROR = 4 };
+enum ev_kind { EV_ACCEPTED = 0, EV_DIAL_FAILED = 1, EV_CONNECTED = 2, EV_ABORTED = 3, EV_ACCEPT_ERROR = 4, EV_UNLISTENED = 5 };
 
 enum obj_kind { OBJ_LISTENER = 1, OBJ_CONN = 2 };
 
@@ -109,7 +109,8 @@ static struct {
   size_t nevs, capevs;
   napi_threadsafe_function tsfn;
   int started;
-  /* JS thread: commands not yet flushed */
+  /* JS thread: commands not yet flushed; each open listener's descriptor (for unlisten's shutdown) */
+  struct jsl { uint32_t id; int fd; struct jsl *next; } *jsl;
   struct cmd *q;
   size_t nq, capq;
   int refs;
@@ -239,8 +240,7 @@ static void dial_done(struct pend *p) {
     return;
   }
   unlink_dial(p);
-  /* The relay registers the descriptor itself. */
-  epoll_ctl(relay_epoll(), EPOLL_CTL_DEL, p->efd, NULL);
+  /* Still registered: the relay re-aims the registration at its connection (one epoll_ctl, not two). */
   if (p->want_success) report(EV_CONNECTED, p->id, p->listener, 0);
   relay_adopt(p->relay_id, p->cfd, p->efd, p->initial, p->len, p->preamble, p->group, p->idle_ms);
   p->cfd = p->efd = -1;
@@ -317,6 +317,11 @@ static void on_accept(struct lst *l) {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EAGAIN) return;
+      if (errno == EINVAL) {
+        /* Shut down by unlisten (JS thread); closed when its command arrives. */
+        set_listening(l, 0);
+        return;
+      }
       /* Out of descriptors or memory: counted once, and the listener rests
        * a moment (the clients wait in the backlog) instead of spinning. */
       int err = errno;
@@ -440,6 +445,8 @@ static void run_batch(void *arg) {
         l->kind = 0;
         l->next = A.dead_lsts;
         A.dead_lsts = l;
+        /* After every connection it accepted was reported: JS may forget it once they are over. */
+        report(EV_UNLISTENED, 0, (uint32_t)c->id, 0);
         break;
       }
       case C_WANT_LOCAL: {
@@ -492,9 +499,13 @@ static void deliver(napi_env env, napi_value cb, void *ctx, void *data) {
   napi_value ab, nums, texts, undef, argv[2];
   double *f;
   char *t;
-  napi_create_arraybuffer(env, n * 8 * sizeof(double), (void **)&f, &ab);
-  napi_create_typedarray(env, napi_float64_array, n * 8, ab, 0, &nums);
-  napi_create_buffer(env, n * 2 * INET6_ADDRSTRLEN, (void **)&t, &texts);
+  /* These fail while Node tears the environment down (the calls still come): nothing to tell then. */
+  if (napi_create_arraybuffer(env, n * 8 * sizeof(double), (void **)&f, &ab) != napi_ok ||
+      napi_create_typedarray(env, napi_float64_array, n * 8, ab, 0, &nums) != napi_ok ||
+      napi_create_buffer(env, n * 2 * INET6_ADDRSTRLEN, (void **)&t, &texts) != napi_ok) {
+    free(evs);
+    return;
+  }
   for (size_t i = 0; i < n; i++) {
     struct ev *e = &evs[i];
     double *r = f + i * 8;
@@ -550,6 +561,11 @@ static uint64_t u64of(napi_env env, napi_value v) {
   return (uint64_t)d;
 }
 
+static void accept_cleanup(void *arg) {
+  (void)arg;
+  relay_stop();
+}
+
 /* acceptStart(onEvents): once, after the relay's start(). */
 static napi_value js_start(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -563,6 +579,9 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   CHECK(napi_create_string_utf8(env, "kup-accepts", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, deliver, &A.tsfn));
   CHECK(napi_unref_threadsafe_function(env, A.tsfn));
+  /* Cleanup hooks run in reverse order: this one, added after the threadsafe
+   * function, stops the thread before Node releases the function it calls. */
+  napi_add_env_cleanup_hook(env, accept_cleanup, NULL);
   A.started = 1;
   return NULL;
 }
@@ -585,6 +604,12 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   c->fd = fd;
   c->group = (uint32_t)i64(env, argv[2]);
   c->flag = want;
+  struct jsl *j = malloc(sizeof *j);
+  if (!j) abort();
+  j->id = (uint32_t)c->id;
+  j->fd = fd;
+  j->next = A.jsl;
+  A.jsl = j;
   /* A listening socket keeps Node alive, as net.Server's does. */
   if (A.refs++ == 0) napi_ref_threadsafe_function(env, A.tsfn);
   CHECK(napi_create_int32(env, 0, &ret));
@@ -599,6 +624,17 @@ static napi_value js_unlisten(napi_env env, napi_callback_info info) {
   struct cmd *c = queue(env);
   c->kind = C_UNLISTEN;
   c->id = (uint64_t)i64(env, argv[0]);
+  /* Refused from now on, as Node's close() refuses at once: shutdown() takes a
+   * listening socket out of LISTEN (its backlog is reset) while the descriptor
+   * stays valid until the thread, which watches it, closes it. */
+  for (struct jsl **pp = &A.jsl; *pp; pp = &(*pp)->next) {
+    if ((*pp)->id != (uint32_t)c->id) continue;
+    struct jsl *j = *pp;
+    shutdown(j->fd, SHUT_RDWR);
+    *pp = j->next;
+    free(j);
+    break;
+  }
   if (A.refs > 0 && --A.refs == 0) napi_unref_threadsafe_function(env, A.tsfn);
   return NULL;
 }

@@ -445,7 +445,7 @@ static void side_gone(struct conn *c, int s, int err) {
 }
 
 /* ---- the thread ------------------------------------------------------- */
-static void adopt(struct conn *c);
+static void adopt(struct conn *c, int registered);
 static void take_cmds(void) {
   uint64_t v;
   if (read(R.evfd, &v, sizeof v) < 0) { /* nothing queued */ }
@@ -458,7 +458,7 @@ static void take_cmds(void) {
     if (q->kind == CMD_CALL) {
       q->fn(q->arg);
     } else if (q->kind == CMD_ADD) {
-      adopt(q->c);
+      adopt(q->c, 0);
     } else {
       for (struct conn *c = R.all, *n; c; c = n) {
         n = c->all_next;
@@ -474,7 +474,7 @@ static void take_cmds(void) {
 }
 
 /* Starts relaying a pair (relay thread). */
-static void adopt(struct conn *c) {
+static void adopt(struct conn *c, int registered) {
   c->last = R.now;
   c->all_next = R.all;
   if (R.all) R.all->all_prev = c;
@@ -485,7 +485,8 @@ static void adopt(struct conn *c) {
   }
   for (int s = 0; s < 2; s++) {
     struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)s};
-    epoll_ctl(R.ep, EPOLL_CTL_ADD, c->fd[s], &ev);
+    /* The endpoint's descriptor of a native dial is already watched (bit s of registered). */
+    epoll_ctl(R.ep, registered & (1 << s) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd[s], &ev);
     c->mask[s] = 0;
   }
   /* The PROXY header (and bytes JS already read) go before anything else. */
@@ -512,7 +513,7 @@ void relay_adopt(uint64_t id, int cfd, int efd, char *initial, uint32_t len, uin
   c->group = group;
   c->idle_ms = idle_ms;
   c->early_ok = 1;
-  adopt(c);
+  adopt(c, 2);
 }
 
 int relay_epoll(void) { return R.ep; }
@@ -685,6 +686,8 @@ static void stop_thread(void *arg) {
   pthread_join(R.thread, NULL);
   R.started = 0;
 }
+
+void relay_stop(void) { stop_thread(NULL); }
 
 #define CHECK(call)                                              \
   do {                                                           \

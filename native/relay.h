@@ -8,7 +8,7 @@
 #include <node_api.h>
 #include <stdint.h>
 
-/* relay.c, relay thread: relay a connected pair (takes both fds and `initial`, a malloc'd block or NULL). */
+/* relay.c, relay thread: relay a connected pair (takes both fds and `initial`, a malloc'd block or NULL; efd still in epoll). */
 void relay_adopt(uint64_t id, int cfd, int efd, char *initial, uint32_t len, uint32_t preamble, uint32_t group, uint32_t idle_ms);
 int relay_epoll(void);
 int64_t relay_now(void);
@@ -16,6 +16,8 @@ int relay_started(void);
 /* relay.c, JS thread: run fn(arg) on the relay thread; count a connection that will report a close (+1) or never will (-1). */
 void relay_call(void (*fn)(void *), void *arg);
 void relay_hold(napi_env env, int delta);
+/* relay.c: stops and joins the thread (idempotent). */
+void relay_stop(void);
 
 /* accept.c: epoll events tagged with bit 1 are its own; its timers; its exports. */
 void accept_event(uint64_t tag, uint32_t events);

@@ -33,6 +33,7 @@ const EV_DIAL_FAILED = 1;
 const EV_CONNECTED = 2;
 const EV_ABORTED = 3;
 const EV_ACCEPT_ERROR = 4;
+const EV_UNLISTENED = 5;
 const NUMS = 8;
 const TEXT = 46; // INET6_ADDRSTRLEN
 
@@ -74,6 +75,8 @@ export interface NativeListener {
   dialConnected(id: number): void;
   aborted(id: number): void;
   acceptFailed(err: NodeJS.ErrnoException): void;
+  /** The thread closed the listener (unlisten): every connection it accepted has been reported. */
+  unlistened(): void;
 }
 
 const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v, k]));
@@ -99,7 +102,14 @@ export class NativeAcceptor {
   /** True while a burst is handled: commands then wait for the one flush after it. */
   private inBurst = false;
 
-  constructor(binding: AcceptBinding) {
+  /**
+   * `beforeBurst` runs once before each burst's picks (the relay's collect():
+   * least-connections then counts connections that already ended).
+   */
+  constructor(
+    binding: AcceptBinding,
+    private readonly beforeBurst: () => void,
+  ) {
     this.binding = binding;
     binding.acceptStart((nums, texts) => this.onEvents(nums, texts));
   }
@@ -123,7 +133,7 @@ export class NativeAcceptor {
     this.flush();
   }
 
-  /** The listener is closed and has no connection left before the relay: no event can name it any more. */
+  /** The listener is unlistened and has no connection left before the relay: no event can name it any more. */
   forget(id: number): void {
     this.listeners.delete(id);
   }
@@ -177,6 +187,7 @@ export class NativeAcceptor {
 
   private onEvents(nums: Float64Array, texts: Buffer): void {
     const batch = new AcceptBatch(nums, texts);
+    this.beforeBurst();
     this.inBurst = true;
     try {
       for (let i = 0, r = 0; r < nums.length; i++, r += NUMS) {
@@ -195,6 +206,9 @@ export class NativeAcceptor {
             break;
           case EV_ABORTED:
             l?.aborted(id);
+            break;
+          case EV_UNLISTENED:
+            l?.unlistened();
             break;
           case EV_ACCEPT_ERROR:
             l?.acceptFailed(errnoError(nums[r + 3]!, 'accept'));

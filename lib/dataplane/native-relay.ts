@@ -67,7 +67,8 @@ export class NativeRelay {
   constructor(binding: RelayBinding, nativeAccept = process.env.KUP_NATIVE_ACCEPT !== '0') {
     this.binding = binding;
     binding.start((records, unsent) => this.onCloses(records, unsent));
-    this.acceptor = nativeAccept && typeof binding.acceptStart === 'function' ? new NativeAcceptor(binding as AcceptBinding) : null;
+    this.acceptor =
+      nativeAccept && typeof binding.acceptStart === 'function' ? new NativeAcceptor(binding as AcceptBinding, () => this.collect()) : null;
   }
 
   /**
