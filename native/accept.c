@@ -85,6 +85,10 @@ struct cmd {
   uint64_t relay_id;
   char *initial;
   uint32_t len, preamble, idle_ms;
+  /* C_UNLISTEN: connections the JS thread took from the backlog before the shutdown */
+  int *fds;
+  struct sockaddr_storage *sas;
+  uint32_t nfds;
 };
 
 struct batch {
@@ -309,6 +313,8 @@ static void text_of(const struct sockaddr_storage *sa, char *out, uint16_t *port
   }
 }
 
+static void took(struct lst *l, int fd, const struct sockaddr_storage *sa);
+
 static void on_accept(struct lst *l) {
   for (int k = 0; k < ACCEPT_BURST; k++) {
     struct sockaddr_storage sa;
@@ -331,10 +337,18 @@ static void on_accept(struct lst *l) {
       report(EV_ACCEPT_ERROR, 0, l->id, err);
       return;
     }
+    took(l, fd, &sa);
+  }
+}
+
+/* One accepted connection: a slot, and an event for JS to pick for. */
+static void took(struct lst *l, int fd, const struct sockaddr_storage *sa_in) {
+  const struct sockaddr_storage sa = *sa_in;
+  {
     struct pend *p = new_pend(l, fd);
     if (!p) {
       close(fd);
-      continue;
+      return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -438,6 +452,13 @@ static void run_batch(void *arg) {
       case C_UNLISTEN: {
         struct lst **where;
         struct lst *l = find_lst((uint32_t)c->id, &where);
+        if (!l) {
+          for (uint32_t k = 0; k < c->nfds; k++) close(c->fds[k]);
+        } else {
+          for (uint32_t k = 0; k < c->nfds; k++) took(l, c->fds[k], &c->sas[k]);
+        }
+        free(c->fds);
+        free(c->sas);
         if (!l) break;
         *where = l->next;
         epoll_ctl(relay_epoll(), EPOLL_CTL_DEL, l->fd, NULL);
@@ -630,6 +651,29 @@ static napi_value js_unlisten(napi_env env, napi_callback_info info) {
   for (struct jsl **pp = &A.jsl; *pp; pp = &(*pp)->next) {
     if ((*pp)->id != (uint32_t)c->id) continue;
     struct jsl *j = *pp;
+    /* First what completed its handshake but the thread has not accepted yet:
+     * established for its client, so served, as Node serves what it accepted
+     * before close() (the thread may not have run since). */
+    uint32_t cap = 0;
+    for (;;) {
+      struct sockaddr_storage sa;
+      socklen_t len = sizeof sa;
+      int fd = accept4(j->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        break;
+      }
+      if (c->nfds == cap) {
+        cap = cap ? cap * 2 : 8;
+        int *f = realloc(c->fds, cap * sizeof *f);
+        struct sockaddr_storage *a = realloc(c->sas, cap * sizeof *a);
+        if (!f || !a) abort();
+        c->fds = f;
+        c->sas = a;
+      }
+      c->fds[c->nfds] = fd;
+      c->sas[c->nfds++] = sa;
+    }
     shutdown(j->fd, SHUT_RDWR);
     *pp = j->next;
     free(j);
