@@ -82,13 +82,16 @@ struct report {
   uint32_t len;
 };
 
-enum cmd_kind { CMD_ADD, CMD_ABORT_GROUP, CMD_ABORT_ALL, CMD_STOP };
+enum cmd_kind { CMD_ADD, CMD_ABORT_GROUP, CMD_ABORT_ALL, CMD_STOP, CMD_CALL };
 struct cmd {
   enum cmd_kind kind;
   struct conn *c;
   uint32_t group;
+  void (*fn)(void *); /* CMD_CALL: run on the thread (native/accept.c's batches) */
+  void *arg;
   struct cmd *next;
 };
+#include "relay.h"
 
 static struct {
   int ep, evfd;
@@ -444,6 +447,7 @@ static void side_gone(struct conn *c, int s, int err) {
 }
 
 /* ---- the thread ------------------------------------------------------- */
+static void adopt(struct conn *c, int registered);
 static void take_cmds(void) {
   uint64_t v;
   if (read(R.evfd, &v, sizeof v) < 0) { /* nothing queued */ }
@@ -453,26 +457,10 @@ static void take_cmds(void) {
   pthread_mutex_unlock(&R.mu);
   while (q) {
     struct cmd *next = q->next;
-    if (q->kind == CMD_ADD) {
-      struct conn *c = q->c;
-      c->last = R.now;
-      c->all_next = R.all;
-      if (R.all) R.all->all_prev = c;
-      R.all = c;
-      if (c->idle_ms) {
-        idle_push(c);
-        if (!R.min_idle || c->idle_ms < R.min_idle) R.min_idle = c->idle_ms;
-      }
-      for (int s = 0; s < 2; s++) {
-        struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)s};
-        epoll_ctl(R.ep, EPOLL_CTL_ADD, c->fd[s], &ev);
-        c->mask[s] = 0;
-      }
-      /* The PROXY header (and bytes JS already read) go before anything else. */
-      if (flush_dir(c, 0) == 0) pump(c, 0);
-      pump(c, 1);
-      check_done(c);
-      update(c);
+    if (q->kind == CMD_CALL) {
+      q->fn(q->arg);
+    } else if (q->kind == CMD_ADD) {
+      adopt(q->c, 0);
     } else {
       for (struct conn *c = R.all, *n; c; c = n) {
         n = c->all_next;
@@ -486,6 +474,53 @@ static void take_cmds(void) {
     q = next;
   }
 }
+
+/* Starts relaying a pair (relay thread). */
+static void adopt(struct conn *c, int registered) {
+  c->last = R.now;
+  c->all_next = R.all;
+  if (R.all) R.all->all_prev = c;
+  R.all = c;
+  if (c->idle_ms) {
+    idle_push(c);
+    if (!R.min_idle || c->idle_ms < R.min_idle) R.min_idle = c->idle_ms;
+  }
+  for (int s = 0; s < 2; s++) {
+    struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)s};
+    /* The endpoint's descriptor of a native dial is already watched (bit s of registered). */
+    epoll_ctl(R.ep, registered & (1 << s) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd[s], &ev);
+    c->mask[s] = 0;
+  }
+  /* The PROXY header (and bytes JS already read) go before anything else. */
+  if (flush_dir(c, 0) == 0) pump(c, 0);
+  pump(c, 1);
+  check_done(c);
+  update(c);
+}
+
+void relay_adopt(uint64_t id, int cfd, int efd, char *initial, uint32_t len, uint32_t preamble, uint32_t group, uint32_t idle_ms) {
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->id = id;
+  c->fd[0] = cfd;
+  c->fd[1] = efd;
+  for (int s = 0; s < 2; s++) c->d[s].pipe_r = c->d[s].pipe_w = -1;
+  if (len) {
+    c->d[0].pend = initial;
+    c->d[0].plen = len;
+  } else {
+    free(initial);
+  }
+  c->preamble = c->pre_left = preamble;
+  c->group = group;
+  c->idle_ms = idle_ms;
+  c->early_ok = 1;
+  adopt(c, 2);
+}
+
+int relay_epoll(void) { return R.ep; }
+int64_t relay_now(void) { return R.now; }
+int relay_started(void) { return R.started; }
 
 static void sweep(void) {
   /* Idle: least recently active first. */
@@ -510,12 +545,16 @@ static void *run(void *arg) {
   struct epoll_event evs[256];
   int64_t last_sweep = 0;
   while (!R.stopping) {
-    int n = epoll_wait(R.ep, evs, 256, 250);
+    int n = epoll_wait(R.ep, evs, 256, accept_wait_ms(250));
     R.now = now_ms();
     for (int i = 0; i < n; i++) {
       uint64_t u = evs[i].data.u64;
       if (u == 0) {
         take_cmds();
+        continue;
+      }
+      if (u & 2) {
+        accept_event(u, evs[i].events);
         continue;
       }
       struct conn *c = (struct conn *)(uintptr_t)(u & ~(uint64_t)1);
@@ -542,6 +581,7 @@ static void *run(void *arg) {
       if (!c->dead) check_done(c);
       if (!c->dead) update(c);
     }
+    accept_tick();
     /* Free after the batch: a later event in it may still name a finished connection. */
     if (R.now - last_sweep >= 100) {
       last_sweep = R.now;
@@ -607,7 +647,7 @@ static void deliver(napi_env env, napi_value cb) {
     }
   }
   free(reps);
-  R.js_active -= n;
+  R.js_active = R.js_active > n ? R.js_active - n : 0;
   if (R.js_active == 0 && R.refed) {
     napi_unref_threadsafe_function(env, R.tsfn);
     R.refed = 0;
@@ -615,6 +655,27 @@ static void deliver(napi_env env, napi_value cb) {
   argv[0] = arr;
   argv[1] = extras;
   napi_call_function(env, undef, cb, 2, argv, NULL);
+}
+
+void relay_call(void (*fn)(void *), void *arg) {
+  struct cmd *q = calloc(1, sizeof *q);
+  if (!q) abort();
+  q->kind = CMD_CALL;
+  q->fn = fn;
+  q->arg = arg;
+  push_cmd(q);
+}
+
+void relay_hold(napi_env env, int delta) {
+  if (delta > 0) {
+    if (R.js_active++ == 0 && !R.refed) {
+      napi_ref_threadsafe_function(env, R.tsfn);
+      R.refed = 1;
+    }
+  } else if (R.js_active > 0 && --R.js_active == 0 && R.refed) {
+    napi_unref_threadsafe_function(env, R.tsfn);
+    R.refed = 0;
+  }
 }
 
 static void stop_thread(void *arg) {
@@ -627,6 +688,8 @@ static void stop_thread(void *arg) {
   pthread_join(R.thread, NULL);
   R.started = 0;
 }
+
+void relay_stop(void) { stop_thread(NULL); }
 
 #define CHECK(call)                                              \
   do {                                                           \
@@ -776,6 +839,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, 4, props);
   kup_udp_register(env, exports);
+  accept_init(env, exports);
   return exports;
 }
 

@@ -163,7 +163,7 @@ t.test('the addon under AddressSanitizer: a relay workload, no report', async (t
   const addon = join(dir, 'kup_relay_asan.node');
   execFileSync('gcc', [
     ...['-O1', '-g', '-fsanitize=address', '-fno-omit-frame-pointer', '-shared', '-fPIC', '-std=gnu11'],
-    ...['-I', HEADERS, '-o', addon, join(ROOT, 'native/relay.c'), join(ROOT, 'native/udp.c')],
+    ...['-I', HEADERS, '-o', addon, join(ROOT, 'native/relay.c'), join(ROOT, 'native/udp.c'), join(ROOT, 'native/accept.c')],
   ]);
   const echo = await echoServer();
   const bulk = await hashingServer('bulk', 20 * 1024 * 1024);

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { Socket } from 'node:net';
 import { KupError, errorMessage } from '../core/errors.js';
 import { NativeUdpRelay, type UdpBinding } from './native-udp.js';
+import { NativeAcceptor, type AcceptBinding } from './native-accept.js';
 
 /** `--relay`: which code moves the bytes of established TCP connections. */
 export const RELAY_CHOICES = ['auto', 'native', 'js'] as const;
@@ -28,8 +29,8 @@ export interface RelayClose {
   readonly unsent: Buffer | null;
 }
 
-/** The addon's exports (native/relay.c; the UDP ones of native/udp.c, absent from an older build). */
-interface RelayBinding extends Partial<UdpBinding> {
+/** The addon's exports (native/relay.c; the UDP ones of native/udp.c and native/accept.c's are optional: an older build lacks them). */
+interface RelayBinding extends Partial<UdpBinding>, Partial<AcceptBinding> {
   start(onCloses: (records: Float64Array, unsent: Buffer[]) => void): void;
   add(
     id: number,
@@ -59,10 +60,32 @@ export class NativeRelay {
   private nextId = 1;
   private nextGroup = 1;
   private udpRelay: NativeUdpRelay | null | undefined;
+  /**
+   * The thread's own accept and dial, with TypeScript's picks (native/accept.c);
+   * null when the addon has none or KUP_NATIVE_ACCEPT=0.
+   */
+  readonly acceptor: NativeAcceptor | null;
 
-  constructor(binding: RelayBinding) {
+  constructor(binding: RelayBinding, nativeAccept = process.env.KUP_NATIVE_ACCEPT !== '0') {
     this.binding = binding;
     binding.start((records, unsent) => this.onCloses(records, unsent));
+    this.acceptor =
+      nativeAccept && typeof binding.acceptStart === 'function' ? new NativeAcceptor(binding as AcceptBinding, () => this.collect()) : null;
+  }
+
+  /**
+   * A connection id whose close `done` hears of: for a pair the thread
+   * itself dials (native accept), handed over when it connects.
+   */
+  expect(done: (c: RelayClose) => void): number {
+    const id = this.nextId++;
+    this.pending.set(id, done);
+    return id;
+  }
+
+  /** The thread reported the connection `id` would have been will never come: it failed before relaying. */
+  unexpect(id: number): void {
+    this.pending.delete(id);
   }
 
   /** Connections the thread relays now. */

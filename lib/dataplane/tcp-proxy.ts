@@ -7,6 +7,7 @@ import type { EndpointState } from '../core/balancer/endpoint-state.js';
 import { errorMessage } from '../core/errors.js';
 import { proxyProtocolHeader, type ProxyProtocolVersion } from '../core/proxy-protocol.js';
 import { isLocalResourceError, type FdBudget } from './fd-budget.js';
+import type { AcceptBatch, NativeAcceptor, NativeListener } from './native-accept.js';
 import type { NativeRelay, RelayClose } from './native-relay.js';
 import { splice } from './splice.js';
 import { ListenerStats } from './stats.js';
@@ -44,11 +45,37 @@ interface Dialled {
 }
 
 /**
+ * A connection the relay thread accepted (native accept): TypeScript picks
+ * its endpoints and keeps its retry state; the thread holds its descriptors
+ * and dials. Until the thread relays it, it is known by the thread's id.
+ */
+class NativeConn implements Dialled {
+  ep!: EndpointState;
+  attempt = 0;
+  tried: Set<EndpointState> | null = null;
+  /** The relay id of the dial in flight (its close callback); 0 while none is. */
+  relayId = 0;
+  /** Dialled once: counted by the relay until it reports a close, or is released. */
+  held = false;
+  constructor(
+    readonly id: number,
+    readonly clientIP: string,
+    /** The client's address as the thread wrote it; '' unless affinity or a PROXY header needed it at accept. */
+    readonly peer: string,
+    readonly peerPort: number,
+    readonly family: PickFamily,
+    /** The address the client connected to, when the listener asked the thread for it (PROXY header). */
+    readonly local: string | null,
+    readonly localPort: number,
+  ) {}
+}
+
+/**
  * One TCP listener of a service port. Accepting never waits on dialing: each
  * accepted client is paused, its endpoint dialled asynchronously, and the two
  * sockets spliced once the dial succeeds.
  */
-export class TcpProxy {
+export class TcpProxy implements NativeListener {
   readonly protocol = 'TCP';
   readonly stats = new ListenerStats();
   readonly balancer: Balancer;
@@ -65,6 +92,15 @@ export class TcpProxy {
   /** This listener's connections on the native relay (aborted together). */
   private readonly nativeGroup: number;
   private nativeActive = 0;
+  /** The relay thread's own accept and dial (native/accept.c); null: net.Server accepts and net.connect dials. */
+  private readonly acceptor: NativeAcceptor | null;
+  /** This listener's id with the acceptor once it accepts natively; 0 before. */
+  private nativeListener = 0;
+  private listenHost = '';
+  /** The thread has closed the native listener and reported all it accepted. */
+  private listenerGone = false;
+  /** Natively accepted connections not yet over, by the thread's id. */
+  private readonly nativeConns = new Map<number, NativeConn>();
   /**
    * Client bytes the native relay read but could not deliver before the
    * endpoint reset (early reset), sent first to the next endpoint. Made on
@@ -75,14 +111,26 @@ export class TcpProxy {
    * PROXY protocol header version sent to each endpoint before the client's
    * bytes; changed by a Service update for connections dialled after it.
    */
-  proxyProtocol: ProxyProtocolVersion | null;
+  private proxyProtocolVersion: ProxyProtocolVersion | null;
+
+  get proxyProtocol(): ProxyProtocolVersion | null {
+    return this.proxyProtocolVersion;
+  }
+
+  set proxyProtocol(v: ProxyProtocolVersion | null) {
+    const was = this.proxyProtocolVersion;
+    this.proxyProtocolVersion = v;
+    // The thread reads each connection's local address only for listeners that send it.
+    if (this.nativeListener !== 0 && (was === null) !== (v === null)) this.acceptor!.wantLocal(this.nativeListener, v !== null);
+  }
 
   constructor(opts: TcpProxyOptions) {
     this.opts = opts;
     this.balancer = opts.balancer;
     this.dialTimeouts = opts.dialTimeoutsMs ?? DIAL_TIMEOUTS_MS;
-    this.proxyProtocol = opts.proxyProtocol ?? null;
+    this.proxyProtocolVersion = opts.proxyProtocol ?? null;
     this.native = opts.nativeRelay ?? null;
+    this.acceptor = this.native?.acceptor ?? null;
     this.nativeGroup = this.native?.newGroup() ?? 0;
     this.server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (c) => this.accept(c));
     // EMFILE/ENFILE on accept: libuv keeps listening (it sheds the pending
@@ -98,6 +146,11 @@ export class TcpProxy {
 
   get port(): number {
     return this.boundPort;
+  }
+
+  /** Who accepts this listener's connections and dials their endpoints: the relay thread, or Node. */
+  get accepting(): 'native' | 'node' {
+    return this.nativeListener === 0 ? 'node' : 'native';
   }
 
   /** Open connections (for graceful shutdown and tests). */
@@ -124,6 +177,8 @@ export class TcpProxy {
         this.family = this.opts.anyFamily === true ? 0 : listenerFamily(host, ipv6Only);
         this.server.off('error', onError);
         this.boundPort = (this.server.address() as net.AddressInfo).port;
+        this.listenHost = host;
+        this.acceptNatively();
         resolve(this.boundPort);
       });
     });
@@ -136,7 +191,26 @@ export class TcpProxy {
    */
   close(): Promise<void> {
     if (this.server.listening) this.server.close();
+    if (this.nativeListener !== 0) {
+      this.acceptor!.unlisten(this.nativeListener);
+      this.forgetIfDone();
+    }
     return Promise.resolve();
+  }
+
+  /**
+   * Hands the bound listener to the relay thread, which accepts from now on
+   * (Node's copy is closed, so Node stops accepting; the thread's duplicate
+   * keeps the socket, its backlog and its SO_REUSEPORT membership).
+   * Connections Node accepted before this are served as before.
+   */
+  private acceptNatively(): void {
+    const fd = (this.server as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+    if (this.acceptor === null || typeof fd !== 'number' || fd < 0) return;
+    const r = this.acceptor.listen(fd, this.nativeGroup, this.proxyProtocolVersion !== null, this);
+    if (!('id' in r)) return;
+    this.nativeListener = r.id;
+    this.server.close();
   }
 
   /**
@@ -150,6 +224,156 @@ export class TcpProxy {
     }
     // The relay thread closes both sides of each and reports them as aborted.
     if (this.nativeActive > 0) this.native?.abort(this.nativeGroup);
+    // Those still being picked for or dialled: reset, each reported aborted.
+    if (this.nativeConns.size > 0) this.acceptor!.abort(this.nativeGroup);
+  }
+
+  // ---- native accept (NativeListener): the same steps as accept/dial/redial below, on the thread's ids.
+
+  accepted(id: number, family: 4 | 6, batch: AcceptBatch, i: number): void {
+    this.stats.accepted++;
+    const acceptor = this.acceptor!;
+    // Accepted by the thread before the listener closed (reported after): served, as Node serves
+    // a connection it accepted before server.close().
+    // (The relay's closes were collected once before this burst: NativeAcceptor.)
+    const pickFamily = this.family === PER_CONNECTION ? family : this.family;
+    // The address only where a pick or a PROXY header reads it (one string less per connection otherwise).
+    const usesIP = this.balancer.usesClientIP;
+    const peer = usesIP || this.proxyProtocolVersion !== null ? batch.peerAddress(i) : '';
+    const clientIP = usesIP ? normalizeClientIP(peer) : '';
+    const first = this.balancer.pick(clientIP, null, pickFamily);
+    if (first === undefined) {
+      this.stats.noEndpoints++;
+      acceptor.reset(id, false);
+      return;
+    }
+    if (!this.opts.budget.take(2)) {
+      this.stats.shed++;
+      acceptor.reset(id, false);
+      return;
+    }
+    this.stats.active++;
+    this.nativeActive++;
+    const c = new NativeConn(id, clientIP, peer, batch.peerPort(i), pickFamily, batch.localAddress(i), batch.localPort(i));
+    this.nativeConns.set(id, c);
+    this.nativeDial(c, first);
+  }
+
+  private nativeDial(c: NativeConn, ep: EndpointState): void {
+    ep.active++;
+    c.ep = ep;
+    let header: Buffer | null = null;
+    if (this.proxyProtocolVersion !== null) {
+      header = proxyProtocolHeader(this.proxyProtocolVersion, {
+        sourceAddress: c.peer,
+        sourcePort: c.peerPort,
+        destinationAddress: c.local ?? this.listenHost,
+        destinationPort: c.local === null ? this.boundPort : c.localPort,
+      });
+    }
+    c.relayId = this.native!.expect((r) => this.nativeConnClosed(r, c));
+    const hold = !c.held;
+    c.held = true;
+    const { ip, port } = ep.endpoint;
+    const ok = this.acceptor!.dial(
+      c.id,
+      c.relayId,
+      ip,
+      port,
+      this.dialTimeouts[c.attempt]!,
+      header,
+      header?.length ?? 0,
+      this.opts.idleTimeoutMs,
+      ep.unavailableUntil !== 0,
+      hold,
+    );
+    if (!ok) this.dialFailed(c.id, Object.assign(new Error(`connect: not an IP address: ${ip}`), { code: 'EINVAL' }));
+  }
+
+  dialConnected(id: number): void {
+    const c = this.nativeConns.get(id);
+    if (c !== undefined && c.ep.unavailableUntil !== 0) this.balancer.reportSuccess(c.ep);
+  }
+
+  dialFailed(id: number, err: NodeJS.ErrnoException): void {
+    const c = this.nativeConns.get(id);
+    if (c === undefined || c.relayId === 0) return;
+    this.native!.unexpect(c.relayId);
+    c.relayId = 0;
+    const ep = c.ep;
+    ep.active--;
+    if (isLocalResourceError(err)) {
+      this.stats.shed++;
+      this.opts.budget.noteShed();
+      this.nativeGiveUp(c);
+      return;
+    }
+    this.stats.dialFailures++;
+    const clientIP = c.clientIP || (this.balancer.usesClientIP ? normalizeClientIP(c.peer) : '');
+    this.balancer.reportFailure(ep, clientIP);
+    const next = c.attempt + 1;
+    const log = this.opts.logger;
+    if (log.isLevelEnabled('debug')) {
+      const why = err.code === 'ETIMEDOUT' ? `connect timeout after ${this.dialTimeouts[c.attempt]}ms` : errorMessage(err);
+      log.debug({ listener: this.opts.name, endpoint: ep.id, attempt: next, err: why }, 'dial failed');
+    }
+    const tried = c.tried ?? new Set<EndpointState>();
+    c.tried = tried;
+    tried.add(ep);
+    const nextEp = next < this.dialTimeouts.length ? this.balancer.pick(clientIP, tried, c.family) : undefined;
+    if (nextEp === undefined) {
+      this.stats.exhausted++;
+      this.nativeGiveUp(c);
+      return;
+    }
+    c.attempt = next;
+    this.nativeDial(c, nextEp);
+  }
+
+  aborted(id: number): void {
+    const c = this.nativeConns.get(id);
+    if (c === undefined) return;
+    if (c.relayId !== 0) {
+      this.native!.unexpect(c.relayId);
+      c.ep.active--;
+    }
+    if (c.held) this.acceptor!.release();
+    this.nativeDone(c);
+  }
+
+  acceptFailed(err: NodeJS.ErrnoException): void {
+    this.stats.acceptErrors++;
+    this.opts.logger.warn({ listener: this.opts.name, err: errorMessage(err) }, 'accept failed');
+  }
+
+  /** Every endpoint tried (or none left, or no descriptors): the client gets a reset. */
+  private nativeGiveUp(c: NativeConn): void {
+    this.acceptor!.reset(c.id, c.held);
+    this.nativeDone(c);
+  }
+
+  private nativeDone(c: NativeConn): void {
+    this.nativeConns.delete(c.id);
+    this.nativeActive--;
+    this.opts.budget.give(2);
+    this.stats.active--;
+    this.forgetIfDone();
+  }
+
+  private nativeConnClosed(r: RelayClose, c: NativeConn): void {
+    this.nativeConns.delete(c.id);
+    c.relayId = 0;
+    this.nativeClosed(r, c);
+    this.forgetIfDone();
+  }
+
+  unlistened(): void {
+    this.listenerGone = true;
+    this.forgetIfDone();
+  }
+
+  private forgetIfDone(): void {
+    if (this.listenerGone && this.nativeConns.size === 0) this.acceptor!.forget(this.nativeListener);
   }
 
   private accept(client: Socket): void {
