@@ -5,17 +5,20 @@
  * one socket (a resolver) queries every 50 ms throughout; a second kup takes
  * over; then new clients query. The backend tags each answer with the port of
  * the session socket that relayed it, and `ss` says which kup owns that socket.
+ * Run on both relays: the TypeScript datagram path keeps each session on a
+ * reply socket of its own; the native UDP thread on a client socket it makes.
  */
 import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { stringify } from 'yaml';
 import { finished, KUP, waitForOutput } from './support/cli.js';
 import { createNetns, NODE_BIN, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
 import { endpointSlice, service } from './support/objects.js';
+import { requireNativeRelay } from './support/relay.js';
 
 const PEERS = 'dist/spec/support/udp-handover-peers.js';
 const BACKEND_PORT = 18081;
@@ -53,10 +56,17 @@ async function udpSockets(ns: Netns, filter: string): Promise<{ state: string; l
     });
 }
 
-t.test('UDP hand-over: an existing client stays with the old kup until idle, new clients go to the new one', async (t) => {
+for (const relay of ['js', 'native'] as const) {
+  t.test(`UDP hand-over (--relay ${relay}): an existing client stays with the old kup until idle, new clients go to the new one`, (t) =>
+    handover(t, relay),
+  );
+}
+
+async function handover(t: Test, relay: 'js' | 'native'): Promise<void> {
   if (!(await requireNetns(t))) return;
+  if (relay === 'native' && !requireNativeRelay(t)) return;
   await sweepLeftovers();
-  const node = await createNetns(t, 'r14b-udp');
+  const node = await createNetns(t, `udphand-${relay}`);
   const dir = mkdtempSync(join(tmpdir(), 'kup-handover-udp-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'objects.yaml');
@@ -76,10 +86,8 @@ t.test('UDP hand-over: an existing client stays with the old kup until idle, new
   );
   const args = [
     'run',
-    // The TypeScript datagram path keeps its sessions through a hand-over; the
-    // native UDP relay ends them at release (README, Upgrades and restarts).
     '--relay',
-    'js',
+    relay,
     '--no-iptables',
     '--bind-address',
     '127.0.0.1',
@@ -102,6 +110,7 @@ t.test('UDP hand-over: an existing client stays with the old kup until idle, new
   const first = startKupIn(node, args);
   t.teardown(() => void first.kill('SIGKILL'));
   const firstDone = finished(first, 60_000);
+  await waitForOutput(first, new RegExp(`"relay":"${relay}"`), 20_000);
   const udpPort = Number((await waitForOutput(first, /"servicePort":"default\/dns:dns\/UDP","proxyPort":(\d+)/, 20_000))[1]);
   await waitForOutput(first, /admin servers listening/, 20_000);
 
@@ -159,4 +168,4 @@ t.test('UDP hand-over: an existing client stays with the old kup until idle, new
   second.kill('SIGTERM');
   t.equal((await secondDone).code, 0, 'the second kup exits 0 on SIGTERM');
   backend.kill();
-});
+}

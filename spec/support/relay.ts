@@ -4,6 +4,7 @@
  * `.ci/run` runs the relay suites once each way. Asked for and missing, the
  * native relay fails the suite: it never silently falls back to the other.
  */
+import type { Test } from 'tap';
 import { loadNativeRelay, type NativeRelay, type RelayChoice } from '../../lib/dataplane/native-relay.js';
 
 export function testRelayChoice(): RelayChoice {
@@ -21,4 +22,13 @@ export function testNativeRelay(): NativeRelay | null {
 /** `--relay` for a kup child process. */
 export function relayArgs(): string[] {
   return ['--relay', testRelayChoice()];
+}
+
+/** For a suite that runs both relays itself: false (and fails under CI=true, else skips with the reason) without the addon. */
+export function requireNativeRelay(t: Test): boolean {
+  const { relay, why } = loadNativeRelay();
+  if (relay !== null) return true;
+  if (process.env.CI === 'true') t.fail(`CI=true but the native relay did not load: ${why}`);
+  else t.plan(0, `native relay not built: ${why} (npm run build:native)`);
+  return false;
 }
