@@ -18,13 +18,16 @@ import { stringify } from 'yaml';
 import { finished, KUP, waitForOutput } from './support/cli.js';
 import { createNetns, NODE_BIN, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
 import { endpointSlice, service } from './support/objects.js';
-import { requireNativeRelay } from './support/relay.js';
+import { asanAddonEnv, requireNativeRelay } from './support/relay.js';
 
 const PEERS = 'dist/spec/support/udp-handover-peers.js';
 const BACKEND_PORT = 18081;
 
-function startKupIn(ns: Netns, args: string[]): ChildProcessWithoutNullStreams {
-  return spawn('ip', ['netns', 'exec', ns.name, NODE_BIN, '--disable-sigusr1', KUP, ...args], { stdio: 'pipe' });
+function startKupIn(ns: Netns, args: string[], env: NodeJS.ProcessEnv): ChildProcessWithoutNullStreams {
+  return spawn('ip', ['netns', 'exec', ns.name, NODE_BIN, '--disable-sigusr1', KUP, ...args], {
+    stdio: 'pipe',
+    env: { ...process.env, ...env },
+  });
 }
 
 function lines(child: ChildProcess): () => Promise<string> {
@@ -56,19 +59,29 @@ async function udpSockets(ns: Netns, filter: string): Promise<{ state: string; l
     });
 }
 
-for (const relay of ['js', 'native'] as const) {
-  t.test(`UDP hand-over (--relay ${relay}): an existing client stays with the old kup until idle, new clients go to the new one`, (t) =>
-    handover(t, relay),
+/** The relay, and for the native one whether its addon is the AddressSanitizer build (the thread's descriptor hand-offs checked). */
+type Variant = 'js' | 'native' | 'native-asan';
+
+for (const variant of ['js', 'native', 'native-asan'] as const) {
+  t.test(`UDP hand-over (${variant}): an existing client stays with the old kup until idle, new clients go to the new one`, (t) =>
+    handover(t, variant),
   );
 }
 
-async function handover(t: Test, relay: 'js' | 'native'): Promise<void> {
+async function handover(t: Test, variant: Variant): Promise<void> {
   if (!(await requireNetns(t))) return;
+  const relay = variant === 'js' ? 'js' : 'native';
   if (relay === 'native' && !requireNativeRelay(t)) return;
-  await sweepLeftovers();
-  const node = await createNetns(t, `udphand-${relay}`);
   const dir = mkdtempSync(join(tmpdir(), 'kup-handover-udp-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  let env: NodeJS.ProcessEnv = {};
+  if (variant === 'native-asan') {
+    const asan = asanAddonEnv(t, dir);
+    if (asan === null) return;
+    env = asan;
+  }
+  await sweepLeftovers();
+  const node = await createNetns(t, `udphand-${variant === 'native-asan' ? 'asan' : relay}`);
   const file = join(dir, 'objects.yaml');
   writeFileSync(
     file,
@@ -107,7 +120,7 @@ async function handover(t: Test, relay: 'js' | 'native'): Promise<void> {
   const backend = node.spawnNode(PEERS, ['backend', String(BACKEND_PORT)]);
   t.equal(await lines(backend)(), 'ready', 'backend listening');
 
-  const first = startKupIn(node, args);
+  const first = startKupIn(node, args, env);
   t.teardown(() => void first.kill('SIGKILL'));
   const firstDone = finished(first, 60_000);
   await waitForOutput(first, new RegExp(`"relay":"${relay}"`), 20_000);
@@ -118,7 +131,7 @@ async function handover(t: Test, relay: 'js' | 'native'): Promise<void> {
   const fromClient = lines(client);
   t.equal(await fromClient(), 'running', 'the existing client is answered through the first kup');
 
-  const second = startKupIn(node, args);
+  const second = startKupIn(node, args, env);
   t.teardown(() => void second.kill('SIGKILL'));
   const secondDone = finished(second, 60_000);
   await waitForOutput(second, /took over from kup pid/, 20_000);
@@ -166,6 +179,11 @@ async function handover(t: Test, relay: 'js' | 'native'): Promise<void> {
   const r1 = await firstDone;
   t.equal(r1.code, 0, 'the first kup exits 0 once the session idled out');
   second.kill('SIGTERM');
-  t.equal((await secondDone).code, 0, 'the second kup exits 0 on SIGTERM');
+  const r2 = await secondDone;
+  t.equal(r2.code, 0, 'the second kup exits 0 on SIGTERM');
+  if (variant === 'native-asan') {
+    t.notMatch(r1.stderr, /AddressSanitizer/, 'the first kup: no AddressSanitizer report');
+    t.notMatch(r2.stderr, /AddressSanitizer/, 'the second kup: no AddressSanitizer report');
+  }
   backend.kill();
 }
