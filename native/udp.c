@@ -17,6 +17,11 @@
  * Sessions end by idle timeout or a failed endpoint (reported back in
  * batches), or by a command from TypeScript (eviction, endpoint gone,
  * listener closed: not reported, TypeScript already did its bookkeeping).
+ * At a hand-over (udpAdopt, then udpRelease) each open session gets a
+ * socket of its own, bound to the proxy port with SO_REUSEPORT and connected
+ * to its client: the kernel prefers it for that client's datagrams, and
+ * replies leave from it. Then the thread closes its copy of the listener, so
+ * new clients reach only the successor, and the sessions go on until idle.
  * Only the thread touches sessions and their descriptors; commands and
  * events cross through one mutex, an eventfd and one threadsafe function.
  * Counters live in an ArrayBuffer TypeScript allocated and reads at will.

@@ -303,8 +303,9 @@ export class UdpProxy {
    * open session gets its own socket bound to the proxy port and connected to
    * its client: the kernel prefers a connected socket for that client's
    * datagrams, so they keep reaching this session, and its replies leave from
-   * the proxy port as before. Then the listener closes, so datagrams of new
-   * clients reach only the successor. Sessions end as usual, when idle.
+   * the proxy port as before (on the native relay the thread makes and reads
+   * these sockets). Then the listener closes, so datagrams of new clients
+   * reach only the successor. Sessions end as usual, when idle.
    */
   async stopAccepting(): Promise<void> {
     const sock = this.socket;
