@@ -17,6 +17,11 @@
  * Sessions end by idle timeout or a failed endpoint (reported back in
  * batches), or by a command from TypeScript (eviction, endpoint gone,
  * listener closed: not reported, TypeScript already did its bookkeeping).
+ * At a hand-over (udpAdopt, then udpRelease) each open session gets a
+ * socket of its own, bound to the proxy port with SO_REUSEPORT and connected
+ * to its client: the kernel prefers it for that client's datagrams, and
+ * replies leave from it. Then the thread closes its copy of the listener, so
+ * new clients reach only the successor, and the sessions go on until idle.
  * Only the thread touches sessions and their descriptors; commands and
  * events cross through one mutex, an eventfd and one threadsafe function.
  * Counters live in an ArrayBuffer TypeScript allocated and reads at will.
@@ -56,8 +61,12 @@
 enum { C_IN = 0, C_OUT = 1, C_DROPPED = 2, C_COUNT = 3 };
 /* Events to JS (keep in step with native-udp.ts). */
 enum { EV_NEW = 0, EV_END = 1, EV_CLOSED = 2 };
-/* Why the thread ended a session. */
-enum { END_IDLE = 0, END_ERROR = 1 };
+/* Events to JS, continued: a listener's copy was closed by udpRelease (sessions go on). */
+enum { EV_RELEASED = 3 };
+/* Why the thread ended a session (keep in step with native-udp.ts). */
+enum { END_IDLE = 0, END_ERROR = 1, END_NO_CLIENT_SOCKET = 2 };
+/* epoll tags in the low bits of a pointer: what became readable. */
+enum { T_LISTENER = 1, T_SESSION = 2, T_CLIENT = 3 };
 
 struct listener {
   uint32_t id;
@@ -67,6 +76,7 @@ struct listener {
   struct sess *lru_head, *lru_tail; /* least recently active first */
   struct listener *next;
   int paused; /* not read while a new client's queue is full: the kernel's buffer holds the rest */
+  int released; /* udpRelease closed the thread's copy (fd -1): sessions live on their client sockets */
   int dead;
   struct listener *dead_next;
 };
@@ -83,6 +93,13 @@ struct sess {
   socklen_t clen;
   uint32_t hash;
   int fd; /* -1 while pending */
+  /*
+   * After a hand-over (udpAdopt): a socket bound to the listener's address
+   * (SO_REUSEPORT) and connected to the client. The kernel prefers it for
+   * this client's datagrams, so they keep coming here once the listener is
+   * gone; replies leave from it. -1 while the listener serves.
+   */
+  int cfd;
   int64_t last;
   struct pend *q;
   uint32_t nq;
@@ -101,13 +118,14 @@ struct ev {
   char addr[INET6_ADDRSTRLEN];
 };
 
-enum ckind { C_ADD, C_REMOVE, C_OPEN, C_REFUSE, C_END, C_STOP };
+enum ckind { C_ADD, C_REMOVE, C_OPEN, C_REFUSE, C_END, C_STOP, C_ADOPT, C_RELEASE };
 struct cmd {
   enum ckind kind;
   struct listener *l; /* C_ADD */
   uint32_t lid;
   uint64_t sid;
   int fd;
+  int size; /* C_ADOPT: SO_RCVBUF/SO_SNDBUF, 0 keeps the default */
   struct cmd *next;
 };
 
@@ -258,6 +276,11 @@ static void free_sess(struct sess *s) {
     close(s->fd);
   }
   s->fd = -1;
+  if (s->cfd >= 0) {
+    epoll_ctl(U.ep, EPOLL_CTL_DEL, s->cfd, NULL);
+    close(s->cfd);
+  }
+  s->cfd = -1;
   drop_queue(s, 1);
   s->dead = 1;
   s->dead_next = U.dead_sess;
@@ -279,6 +302,7 @@ static struct sess *new_sess(struct listener *l, const struct sockaddr_storage *
   s->clen = alen;
   s->hash = h;
   s->fd = -1;
+  s->cfd = -1;
   s->last = U.now;
   s->cnext = U.by_client[h & (HSIZE - 1)];
   U.by_client[h & (HSIZE - 1)] = s;
@@ -427,6 +451,7 @@ static void flush_run(struct sess *s, int n) {
 
 /* Client datagrams: a few batches, then other descriptors get their turn. */
 static void on_listener(struct listener *l) {
+  if (l->fd < 0) return; /* released earlier in this batch of events */
   for (int round = 0; round < 8; round++) {
     setup_in(BATCH);
     int n = recvmmsg(l->fd, U.in, BATCH, MSG_DONTWAIT, NULL);
@@ -471,7 +496,7 @@ static void on_listener(struct listener *l) {
     }
     if (run) flush_run(run, nrun);
     if (full) {
-      struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)l | 1};
+      struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)l | T_LISTENER};
       epoll_ctl(U.ep, EPOLL_CTL_MOD, l->fd, &ev);
       l->paused = 1;
       return;
@@ -482,9 +507,9 @@ static void on_listener(struct listener *l) {
 
 /* Reads the listener again once TypeScript answered for a new client. */
 static void resume(struct listener *l) {
-  if (!l->paused || l->dead) return;
+  if (!l->paused || l->dead || l->fd < 0) return;
   l->paused = 0;
-  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)l | 1};
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)l | T_LISTENER};
   epoll_ctl(U.ep, EPOLL_CTL_MOD, l->fd, &ev);
 }
 
@@ -508,7 +533,9 @@ static void on_session(struct sess *s) {
     int done = 0;
     while (done < n) {
       int err;
-      int k = send_many(l->fd, U.oiov + done, n - done, &s->client, s->clen, &err);
+      /* Released: from the client's own socket (connected), the listener is gone. */
+      int k = s->cfd >= 0 ? send_many(s->cfd, U.oiov + done, n - done, NULL, 0, &err)
+                          : send_many(l->fd, U.oiov + done, n - done, &s->client, s->clen, &err);
       l->counters[C_OUT] += k;
       done += k;
       if (err) {
@@ -519,6 +546,84 @@ static void on_session(struct sess *s) {
     }
     if (n < BATCH) return;
   }
+}
+
+/*
+ * Client datagrams on a session's client socket (after a hand-over). Nearly
+ * all are from its client; one that came in the instant between the bind and
+ * the connect may be another's, and goes to that client's session if it has
+ * one (else it is dropped, and counted: the client's retry reaches the
+ * successor).
+ */
+static void on_client(struct sess *s) {
+  struct listener *l = s->l;
+  for (int round = 0; round < 8; round++) {
+    setup_in(BATCH);
+    int n = recvmmsg(s->cfd, U.in, BATCH, MSG_DONTWAIT, NULL);
+    /* An error (the client's ICMP port-unreachable for a reply) is taken by the call: the session goes on. */
+    if (n <= 0) return;
+    int nrun = 0;
+    for (int i = 0; i < n && !s->dead; i++) {
+      if (same_addr(&s->client, &U.from[i])) {
+        U.oiov[nrun].iov_base = U.bufs[i];
+        U.oiov[nrun].iov_len = U.in[i].msg_len;
+        nrun++;
+        continue;
+      }
+      struct sess *o = find_client(l, &U.from[i], addr_hash(l, &U.from[i]));
+      if (o && o->fd >= 0) {
+        touch(o);
+        forward(o, U.bufs[i], U.in[i].msg_len);
+      } else {
+        l->counters[C_DROPPED]++;
+      }
+    }
+    if (nrun > 0 && !s->dead) {
+      touch(s);
+      flush_run(s, nrun);
+    }
+    if (s->dead || n < BATCH) return;
+  }
+}
+
+/*
+ * Gives an open session its client socket: bound to the listener's own
+ * address with SO_REUSEPORT (the listener has it, so the kernel lets it join
+ * the port) and connected to the client. 0, or the errno.
+ */
+static int adopt(struct sess *s, int size) {
+  struct listener *l = s->l;
+  struct sockaddr_storage local;
+  socklen_t llen = sizeof local;
+  if (l->fd < 0 || getsockname(l->fd, (struct sockaddr *)&local, &llen) < 0) return l->fd < 0 ? EBADF : errno;
+  int fd = socket(local.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  int one = 1;
+  int err = 0;
+  if (local.ss_family == AF_INET6) {
+    int v6only = 0;
+    socklen_t olen = sizeof v6only;
+    if (getsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &olen) == 0)
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+  }
+  if (size > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  }
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 || bind(fd, (struct sockaddr *)&local, llen) < 0 ||
+      connect(fd, (struct sockaddr *)&s->client, s->clen) < 0) {
+    err = errno;
+    close(fd);
+    return err;
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)s | T_CLIENT};
+  if (epoll_ctl(U.ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    err = errno;
+    close(fd);
+    return err;
+  }
+  s->cfd = fd;
+  return 0;
 }
 
 static void sweep(void) {
@@ -553,7 +658,7 @@ static void take_cmds(void) {
         struct listener *l = q->l;
         l->next = U.ls;
         U.ls = l;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)l | 1};
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)l | T_LISTENER};
         epoll_ctl(U.ep, EPOLL_CTL_ADD, l->fd, &ev);
         on_listener(l);
         break;
@@ -565,8 +670,10 @@ static void take_cmds(void) {
         if (!l) break;
         *p = l->next;
         while (l->lru_head) free_sess(l->lru_head);
-        epoll_ctl(U.ep, EPOLL_CTL_DEL, l->fd, NULL);
-        close(l->fd);
+        if (l->fd >= 0) {
+          epoll_ctl(U.ep, EPOLL_CTL_DEL, l->fd, NULL);
+          close(l->fd);
+        }
         l->fd = -1;
         emit(EV_CLOSED, l->id, 0, 0, 0, NULL);
         l->dead = 1;
@@ -582,7 +689,7 @@ static void take_cmds(void) {
         }
         s->fd = q->fd;
         {
-          struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)s | 2};
+          struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)(uintptr_t)s | T_SESSION};
           epoll_ctl(U.ep, EPOLL_CTL_ADD, s->fd, &ev);
         }
         {
@@ -611,6 +718,39 @@ static void take_cmds(void) {
       case C_STOP:
         U.stopping = 1;
         break;
+      case C_ADOPT:
+        s = find_id(q->sid);
+        /* Gone meanwhile: JS hears of it (an END event) or ended it itself. */
+        if (!s || s->dead || s->fd < 0 || s->cfd >= 0) break;
+        {
+          int err = adopt(s, q->size);
+          if (err) end_sess(s, END_NO_CLIENT_SOCKET, err);
+        }
+        break;
+      case C_RELEASE: {
+        struct listener *l = U.ls;
+        while (l && l->id != q->lid) l = l->next;
+        if (!l || l->fd < 0) break;
+        /*
+         * Sessions without a client socket cannot be reached once the
+         * listener is gone: the ones still pending (JS has not seen them
+         * yet, and will refuse them) end silently, their queue counted as
+         * dropped; their clients' next datagrams reach the successor.
+         */
+        for (struct sess *x = l->lru_head, *nx; x; x = nx) {
+          nx = x->next;
+          if (x->cfd >= 0) continue;
+          if (x->fd < 0) free_sess(x);
+          else end_sess(x, END_NO_CLIENT_SOCKET, 0);
+        }
+        epoll_ctl(U.ep, EPOLL_CTL_DEL, l->fd, NULL);
+        close(l->fd);
+        l->fd = -1;
+        l->paused = 0;
+        l->released = 1;
+        emit(EV_RELEASED, l->id, 0, 0, 0, NULL);
+        break;
+      }
     }
     free(q);
     q = next;
@@ -630,12 +770,14 @@ static void *run(void *arg) {
         take_cmds();
         continue;
       }
-      if (u & 1) {
+      if ((u & 3) == T_LISTENER) {
         struct listener *l = (struct listener *)(uintptr_t)(u & ~(uint64_t)3);
         if (!l->dead) on_listener(l);
       } else {
         struct sess *s = (struct sess *)(uintptr_t)(u & ~(uint64_t)3);
-        if (!s->dead) on_session(s);
+        if (s->dead) continue;
+        if ((u & 3) == T_CLIENT) on_client(s);
+        else on_session(s);
       }
     }
     if (U.now - last_sweep >= 50) {
@@ -905,6 +1047,39 @@ static napi_value js_end(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * udpAdopt(sessionId, bufferSize): hand-over; the thread gives the open
+ * session a socket of its own bound to the proxy port and connected to the
+ * client. On failure the session ends with an END event (no client socket).
+ */
+static napi_value js_adopt(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!U.started || argc < 2) return NULL;
+  struct cmd *q = new_cmd(C_ADOPT);
+  q->sid = (uint64_t)get_i64(env, argv[0]);
+  q->size = (int)get_i64(env, argv[1]);
+  push_cmd(q);
+  return NULL;
+}
+
+/*
+ * udpRelease(id): hand-over, after udpAdopt of each session; the thread stops
+ * reading the listener and closes its copy, then a RELEASED event. Sessions
+ * with a client socket go on until they end as usual.
+ */
+static napi_value js_release(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!U.started || argc < 1) return NULL;
+  struct cmd *q = new_cmd(C_RELEASE);
+  q->lid = (uint32_t)get_i64(env, argv[0]);
+  push_cmd(q);
+  return NULL;
+}
+
 void kup_udp_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"udpStart", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
@@ -913,6 +1088,8 @@ void kup_udp_register(napi_env env, napi_value exports) {
       {"udpOpen", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
       {"udpRefuse", NULL, js_refuse, NULL, NULL, NULL, napi_default, NULL},
       {"udpEnd", NULL, js_end, NULL, NULL, NULL, napi_default, NULL},
+      {"udpAdopt", NULL, js_adopt, NULL, NULL, NULL, napi_default, NULL},
+      {"udpRelease", NULL, js_release, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 6, props);
+  napi_define_properties(env, exports, 8, props);
 }

@@ -5,23 +5,29 @@
  * one socket (a resolver) queries every 50 ms throughout; a second kup takes
  * over; then new clients query. The backend tags each answer with the port of
  * the session socket that relayed it, and `ss` says which kup owns that socket.
+ * Run on both relays: the TypeScript datagram path keeps each session on a
+ * reply socket of its own; the native UDP thread on a client socket it makes.
  */
 import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { stringify } from 'yaml';
 import { finished, KUP, waitForOutput } from './support/cli.js';
 import { createNetns, NODE_BIN, requireNetns, sweepLeftovers, type Netns } from './support/netns.js';
 import { endpointSlice, service } from './support/objects.js';
+import { asanAddonEnv, requireNativeRelay } from './support/relay.js';
 
 const PEERS = 'dist/spec/support/udp-handover-peers.js';
 const BACKEND_PORT = 18081;
 
-function startKupIn(ns: Netns, args: string[]): ChildProcessWithoutNullStreams {
-  return spawn('ip', ['netns', 'exec', ns.name, NODE_BIN, '--disable-sigusr1', KUP, ...args], { stdio: 'pipe' });
+function startKupIn(ns: Netns, args: string[], env: NodeJS.ProcessEnv): ChildProcessWithoutNullStreams {
+  return spawn('ip', ['netns', 'exec', ns.name, NODE_BIN, '--disable-sigusr1', KUP, ...args], {
+    stdio: 'pipe',
+    env: { ...process.env, ...env },
+  });
 }
 
 function lines(child: ChildProcess): () => Promise<string> {
@@ -53,12 +59,29 @@ async function udpSockets(ns: Netns, filter: string): Promise<{ state: string; l
     });
 }
 
-t.test('UDP hand-over: an existing client stays with the old kup until idle, new clients go to the new one', async (t) => {
+/** The relay, and for the native one whether its addon is the AddressSanitizer build (the thread's descriptor hand-offs checked). */
+type Variant = 'js' | 'native' | 'native-asan';
+
+for (const variant of ['js', 'native', 'native-asan'] as const) {
+  t.test(`UDP hand-over (${variant}): an existing client stays with the old kup until idle, new clients go to the new one`, (t) =>
+    handover(t, variant),
+  );
+}
+
+async function handover(t: Test, variant: Variant): Promise<void> {
   if (!(await requireNetns(t))) return;
-  await sweepLeftovers();
-  const node = await createNetns(t, 'r14b-udp');
+  const relay = variant === 'js' ? 'js' : 'native';
+  if (relay === 'native' && !requireNativeRelay(t)) return;
   const dir = mkdtempSync(join(tmpdir(), 'kup-handover-udp-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  let env: NodeJS.ProcessEnv = {};
+  if (variant === 'native-asan') {
+    const asan = asanAddonEnv(t, dir);
+    if (asan === null) return;
+    env = asan;
+  }
+  await sweepLeftovers();
+  const node = await createNetns(t, `udphand-${variant === 'native-asan' ? 'asan' : relay}`);
   const file = join(dir, 'objects.yaml');
   writeFileSync(
     file,
@@ -76,10 +99,8 @@ t.test('UDP hand-over: an existing client stays with the old kup until idle, new
   );
   const args = [
     'run',
-    // The TypeScript datagram path keeps its sessions through a hand-over; the
-    // native UDP relay ends them at release (README, Upgrades and restarts).
     '--relay',
-    'js',
+    relay,
     '--no-iptables',
     '--bind-address',
     '127.0.0.1',
@@ -99,9 +120,10 @@ t.test('UDP hand-over: an existing client stays with the old kup until idle, new
   const backend = node.spawnNode(PEERS, ['backend', String(BACKEND_PORT)]);
   t.equal(await lines(backend)(), 'ready', 'backend listening');
 
-  const first = startKupIn(node, args);
+  const first = startKupIn(node, args, env);
   t.teardown(() => void first.kill('SIGKILL'));
   const firstDone = finished(first, 60_000);
+  await waitForOutput(first, new RegExp(`"relay":"${relay}"`), 20_000);
   const udpPort = Number((await waitForOutput(first, /"servicePort":"default\/dns:dns\/UDP","proxyPort":(\d+)/, 20_000))[1]);
   await waitForOutput(first, /admin servers listening/, 20_000);
 
@@ -109,7 +131,7 @@ t.test('UDP hand-over: an existing client stays with the old kup until idle, new
   const fromClient = lines(client);
   t.equal(await fromClient(), 'running', 'the existing client is answered through the first kup');
 
-  const second = startKupIn(node, args);
+  const second = startKupIn(node, args, env);
   t.teardown(() => void second.kill('SIGKILL'));
   const secondDone = finished(second, 60_000);
   await waitForOutput(second, /took over from kup pid/, 20_000);
@@ -157,6 +179,11 @@ t.test('UDP hand-over: an existing client stays with the old kup until idle, new
   const r1 = await firstDone;
   t.equal(r1.code, 0, 'the first kup exits 0 once the session idled out');
   second.kill('SIGTERM');
-  t.equal((await secondDone).code, 0, 'the second kup exits 0 on SIGTERM');
+  const r2 = await secondDone;
+  t.equal(r2.code, 0, 'the second kup exits 0 on SIGTERM');
+  if (variant === 'native-asan') {
+    t.notMatch(r1.stderr, /AddressSanitizer/, 'the first kup: no AddressSanitizer report');
+    t.notMatch(r2.stderr, /AddressSanitizer/, 'the second kup: no AddressSanitizer report');
+  }
   backend.kill();
-});
+}

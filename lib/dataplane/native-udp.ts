@@ -15,10 +15,16 @@ export interface UdpBinding {
   udpOpen(sessionId: number, ip: string, port: number, bufferSize: number): number;
   udpRefuse(sessionId: number): void;
   udpEnd(sessionId: number): void;
+  udpAdopt(sessionId: number, bufferSize: number): void;
+  udpRelease(id: number): void;
 }
 
-/** Why the thread ended a session (native/udp.c's END_*, in order). */
-export type NativeUdpEnd = 'idle' | 'error';
+/**
+ * Why the thread ended a session (native/udp.c's END_*, in order); 'no-client-socket':
+ * at a hand-over the session could not get its own socket (a local shortage, not the endpoint's fault).
+ */
+export type NativeUdpEnd = 'idle' | 'error' | 'no-client-socket';
+const END_REASONS: readonly NativeUdpEnd[] = ['idle', 'error', 'no-client-socket'];
 
 /** What a listener is told by the thread (on the JS thread, in batches). */
 export interface NativeUdpHandler {
@@ -34,6 +40,7 @@ const RECORD = 5;
 const EV_NEW = 0;
 const EV_END = 1;
 const EV_CLOSED = 2;
+const EV_RELEASED = 3;
 
 /** One listener registered with the thread. */
 export class NativeUdpListener {
@@ -41,6 +48,8 @@ export class NativeUdpListener {
   readonly counters: Float64Array;
   private closed: Promise<void> | null = null;
   private resolveClosed: (() => void) | null = null;
+  private released: Promise<void> | null = null;
+  private resolveReleased: (() => void) | null = null;
 
   constructor(
     private readonly binding: UdpBinding,
@@ -64,6 +73,33 @@ export class NativeUdpListener {
   /** Ends a session TypeScript decided to end (eviction, endpoint gone); no event follows. */
   end(sessionId: number): void {
     this.binding.udpEnd(sessionId);
+  }
+
+  /**
+   * Hand-over: the thread gives the open session a socket bound to the proxy
+   * port (SO_REUSEPORT) and connected to its client, which the client's
+   * datagrams then arrive on and its replies leave from. If it cannot, the
+   * session ends ('no-client-socket').
+   */
+  adopt(sessionId: number, bufferSize: number): void {
+    this.binding.udpAdopt(sessionId, bufferSize);
+  }
+
+  /**
+   * Hand-over, after adopt() of every session: the thread stops reading the
+   * listener and closes its copy; sessions go on on their client sockets.
+   * Resolves once the copy is closed.
+   */
+  release(): Promise<void> {
+    if (this.released !== null) return this.released;
+    this.released = new Promise<void>((resolve) => (this.resolveReleased = resolve));
+    this.binding.udpRelease(this.id);
+    return this.released;
+  }
+
+  /** @internal the thread reported the release. */
+  onReleased(): void {
+    this.resolveReleased?.();
   }
 
   /** Ends every session and closes the thread's copy of the listener; resolves once it is closed. */
@@ -123,11 +159,15 @@ export class NativeUdpRelay {
         if (l === undefined) continue;
         l.handler.onNewSession(records[i + 2]!, address, records[i + 3]!);
       } else if (kind === EV_END) {
-        l?.handler.onSessionEnd(records[i + 2]!, records[i + 3] === 0 ? 'idle' : 'error', records[i + 4]!);
+        l?.handler.onSessionEnd(records[i + 2]!, END_REASONS[records[i + 3]!] ?? 'error', records[i + 4]!);
       } else if (kind === EV_CLOSED && l !== undefined) {
         // The ArrayBuffer stays reachable through `l` until here: the thread writes it until the close.
         this.listeners.delete(l.id);
         l.onClosed();
+        // A close resolves a release still awaited (the thread closed the copy either way).
+        l.onReleased();
+      } else if (kind === EV_RELEASED) {
+        l?.onReleased();
       }
     }
   }

@@ -79,6 +79,8 @@ class Session {
 
 /** A session relayed by the native thread: TypeScript keeps what the balancer and the caps need. */
 class NativeSession {
+  /** After a hand-over: the thread holds a client socket for it (one more descriptor of the budget). */
+  clientSocket = false;
   constructor(
     readonly id: number,
     readonly clientAddress: string,
@@ -200,6 +202,11 @@ export class UdpProxy {
   private openNativeSession(id: number, address: string): void {
     const native = this.native;
     if (native === null) return;
+    // Released: a client the thread saw just before the release; its next datagram reaches the successor.
+    if (this.released) {
+      native.refuse(id);
+      return;
+    }
     const family = this.family === PER_CONNECTION ? socketAddressFamily(address) : this.family;
     const client = normalizeClientIP(address);
     const ep = this.balancer.pick(client, null, family);
@@ -235,6 +242,12 @@ export class UdpProxy {
   private onNativeEnd(id: number, why: NativeUdpEnd, errno: number): void {
     const s = this.nativeSessions.get(id);
     if (s === undefined) return; // TypeScript ended it first
+    if (why === 'no-client-socket') {
+      this.opts.logger.warn(
+        { listener: this.opts.name, errno },
+        'hand-over: a UDP session could not get its own socket on the proxy port; its client is served by the successor',
+      );
+    }
     if (why === 'error') this.noteNativeFailure(s.endpoint, normalizeClientIP(s.clientAddress), errno);
     this.endNativeSession(s, false);
   }
@@ -257,7 +270,7 @@ export class UdpProxy {
   private endNativeSession(s: NativeSession, tell: boolean): void {
     if (!this.nativeSessions.delete(s.id)) return;
     if (tell) this.native?.end(s.id);
-    this.opts.budget.give(1);
+    this.opts.budget.give(s.clientSocket ? 2 : 1);
     s.endpoint.active--;
     this.stats.active--;
   }
@@ -282,7 +295,7 @@ export class UdpProxy {
 
   /** True once stopAccepting() ran and sessions remain: close() should wait for them to idle out. */
   get draining(): boolean {
-    return this.released && this.sessions.size > 0;
+    return this.released && (this.sessions.size > 0 || this.nativeSessions.size > 0);
   }
 
   /**
@@ -290,22 +303,29 @@ export class UdpProxy {
    * open session gets its own socket bound to the proxy port and connected to
    * its client: the kernel prefers a connected socket for that client's
    * datagrams, so they keep reaching this session, and its replies leave from
-   * the proxy port as before. Then the listener closes, so datagrams of new
-   * clients reach only the successor. Sessions end as usual, when idle.
+   * the proxy port as before (on the native relay the thread makes and reads
+   * these sockets). Then the listener closes, so datagrams of new clients
+   * reach only the successor. Sessions end as usual, when idle.
    */
   async stopAccepting(): Promise<void> {
     const sock = this.socket;
     if (sock === null || this.released || this.bound === null) return;
     this.released = true;
-    // The native thread reads (a copy of) the listener and sends replies from
-    // it: it cannot keep a session on a connected reply socket, so its
-    // sessions end here and each client's next datagram opens a session on
-    // the successor (only replies in flight at this instant are lost; a
-    // client's retry is answered). The TypeScript path keeps its sessions.
+    // The native thread does the same for its sessions: it makes each one's
+    // socket itself (it knows the client's exact address) and then closes its
+    // copy of the listener; `native` stays, for the sessions' ends.
     const native = this.native;
-    this.native = null;
-    for (const s of this.nativeSessions.values()) this.endNativeSession(s, false);
-    if (native !== null) await native.close();
+    if (native !== null) {
+      for (const s of this.nativeSessions.values()) {
+        if (!this.opts.budget.take(1)) {
+          this.endNativeSession(s, true);
+          continue;
+        }
+        s.clientSocket = true;
+        native.adopt(s.id, this.opts.bufferSize);
+      }
+      await native.release();
+    }
     await Promise.all([...this.sessions.values()].map((s) => this.openReplySocket(s)));
     this.socket = null;
     await new Promise<void>((resolve) => sock.close(() => resolve()));
@@ -356,9 +376,10 @@ export class UdpProxy {
     for (const s of this.nativeSessions.values()) this.endNativeSession(s, false);
     this.destroyConnections();
     this.released = false;
-    if (sock === null) return Promise.resolve();
-    // The thread holds a copy of the descriptor: the port is free once it closed it too.
+    // The thread holds a copy of the descriptor (or, after a hand-over, its sessions' client
+    // sockets): the port is free once it closed them too.
     const nativeClosed = native === null ? Promise.resolve() : native.close();
+    if (sock === null) return nativeClosed;
     return nativeClosed.then(() => new Promise((resolve) => sock.close(() => resolve())));
   }
 
