@@ -1023,29 +1023,23 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   return int_result(env, err);
 }
 
-/* udpRefuse(sessionId): no endpoint for it; its queued datagrams are dropped (and counted). */
-static napi_value js_refuse(napi_env env, napi_callback_info info) {
+/* A command naming one session: udpRefuse and udpEnd. */
+static napi_value session_cmd(napi_env env, napi_callback_info info, enum ckind kind) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (!U.started || argc < 1) return NULL;
-  struct cmd *q = new_cmd(C_REFUSE);
+  struct cmd *q = new_cmd(kind);
   q->sid = (uint64_t)get_i64(env, argv[0]);
   push_cmd(q);
   return NULL;
 }
 
+/* udpRefuse(sessionId): no endpoint for it; its queued datagrams are dropped (and counted). */
+static napi_value js_refuse(napi_env env, napi_callback_info info) { return session_cmd(env, info, C_REFUSE); }
+
 /* udpEnd(sessionId): JS ended it (eviction, endpoint gone): closed without an event. */
-static napi_value js_end(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (!U.started || argc < 1) return NULL;
-  struct cmd *q = new_cmd(C_END);
-  q->sid = (uint64_t)get_i64(env, argv[0]);
-  push_cmd(q);
-  return NULL;
-}
+static napi_value js_end(napi_env env, napi_callback_info info) { return session_cmd(env, info, C_END); }
 
 /*
  * udpAdopt(sessionId, bufferSize): hand-over; the thread gives the open
